@@ -1,0 +1,86 @@
+public import ArgumentParser
+import ClusterModel
+import Controller
+import Foundation
+public import Logging
+import ServiceLifecycle
+import Wire
+
+@main
+struct FlotillaController: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flotilla-controller",
+        abstract: "Run a Flotilla controller: a member of the cluster's replicated control plane.",
+        discussion: """
+            Start the first controller of a new cluster with --init; it creates the cluster CA, its own \
+            certificate, and admin credentials for the `flotilla` CLI at <data-dir>/admin.creds. Restart it \
+            later with the same --data-dir (without --init) to serve the same cluster again.
+            """,
+        version: FlotillaVersion.current)
+
+    @Option(name: .customLong("data-dir"), help: "Directory for the controller's keys and state (created with --init).")
+    var dataDirectory: String
+
+    @Option(help: "Address to serve the protocol on (host:port).")
+    var listen: String = "0.0.0.0:7400"
+
+    @Flag(help: "Create a new cluster in --data-dir (refused if it already holds one).")
+    var `init` = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        guard HostPort.parse(listen, allowingPortZero: true) != nil else {
+            throw ValidationError("--listen \(listen) is not host:port (e.g. 0.0.0.0:7400)")
+        }
+    }
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "flotilla.controller")
+        let directory = ControllerDataDirectory(path: dataDirectory)
+        do {
+            if `init` {
+                let created = try directory.initialize(addresses: [listen], now: Date())
+                print("""
+                    Initialized cluster \(created.clusterID); this controller is \(created.controllerID).
+                    CA pin: sha256:\(created.caPin)
+                    Admin credentials: \(created.adminCredentialsPath) (mode 0600)
+                    Try: flotilla --controller \(Self.dialable(listen)) --credentials \(created.adminCredentialsPath) status
+                    """)
+            }
+            let credentials = try directory.loadCredentials(addresses: [listen], now: Date())
+            let server = try await ControllerServer(
+                configuration: ControllerConfiguration(dataDirectory: dataDirectory, listenAddress: listen),
+                credentials: credentials, logger: logger)
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [.init(service: server)],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger))
+            try await group.run()
+        } catch let error as ControllerError {
+            throw CleanError(message: error.message)
+        }
+    }
+
+    /// The address a client on this machine would dial for a wildcard listen address.
+    static func dialable(_ listen: String) -> String {
+        guard let (host, port) = HostPort.parse(listen, allowingPortZero: true) else { return listen }
+        return host == "0.0.0.0" || host == "::" ? "127.0.0.1:\(port)" : listen
+    }
+}
+
+/// An error whose message is the whole story: printed as "error: <message>", exit status 1.
+struct CleanError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
