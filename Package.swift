@@ -15,6 +15,9 @@ let package = Package(
         .executable(name: "flotilla-controller", targets: ["flotilla-controller"]),
         .executable(name: "flotilla-agent", targets: ["flotilla-agent"]),
         .executable(name: "flotilla", targets: ["flotilla"]),
+        // Libraries for the benchmark harnesses under bench/ (separate packages, so the product never
+        // depends on what they compare against).
+        .library(name: "FlotillaTransport", targets: ["Transport", "Wire", "PKI", "ClusterModel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

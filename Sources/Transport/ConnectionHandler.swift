@@ -312,7 +312,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let head: Flotilla_V1_RequestHead
         let firstMessage: ByteBuffer?
         do {
-            (head, firstMessage) = try PayloadCodec.decodeRequest(frame.payload)
+            (head, firstMessage) = try PayloadCodec.decodeRequest(frame.payload, hasMessage: frame.flags.contains(.hasMessage))
         } catch let error as RPCError {
             return violation(error.message)
         } catch {
@@ -687,7 +687,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return
             }
         }
-        let headFlags: FrameFlags = firstMessage != nil ? flags : []
+        let headFlags: FrameFlags = firstMessage != nil ? flags.union(.hasMessage) : []
         let endNow = request.endStream && queued == nil
         let payload: ByteBuffer
         do {
@@ -957,7 +957,7 @@ final class ClientStreamHandle: Sendable {
     let state: NIOLoopBoundBox<State>
 
     init(port: ConnectionPort, reportThreshold: Int) {
-        let state = NIOLoopBoundBox(State.notOpened, eventLoop: port.eventLoop)
+        let state = NIOLoopBoundBox.makeBoxSendingValue(State.notOpened, eventLoop: port.eventLoop)
         self.state = state
         self.inbox = StreamInbox(reportThreshold: reportThreshold) { bytes in
             port.consumed(state: state, bytes: bytes)

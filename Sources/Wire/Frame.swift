@@ -49,6 +49,9 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     /// The message bytes of this frame are zlib-compressed (RFC 1950). Only sent to a peer whose HELLO
     /// listed the "zlib" capability.
     public static let compressed = FrameFlags(rawValue: 0x02)
+    /// On REQUEST: the payload ends with the call's first message (which may be empty: a protobuf message
+    /// with every field at its default encodes to zero bytes). Without it the REQUEST only opens the stream.
+    public static let hasMessage = FrameFlags(rawValue: 0x04)
 }
 
 /// One protocol frame: `length u32 | type u8 | flags u8 | stream id u32 | payload`.

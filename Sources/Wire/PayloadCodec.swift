@@ -41,7 +41,9 @@ public enum PayloadCodec {
 
     /// Splits a REQUEST payload into its head and the (possibly empty) first message. Throws a
     /// human-readable reason when the payload is truncated or the head does not decode.
-    public static func decodeRequest(_ payload: ByteBuffer) throws -> (head: Flotilla_V1_RequestHead, message: ByteBuffer?) {
+    public static func decodeRequest(
+        _ payload: ByteBuffer, hasMessage: Bool = true
+    ) throws -> (head: Flotilla_V1_RequestHead, message: ByteBuffer?) {
         var payload = payload
         guard let headLength = payload.readInteger(as: UInt16.self) else {
             throw RPCError(.invalidArgument, "REQUEST payload of \(payload.readableBytes) bytes is too short for its head length")
@@ -56,7 +58,10 @@ public enum PayloadCodec {
             throw RPCError(.invalidArgument, "REQUEST head does not decode: \(error)")
         }
         guard !head.method.isEmpty else { throw RPCError(.invalidArgument, "REQUEST head names no method") }
-        return (head, payload.readableBytes > 0 ? payload : nil)
+        guard hasMessage || payload.readableBytes == 0 else {
+            throw RPCError(.invalidArgument, "REQUEST carries \(payload.readableBytes) bytes after its head but no HAS_MESSAGE flag")
+        }
+        return (head, hasMessage ? payload : nil)
     }
 
     // MARK: - Compression

@@ -63,7 +63,7 @@ struct ProtocolRobustnessTests {
             var head = Flotilla_V1_RequestHead()
             head.method = method
             let payload = try PayloadCodec.encodeRequest(head: head, message: ByteBuffer(bytes: body), allocator: .init())
-            return Frame(type: .request, flags: end ? [.endStream] : [], streamID: stream, payload: payload)
+            return Frame(type: .request, flags: end ? [.endStream, .hasMessage] : [.hasMessage], streamID: stream, payload: payload)
         }
 
         /// The GOAWAY the handler sent, decoded.
