@@ -29,10 +29,10 @@ public final class AdminClient: Sendable {
                     host: host, port: port, tls: tls, expectedServerRoles: [.controller], connectTimeout: timeout)
                 return AdminClient(client: client)
             } catch {
-                failures.append("\(address): \(error)")
+                failures.append((error as? RPCError)?.message ?? "\(address): \(error)")
             }
         }
-        throw RPCError(.unavailable, "could not reach a controller (\(failures.joined(separator: "; ")))")
+        throw RPCError(.unavailable, "could not reach a controller: \(failures.joined(separator: "; "))")
     }
 
     public func close() async {

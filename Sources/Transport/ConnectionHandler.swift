@@ -208,10 +208,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         switch error {
         case let error as FrameDecodingError:
             fail(RPCError(.invalidArgument, "protocol violation: \(error)"), goAway: .invalidArgument)
-        case let error as NIOSSLError:
-            fail(RPCError(.unavailable, "TLS failed: \(error)"), goAway: nil)
-        case let error as BoringSSLError:
-            fail(RPCError(.unauthenticated, "TLS handshake refused: \(error)"), goAway: nil)
+        case is NIOSSLError, is BoringSSLError:
+            let remote = context.channel.remoteAddress
+            fail(ConnectionFailure.describe(error, host: remote?.ipAddress ?? "peer", port: remote?.port ?? 0), goAway: nil)
         default:
             fail(RPCError(.unavailable, "connection error: \(error)"), goAway: nil)
         }

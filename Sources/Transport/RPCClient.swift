@@ -78,6 +78,19 @@ public final class RPCClient: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "flotilla.transport")
     ) async throws -> RPCClient {
+        do {
+            return try await connectOrThrow(
+                host: host, port: port, tls: tls, expectedServerRoles: expectedServerRoles,
+                configuration: configuration, connectTimeout: connectTimeout, group: group, logger: logger)
+        } catch {
+            throw ConnectionFailure.describe(error, host: host, port: port)
+        }
+    }
+
+    private static func connectOrThrow(
+        host: String, port: Int, tls: NIOSSLContext, expectedServerRoles: Set<NodeRole>,
+        configuration: TransportConfiguration, connectTimeout: Duration, group: any EventLoopGroup, logger: Logger
+    ) async throws -> RPCClient {
         let (channel, connectionPort, ready) = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(TimeAmount(connectTimeout))

@@ -48,12 +48,15 @@ struct FlotillaController: AsyncParsableCommand {
         do {
             if `init` {
                 let created = try directory.initialize(addresses: [listen], now: Date())
-                print("""
+                // Written straight to the file descriptor (not print's buffer), so a pipe or log file gets
+                // it before the server starts serving.
+                FileHandle.standardOutput.write(Data("""
                     Initialized cluster \(created.clusterID); this controller is \(created.controllerID).
                     CA pin: sha256:\(created.caPin)
                     Admin credentials: \(created.adminCredentialsPath) (mode 0600)
                     Try: flotilla --controller \(Self.dialable(listen)) --credentials \(created.adminCredentialsPath) status
-                    """)
+
+                    """.utf8))
             }
             let credentials = try directory.loadCredentials(addresses: [listen], now: Date())
             let server = try await ControllerServer(

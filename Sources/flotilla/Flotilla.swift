@@ -11,7 +11,7 @@ import Wire
 enum FlotillaMain {
     static func main() async {
         do {
-            var command = try Flotilla.parseAsRoot()
+            var command = try Flotilla.parseAsRoot(GlobalOptions.hoisted(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -64,6 +64,30 @@ struct Flotilla: AsyncParsableCommand {
             """,
         version: FlotillaVersion.current,
         subcommands: [StatusCommand.self])
+}
+
+/// The CLI contract puts cluster options before the command (`flotilla --controller A status`), as Docker
+/// does; ArgumentParser reads options only at the command that declares them. So options given before the
+/// first command word are moved after the command line, where every command's `ClusterOptions` reads them.
+enum GlobalOptions {
+    static let withValue: Set<String> = ["--controller", "--credentials", "--output"]
+
+    static func hoisted(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+            guard withValue.contains(name) else { break }
+            leading.append(argument)
+            if !argument.contains("="), index + 1 < arguments.count {
+                leading.append(arguments[index + 1])
+                index += 1
+            }
+            index += 1
+        }
+        return Array(arguments[index...]) + leading
+    }
 }
 
 /// Options every command that talks to the cluster takes.

@@ -76,9 +76,10 @@ struct CallLifecycleTests {
 
     @Test("GOAWAY lets in-flight calls finish, refuses new ones, and ends the server")
     func gracefulShutdownDrains() async throws {
+        let outcomes = Recorder()
         let server = try await RPCServer.bind(
             host: "127.0.0.1", port: 0, tls: try TLSContexts.server(credentials: pki.controller),
-            router: Self.recordingRouter(Recorder()))
+            router: Self.recordingRouter(outcomes))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
             let client = try await connectTestClient(to: server, credentials: pki.agent)
@@ -88,7 +89,7 @@ struct CallLifecycleTests {
                 request.payload = Data("slow".utf8)
                 return try await client.unary(Methods.echo, request)
             }
-            try await Task.sleep(for: .milliseconds(100))
+            #expect(try await eventually { outcomes.events.contains("started") })
             server.beginGracefulShutdown()
             // The in-flight call completes normally.
             #expect(try await inFlight.value.payload == Data("slow".utf8))
