@@ -32,6 +32,7 @@ struct ProtocolRobustnessTests {
 
         /// Everything the handler wrote, as frames.
         func sentFrames() throws -> [Frame] {
+            loop.run()  // deferred flushes
             var bytes = ByteBuffer()
             while var chunk = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&chunk) }
             var frames: [Frame] = []
