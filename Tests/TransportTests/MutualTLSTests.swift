@@ -35,25 +35,47 @@ struct MutualTLSTests {
         }
     }
 
-    @Test("a client whose certificate comes from another CA is refused")
-    func wrongCA() async throws {
+    /// A client context that trusts `trusting`'s CA but presents `presenting`'s certificate (or none).
+    func clientContext(trusting: Credentials, presenting: Credentials?) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates([try NIOSSLCertificate(bytes: trusting.caCertificateDER, format: .der)])
+        if let presenting {
+            configuration.certificateChain = [.certificate(try NIOSSLCertificate(bytes: presenting.certificateDER, format: .der))]
+            configuration.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: presenting.privateKeyDER, format: .der))
+        }
+        configuration.certificateVerification = .noHostnameVerification
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    @Test("a server refuses a client whose certificate another CA issued")
+    func clientFromAnotherCA() async throws {
+        let stranger = try TestPKI(clusterID: "other-cluster")
+        try await withTestServer(credentials: pki.controller) { server in
+            let error = await attempt(try clientContext(trusting: pki.agent, presenting: stranger.agent), to: server)
+            let rpcError = try #require(error as? RPCError)
+            #expect(rpcError.code == .unauthenticated)
+            #expect(rpcError.message.contains("refused our certificate"))
+        }
+    }
+
+    @Test("a client refuses a server whose certificate another CA issued")
+    func serverFromAnotherCA() async throws {
         let stranger = try TestPKI(clusterID: "other-cluster")
         try await withTestServer(credentials: pki.controller) { server in
             let error = await attempt(try TLSContexts.client(credentials: stranger.agent), to: server)
-            #expect(error != nil)
-            #expect("\(error!)".localizedCaseInsensitiveContains("certificate") || "\(error!)".contains("TLS"))
+            let rpcError = try #require(error as? RPCError)
+            #expect(rpcError.code == .unauthenticated)
+            #expect(rpcError.message.contains("the CA in your credentials did not issue"))
         }
     }
 
     @Test("a client with no certificate is refused")
     func missingClientCertificate() async throws {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.trustRoots = .certificates([try NIOSSLCertificate(bytes: pki.agent.caCertificateDER, format: .der)])
-        configuration.certificateVerification = .noHostnameVerification
-        let tls = try NIOSSLContext(configuration: configuration)
         try await withTestServer(credentials: pki.controller) { server in
-            let error = await attempt(tls, to: server)
-            #expect(error != nil)
+            let error = await attempt(try clientContext(trusting: pki.agent, presenting: nil), to: server)
+            let rpcError = try #require(error as? RPCError)
+            #expect(rpcError.code == .unauthenticated)
+            #expect(rpcError.message.contains("refused our certificate"))
         }
     }
 
@@ -64,8 +86,9 @@ struct MutualTLSTests {
             now: Date().addingTimeInterval(-7200), validity: .seconds(600))
         try await withTestServer(credentials: pki.controller) { server in
             let error = await attempt(try TLSContexts.client(credentials: expired), to: server)
-            #expect(error != nil)
-            #expect("\(error!)".localizedCaseInsensitiveContains("expired") || "\(error!)".contains("TLS"))
+            let rpcError = try #require(error as? RPCError)
+            #expect(rpcError.code == .unauthenticated)
+            #expect(rpcError.message.contains("refused our certificate"))
         }
     }
 
