@@ -2,7 +2,8 @@ import ClusterModel
 import Foundation
 import PKI
 import Testing
-import X509
+// The SPI is how X509 spells "validate at a time other than now"; the plain time initializer is deprecated.
+@_spi(FixedExpiryValidationTime) import X509
 
 @Suite("Certificate authority")
 struct CertificateAuthorityTests {
@@ -90,7 +91,7 @@ struct CertificateAuthorityTests {
         let twoYearsAgo = Date() - 2 * 365 * 86_400
         let ca = try CertificateAuthority.create(clusterID: "cluster-a", now: twoYearsAgo)
         let credentials = try Credentials.issue(by: ca, identity: agentIdentity, now: twoYearsAgo, validity: oneDay)
-        #expect(await validate(credentials.certificate, trusting: ca.certificate, at: Date()) == false)
+        #expect(await validate(credentials.certificate, trusting: ca.certificate, at: nil) == false)
         // The same certificate was fine while it was valid, so it is the clock that rejects it.
         #expect(await validate(credentials.certificate, trusting: ca.certificate, at: twoYearsAgo + 60) == true)
     }
@@ -173,10 +174,14 @@ struct CertificateAuthorityTests {
         #expect(error.code == .invalidKey)
     }
 
-    /// Validates `leaf` against the single root `root` at `time`, RFC 5280 rules.
-    private func validate(_ leaf: Certificate, trusting root: Certificate, at time: Date) async -> Bool {
+    /// Validates `leaf` against the single root `root` by RFC 5280 rules, at `time` or, when nil, the current time.
+    private func validate(_ leaf: Certificate, trusting root: Certificate, at time: Date?) async -> Bool {
         var verifier = Verifier(rootCertificates: CertificateStore([root])) {
-            RFC5280Policy(validationTime: time)
+            if let time {
+                RFC5280Policy(fixedExpiryValidationTime: time)
+            } else {
+                RFC5280Policy()
+            }
         }
         switch await verifier.validate(leaf: leaf, intermediates: CertificateStore()) {
         case .validCertificate: return true
