@@ -86,7 +86,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let head: Flotilla_V1_RequestHead
         let message: ByteBuffer?
         let endStream: Bool
-        let timeout: TimeAmount?
+        /// When the caller stops waiting, fixed when the call was made (it also runs while queued).
+        let deadline: NIODeadline?
     }
 
     let role: Role
@@ -171,7 +172,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         hello.software = "flotilla \(FlotillaVersion.current)"
         writeProto(.hello, streamID: 0, hello)
         flushIfNeeded()
-        scheduleKeepalive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -265,7 +265,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                     "protocol version mismatch: \(who) speaks Flotilla protocol \(ProtocolVersion.current), the peer (\(hello.software)) speaks \(hello.protocolVersion); upgrade the older side"),
                 goAway: .failedPrecondition)
         }
-        guard hello.maxFrameSize >= 1024, hello.initialStreamWindow >= 1024, hello.connectionWindow >= hello.initialStreamWindow else {
+        guard hello.maxFrameSize >= 1024, hello.initialStreamWindow >= 1024, hello.connectionWindow >= hello.initialStreamWindow,
+              hello.connectionWindow <= UInt32(Int32.max) else {
             return violation("HELLO announces unusable limits (max frame \(hello.maxFrameSize), stream window \(hello.initialStreamWindow), connection window \(hello.connectionWindow))")
         }
         if role == .client && hello.maxConcurrentStreams == 0 {
@@ -288,6 +289,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         handshakeTimer = nil
         readyCompleted = true
         ready.succeed(peer!)
+        scheduleKeepalive()
         drainPendingOpens()
     }
 
@@ -299,8 +301,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         lastPeerStreamID = id
         guard phase == .open, let peer else {
-            // Going away: the client will retry this call elsewhere; its bytes still count against the window.
-            creditConnection(frame.payload.readableBytes)
+            // Going away: the client retries this call elsewhere. Nothing is credited: the connection is ending.
             return
         }
         guard streams.count < configuration.maxConcurrentStreams else {
@@ -317,7 +318,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         } catch {
             return violation("REQUEST does not decode: \(error)")
         }
-        let messageBytes = firstMessage?.readableBytes ?? 0
+        let messageBytes = firstMessage.map(Self.flowCost) ?? 0
         guard chargeReceiveWindow(messageBytes, streamWindow: nil) else { return }
 
         let port = ConnectionPort(handler: self)
@@ -341,6 +342,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         streams[id] = stream
         if let firstMessage {
             guard deliver(firstMessage, flags: frame.flags, to: id) else { return }
+            // A first message that failed to inflate already ended the call with a status.
+            guard streams[id] != nil else { return }
         }
         if frame.flags.contains(.endStream) {
             streams[id]?.remoteEnded = true
@@ -354,7 +357,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func messageReceived(_ frame: Frame) {
         let id = frame.streamID
-        let size = frame.payload.readableBytes
+        let size = Self.flowCost(frame.payload)
         guard id != 0 else { return violation("MESSAGE on stream 0") }
         guard streams[id] != nil else {
             guard isKnownClosed(id) else { return violation("MESSAGE on stream \(id), which was never opened") }
@@ -370,6 +373,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard chargeReceiveWindow(size, streamWindow: id) else { return }
         streams[id]!.receivedBytes += size
         guard deliver(frame.payload, flags: frame.flags, to: id) else { return }
+        // A message that failed to inflate ended its call (and removed the stream).
+        guard streams[id] != nil else { return }
         if frame.flags.contains(.endStream) {
             guard role == .server else { return violation("END_STREAM on a MESSAGE from the server; a server ends a stream with STATUS") }
             streams[id]!.remoteEnded = true
@@ -396,13 +401,14 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return true
             }
         }
-        streams[id]?.inbox.deliver(message, wireSize: payload.readableBytes)
+        streams[id]?.inbox.deliver(message, wireSize: Self.flowCost(payload))
         return true
     }
 
     private func halfCloseReceived(_ frame: Frame) {
         guard role == .server else { return violation("HALF_CLOSE sent to a client") }
         let id = frame.streamID
+        guard id != 0 else { return violation("HALF_CLOSE on stream 0") }
         guard streams[id] != nil else {
             guard isKnownClosed(id) else { return violation("HALF_CLOSE on stream \(id), which was never opened") }
             return
@@ -415,6 +421,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func statusReceived(_ frame: Frame) {
         guard role == .client else { return violation("STATUS sent to a server") }
         let id = frame.streamID
+        guard id != 0 else { return violation("STATUS on stream 0") }
         guard streams[id] != nil else {
             guard isKnownClosed(id) else { return violation("STATUS on stream \(id), which was never opened") }
             return
@@ -433,6 +440,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func cancelReceived(_ frame: Frame) {
         guard role == .server else { return violation("CANCEL sent to a client") }
         let id = frame.streamID
+        guard id != 0 else { return violation("CANCEL on stream 0") }
         guard streams[id] != nil else {
             guard isKnownClosed(id) else { return violation("CANCEL on stream \(id), which was never opened") }
             return
@@ -460,6 +468,12 @@ final class ConnectionHandler: ChannelInboundHandler {
             closeReason = RPCError(code, "peer closed the connection: \(goAway.message)")
             tearDown(closeReason!)
             context.close(promise: nil)
+            return
+        }
+        if role == .server {
+            // The client is leaving: it opens nothing more; its calls in flight finish, then we close.
+            if phase != .closed { phase = .goingAway }
+            closeIfDrained()
             return
         }
         peerGoAwayLastStream = goAway.lastStreamID
@@ -492,6 +506,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     // MARK: - Flow control
+
+    /// What a message costs against a window: its bytes plus the frame header, so even empty messages are
+    /// bounded by flow control.
+    static func flowCost(_ payload: ByteBuffer) -> Int { payload.readableBytes + Frame.headerSize }
 
     /// Counts a received message against the windows. The sender may overshoot a window by one frame (it may
     /// send whenever the window is positive), never more.
@@ -556,8 +574,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .message(let payload, let flags, let promise):
                 guard streams[id]!.sendWindow > 0, connectionSendWindow > 0 else { return }
                 streams[id]!.pending.removeFirst()
-                streams[id]!.sendWindow -= payload.readableBytes
-                connectionSendWindow -= payload.readableBytes
+                streams[id]!.sendWindow -= Self.flowCost(payload)
+                connectionSendWindow -= Self.flowCost(payload)
                 if flags.contains(.endStream) { streams[id]!.localEnded = true }
                 write(.message, flags: flags, streamID: id, payload: payload)
                 promise?.succeed()
@@ -626,7 +644,18 @@ final class ConnectionHandler: ChannelInboundHandler {
         handle: ClientStreamHandle, head: Flotilla_V1_RequestHead, message: ByteBuffer?, endStream: Bool,
         timeout: TimeAmount?
     ) {
-        let request = PendingOpen(handle: handle, head: head, message: message, endStream: endStream, timeout: timeout)
+        let deadline = timeout.map { context.eventLoop.now + $0 }
+        let request = PendingOpen(handle: handle, head: head, message: message, endStream: endStream, deadline: deadline)
+        if let deadline, let timeout {
+            // Fails the call if it is still queued (no stream slot, no handshake) when its deadline passes.
+            context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+                guard handle.state.value == .notOpened else { return }
+                pendingOpens.removeAll { $0.handle === handle }
+                handle.state.value = .closed
+                handle.inbox.finish(.failed(RPCError(
+                    .deadlineExceeded, "deadline of \(Duration.nanoseconds(timeout.nanoseconds)) exceeded while waiting for a stream")))
+            }
+        }
         switch phase {
         case .closed, .goingAway:
             handle.inbox.finish(.failed(closeReason ?? RPCError(.unavailable, "the connection is shutting down; retry on a new connection")))
@@ -647,6 +676,17 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func openNow(_ request: PendingOpen) {
         let handle = request.handle
         guard handle.state.value == .notOpened else { return }  // cancelled while queued
+        guard nextStreamID < UInt32.max else {
+            handle.state.value = .closed
+            handle.inbox.finish(.failed(RPCError(.unavailable, "this connection has used all its stream ids; open a new connection")))
+            return
+        }
+        let remaining = request.deadline.map { $0 - context.eventLoop.now }
+        if let remaining, remaining <= .zero {
+            handle.state.value = .closed
+            handle.inbox.finish(.failed(RPCError(.deadlineExceeded, "deadline exceeded before the call could start")))
+            return
+        }
         let id = nextStreamID
         nextStreamID += 1
         handle.state.value = .open(id)
@@ -655,7 +695,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             sendWindow: peerSettings!.initialStreamWindow,
             receiveWindow: configuration.initialStreamWindow)
         var head = request.head
-        if let timeout = request.timeout {
+        if let timeout = remaining {
             head.timeoutMicros = UInt64(max(1, timeout.nanoseconds / 1000))
             stream.deadlineTimer = context.eventLoop.scheduleTask(in: timeout) { [self] in
                 deadlineExceeded(streamID: id, timeout: timeout)
@@ -670,8 +710,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                 if connectionSendWindow > 0 {
                     firstMessage = payload
                     flags = messageFlags
-                    stream.sendWindow -= payload.readableBytes
-                    connectionSendWindow -= payload.readableBytes
+                    stream.sendWindow -= Self.flowCost(payload)
+                    connectionSendWindow -= Self.flowCost(payload)
                 } else {
                     queued = payload
                     flags = messageFlags
@@ -820,8 +860,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         stream.lifecycle?.complete(.cancelled)
         for case .message(_, _, let promise) in stream.pending { promise?.fail(error) }
         streams[id]!.pending.removeAll()
-        if notifyPeer && role == .server {
-            writeProto(.status, streamID: id, Flotilla_V1_Status(error))
+        if notifyPeer {
+            switch role {
+            case .server: writeProto(.status, streamID: id, Flotilla_V1_Status(error))
+            case .client: write(.cancel, flags: [], streamID: id, payload: ByteBuffer())
+            }
         }
         removeStream(id)
     }
@@ -829,6 +872,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func removeStream(_ id: UInt32) {
         guard let stream = streams.removeValue(forKey: id) else { return }
         stream.deadlineTimer?.cancel()
+        // Writers still waiting for window learn the call is over instead of waiting for ever.
+        let ended = RPCError(.cancelled, "the call has already ended")
+        for case .message(_, _, let promise) in stream.pending { promise?.fail(ended) }
         creditConnection(stream.receivedBytes - stream.creditedBytes)
         if role == .client, let index = blockedStreams.firstIndex(of: id) { blockedStreams.remove(at: index) }
         if role == .client { drainPendingOpens() }

@@ -129,14 +129,23 @@ final class StreamInbox: Sendable {
         }
     }
 
+    /// Credit goes back in chunks of `reportThreshold` (few event-loop hops), and also whenever the consumer
+    /// has drained everything (at least `drainReportMinimum` bytes), so window is only ever held by messages
+    /// really waiting unread: many quiet streams with small unreported remainders can never add up to the
+    /// whole connection window and stall it.
     private func reportIfDue() {
         let due: Int = state.withLock { state in
-            guard state.unreportedBytes >= reportThreshold else { return 0 }
+            let drained = state.messages.isEmpty && state.end == nil
+            guard state.unreportedBytes >= reportThreshold
+                || (drained && state.unreportedBytes >= Self.drainReportMinimum) else { return 0 }
             defer { state.unreportedBytes = 0 }
             return state.unreportedBytes
         }
         if due > 0 { report(due) }
     }
+
+    /// With at most 1,024 streams, remainders under this hold at most 1 MiB of an 8 MiB connection window.
+    static let drainReportMinimum = 1024
 }
 
 /// Signals the end of a server-side call to the task supervising its handler: either the handler finished,

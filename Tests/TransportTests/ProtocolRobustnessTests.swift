@@ -163,17 +163,59 @@ struct ProtocolRobustnessTests {
         #expect(!harness.channel.isActive)
     }
 
-    @Test("a peer that sends nothing after connecting is closed at the handshake timeout")
+    @Test("a peer that sends nothing after connecting is closed at the handshake timeout (default 10 s)")
     func slowloris() throws {
-        var configuration = TransportConfiguration()
-        configuration.handshakeTimeout = .seconds(2)
-        let harness = try Harness(configuration: configuration)
-        // Half a frame, then silence.
+        let harness = try Harness()
+        // Half a frame, then silence. Keepalive does not run before the handshake, so the timeout decides.
         try harness.sendRaw([0, 0, 0])
-        harness.loop.advanceTime(by: .milliseconds(1_900))
+        harness.loop.advanceTime(by: .milliseconds(9_900))
         #expect(harness.channel.isActive)
         harness.loop.advanceTime(by: .milliseconds(200))
         #expect(!harness.channel.isActive)
+    }
+
+    @Test("a compressed message that is not zlib ends its call with INVALID_ARGUMENT, not the process")
+    func corruptCompressedMessage() throws {
+        let harness = try Harness()
+        try harness.send(try harness.hello())
+        try harness.send(try harness.request(stream: 1, end: false))
+        _ = try harness.channel.readInbound(as: IncomingCall.self)
+        _ = try harness.sentFrames()
+        try harness.send(Frame(
+            type: .message, flags: [.compressed, .endStream], streamID: 1, payload: ByteBuffer(bytes: [9, 9, 9, 9])))
+        let status = try #require(try harness.sentFrames().first { $0.type == .status && $0.streamID == 1 })
+        let decoded = try PayloadCodec.decode(Flotilla_V1_Status.self, from: status.payload)
+        #expect(StatusCode(rawValue: decoded.code) == .invalidArgument)
+        #expect(harness.channel.isActive)
+        // A frame for the ended stream is dropped quietly; the connection still works.
+        try harness.send(Frame(type: .message, streamID: 1, payload: ByteBuffer(bytes: [1])))
+        try harness.send(Frame(type: .ping, streamID: 0, payload: ByteBuffer(bytes: [0, 0, 0, 0, 0, 0, 0, 1])))
+        #expect(try harness.sentFrames().contains { $0.type == .pong })
+    }
+
+    @Test("empty messages count against the window, so a flood of them is bounded")
+    func emptyMessageFlood() throws {
+        var configuration = TransportConfiguration()
+        configuration.initialStreamWindow = 4096
+        configuration.maxFrameSize = 4096
+        let harness = try Harness(configuration: configuration)
+        try harness.send(try harness.hello())
+        try harness.send(try harness.request(stream: 1, end: false))
+        harness.tolerateClose {
+            for _ in 0..<10_000 { try harness.send(Frame(type: .message, streamID: 1, payload: ByteBuffer())) }
+        }
+        #expect(try harness.goAway()?.message.contains("flow-control window of stream 1") == true)
+        #expect(!harness.channel.isActive)
+    }
+
+    @Test("STATUS, CANCEL and HALF_CLOSE on stream 0 are violations")
+    func streamZero() throws {
+        for type in [FrameType.cancel, .halfClose] {
+            let harness = try Harness()
+            try harness.send(try harness.hello())
+            harness.tolerateClose { try harness.send(Frame(type: type, streamID: 0)) }
+            #expect(try harness.goAway()?.message.contains("on stream 0") == true, "\(type)")
+        }
     }
 
     @Test("a flood of new streams beyond the announced limit gets GOAWAY")

@@ -123,6 +123,27 @@ struct RPCCallTests {
         }
     }
 
+    @Test("a call queued for a stream slot still fails at its deadline")
+    func deadlineWhileQueued() async throws {
+        var configuration = TransportConfiguration()
+        configuration.maxConcurrentStreams = 1
+        try await withTestServer(credentials: pki.controller, configuration: configuration) { server in
+            let client = try await connectTestClient(to: server, credentials: pki.agent)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { _ = try await client.unary(Methods.echo, Self.echoRequest("slow", delayMillis: 2_000)) }
+                try await Task.sleep(for: .milliseconds(100))
+                let started = ContinuousClock.now
+                let error = await #expect(throws: RPCError.self) {
+                    _ = try await client.unary(Methods.echo, Self.echoRequest("queued"), options: CallOptions(timeout: .milliseconds(200)))
+                }
+                #expect(error?.code == .deadlineExceeded)
+                #expect(ContinuousClock.now - started < .milliseconds(1_500))
+                try await group.waitForAll()
+            }
+            await client.close()
+        }
+    }
+
     @Test("a large message is compressed on the wire and arrives intact")
     func compression() async throws {
         var configuration = TransportConfiguration()
