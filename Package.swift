@@ -8,6 +8,10 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// Whole-module optimization for targets whose tests are compute-bound simulations (debug builds only
+/// change the default; release builds are optimized anyway).
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "flotilla",
     platforms: [.macOS(.v15)],
@@ -35,6 +39,8 @@ let package = Package(
     targets: [
         // MARK: - Pure cores
         .target(name: "ClusterModel", swiftSettings: strict),
+        // Optimized even in debug builds: the seeded simulation tests run thousands of clusters through it.
+        .target(name: "Raft", dependencies: ["ClusterModel"], swiftSettings: strict + optimized),
 
         // MARK: - Wire and transport
         .target(
@@ -132,6 +138,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
+        .testTarget(name: "RaftTests", dependencies: ["Raft", "ClusterModel"], swiftSettings: strict + optimized),
         .testTarget(
             name: "ControllerTests",
             dependencies: ["Controller", "AdminClient", "TestSupport"],

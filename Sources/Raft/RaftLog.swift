@@ -116,20 +116,16 @@ struct RaftLog: Sendable {
         return Array(entries[offset(applied.next)...offset(upTo)])
     }
 
-    /// Replaces the whole log with a snapshot's point (a follower installing a leader's snapshot), keeping
-    /// entries after it only when they agree with it.
+    /// Replaces the whole log with a snapshot's point (a follower installing a leader's snapshot). Callers
+    /// only install a snapshot the log does not already agree with, so no entry survives it.
     mutating func restore(_ metadata: SnapshotMetadata) {
-        if matches(index: metadata.index, term: metadata.term) && metadata.index <= lastIndex {
-            entries.removeSubrange(..<offset(metadata.index.next))
-        } else {
-            entries = []
-        }
+        entries = []
         snapshotIndex = metadata.index
         snapshotTerm = metadata.term
-        committed = max(committed, metadata.index)
-        applied = max(applied, metadata.index)
-        persisted = max(persisted, metadata.index)
-        unstableFrom = max(unstableFrom, metadata.index.next)
+        committed = metadata.index
+        applied = metadata.index
+        persisted = metadata.index
+        unstableFrom = metadata.index.next
     }
 
     /// Drops entries up to `index` (already in a local snapshot).

@@ -44,7 +44,8 @@ public struct Ready: Sendable {
     /// Entries to make durable. Everything in the durable log at or after the first entry's index is
     /// replaced (a conflicting suffix was truncated).
     public var entries: [LogEntry]
-    /// A snapshot received from the leader, to persist and load into the state machine.
+    /// A snapshot received from the leader, to persist and load into the state machine. It replaces the
+    /// whole durable log: every persisted entry is discarded (then `entries`, if any, follow it).
     public var snapshot: Snapshot?
     public var messages: [RaftMessage]
     public var committedEntries: [LogEntry]
@@ -442,6 +443,13 @@ public struct RaftNode: Sendable {
     private mutating func snapshotChunkReceived(from leader: NodeID, metadata: SnapshotMetadata, offset: Int, chunk: [UInt8], done: Bool) {
         if metadata.index <= log.committed {
             send(to: leader, .snapshotResponse(offset: 0, installedIndex: log.committed, rejected: false))
+            return
+        }
+        if log.matches(index: metadata.index, term: metadata.term) {
+            // Our log already holds what the snapshot covers: that prefix is committed; no need to install.
+            incomingSnapshot = nil
+            log.committed = metadata.index
+            send(to: leader, .snapshotResponse(offset: 0, installedIndex: metadata.index, rejected: false))
             return
         }
         if offset == 0 || incomingSnapshot?.metadata != metadata {

@@ -25,7 +25,7 @@ struct Simulation {
             if let state = ready.hardState { hardState = state }
             if let snapshot = ready.snapshot {
                 self.snapshot = snapshot
-                entries.removeAll { $0.index <= snapshot.metadata.index }
+                entries.removeAll()
             }
             if let first = ready.entries.first {
                 entries.removeAll { $0.index >= first.index }

@@ -1,0 +1,17 @@
+import ClusterModel
+import Testing
+@testable import Raft
+
+/// Seeds that once failed, kept as regressions. To replay any seed, add it here.
+@Suite("Raft simulation replays")
+struct ReplayTests {
+    @Test("seed 20058 (snapshot installed over a log holding stale entries past it)", arguments: [UInt64(20058)])
+    func replaySnapshotSeed(seed: UInt64) {
+        var simulation = Simulation(seed: seed, members: 3, snapshotEvery: 7)
+        simulation.run(steps: 2_000)
+        simulation.stabilize()
+        simulation.checkNoAcknowledgedLoss()
+        #expect(simulation.failures.isEmpty, "\(simulation.failures.prefix(3))")
+        #expect(simulation.converged())
+    }
+}
