@@ -144,6 +144,14 @@ public struct RaftNode: Sendable {
     public func entry(at index: LogIndex) -> LogEntry? { log.entry(at: index) }
     public var firstIndex: LogIndex { log.firstIndex }
 
+    /// The leader's view of each follower, for diagnostics.
+    public var progressDescription: String {
+        progress.keys.sorted().map { peer in
+            let p = progress[peer]!
+            return "\(peer): match \(p.match) next \(p.next) \(p.state) probeSent \(p.probeSent) inflight \(p.inflight.count)"
+        }.joined(separator: "; ")
+    }
+
     /// Match index of each member as the leader sees it (empty on followers).
     public var matchIndexes: [NodeID: LogIndex] { progress.mapValues(\.match) }
 
@@ -398,6 +406,11 @@ public struct RaftNode: Sendable {
             }
         case .heartbeatResponse(let readContext):
             if progress[peer]!.state == .probe { progress[peer]!.probeSent = false }
+            // Appends in a full window may all have been lost: the follower is alive, so free one slot and
+            // send again; a gap makes it reject, which drops the leader back to probing (etcd does the same).
+            if progress[peer]!.state == .replicate, progress[peer]!.inflight.count >= options.maxInflightAppends {
+                progress[peer]!.inflight.removeFirst()
+            }
             if progress[peer]!.match < log.lastIndex { sendAppend(to: peer) }
             if let readContext { readAcknowledged(context: readContext, by: peer) }
         case .snapshotResponse(let offset, let installedIndex, let rejected):
@@ -524,11 +537,11 @@ public struct RaftNode: Sendable {
     }
 
     private mutating func broadcastAppend() {
-        for peer in configuration.members where peer != id { sendAppend(to: peer) }
+        for peer in configuration.members.sorted() where peer != id { sendAppend(to: peer) }
     }
 
     private mutating func broadcastHeartbeat(readContext: UInt64?) {
-        for peer in configuration.members where peer != id {
+        for peer in configuration.members.sorted() where peer != id {
             let commit = min(progress[peer]?.match ?? 0, log.committed)
             send(to: peer, .heartbeat(commit: commit, readContext: readContext))
             if case .snapshot = progress[peer]?.state { sendSnapshotChunk(to: peer) }
@@ -612,7 +625,7 @@ public struct RaftNode: Sendable {
             if preVote { campaign(preVote: false, transfer: transfer) } else { becomeLeader() }
             return
         }
-        for voter in configuration.voters where voter != id {
+        for voter in configuration.voters.sorted() where voter != id {
             messages.append(RaftMessage(
                 from: id, to: voter, term: campaignTerm,
                 kind: .requestVote(lastIndex: log.lastIndex, lastTerm: log.lastTerm, preVote: preVote, transfer: transfer)))

@@ -14,4 +14,14 @@ struct ReplayTests {
         #expect(simulation.failures.isEmpty, "\(simulation.failures.prefix(3))")
         #expect(simulation.converged())
     }
+
+    @Test("seed 10156 (a follower whose whole in-flight window of appends was lost must still catch up)")
+    func replayLostWindow() {
+        var simulation = Simulation(seed: 10156, members: 5)
+        simulation.run(steps: 2_000)
+        simulation.stabilize()
+        simulation.checkNoAcknowledgedLoss()
+        #expect(simulation.failures.isEmpty, "\(simulation.failures.prefix(3))")
+        #expect(simulation.converged())
+    }
 }
