@@ -21,7 +21,7 @@ let package = Package(
         .executable(name: "flotilla", targets: ["flotilla"]),
         // Libraries for the benchmark harnesses under bench/ (separate packages, so the product never
         // depends on what they compare against).
-        .library(name: "FlotillaTransport", targets: ["Transport", "Wire", "PKI", "ClusterModel"]),
+        .library(name: "FlotillaTransport", targets: ["Transport", "Wire", "Messages", "PKI", "ClusterModel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -39,6 +39,12 @@ let package = Package(
     targets: [
         // MARK: - Pure cores
         .target(name: "ClusterModel", swiftSettings: strict),
+        // Generated protobuf types (from proto/), no I/O: shared by the wire layer and the pure cores.
+        .target(
+            name: "Messages",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         // Optimized even in debug builds: the seeded simulation tests run thousands of clusters through it.
         .target(name: "Raft", dependencies: ["ClusterModel"], swiftSettings: strict + optimized),
 
@@ -46,7 +52,7 @@ let package = Package(
         .target(
             name: "Wire",
             dependencies: [
-                "ClusterModel",
+                "ClusterModel", "Messages",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "CompressNIO", package: "compress-nio"),

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Regenerates Sources/Wire/Generated/*.pb.swift from proto/**/*.proto.
+# Regenerates Sources/Messages/Generated/*.pb.swift from proto/**/*.proto.
 # Needs Debian's protoc (apt-get install protobuf-compiler) and builds protoc-gen-swift from the mirrored
 # swift-protobuf once (about 2.5 minutes; cached under .build/proto-tools). Never run by CI: the generated code
 # is committed. Run it after editing any .proto file and commit the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROTO=proto
-OUT=Sources/Wire/Generated
+OUT=Sources/Messages/Generated
 VERSION=1.39.0                                   # must equal the exact swift-protobuf pin in Package.swift
 TOOLS=.build/proto-tools/swift-protobuf-$VERSION
 PLUGIN=$TOOLS/.build/release/protoc-gen-swift
