@@ -45,8 +45,25 @@ let package = Package(
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // The system zlib, for CRC-32 checksums of write-ahead-log records.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(
+            name: "RaftRuntime",
+            dependencies: [
+                "Raft", "Messages", "ClusterModel", "CZlib",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Optimized even in debug builds: the seeded simulation tests run thousands of clusters through it.
         .target(name: "Raft", dependencies: ["ClusterModel"], swiftSettings: strict + optimized),
+        // The replicated state machine: tables, deterministic apply, snapshots (protobuf; the runtime compresses).
+        .target(
+            name: "ClusterStore",
+            dependencies: ["ClusterModel", "Messages", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: strict
+        ),
 
         // MARK: - Wire and transport
         .target(
@@ -143,7 +160,18 @@ let package = Package(
                            .product(name: "NIOEmbedded", package: "swift-nio")],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "ClusterStoreTests",
+            dependencies: ["ClusterStore", "ClusterModel", "Messages",
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
+        .testTarget(
+            name: "RaftRuntimeTests",
+            dependencies: ["RaftRuntime", "Raft", "ClusterModel", "TestSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "ClusterModel"], swiftSettings: strict + optimized),
         .testTarget(
             name: "ControllerTests",

@@ -269,8 +269,10 @@ public struct RaftNode: Sendable {
         }
         let through = min(compactThrough, snapshot.metadata.index)
         if through > log.snapshotIndex {
+            // The configuration at the new compaction point must be computed before its entries are dropped.
+            let base = configurationAt(through)
             log.compact(through: through)
-            snapshotBase = configurationAt(through)
+            snapshotBase = base
         }
     }
 

@@ -106,6 +106,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// GOAWAY received from the peer: streams above this id were not processed.
     private var peerGoAwayLastStream: UInt32?
     private var pendingOpens = Deque<PendingOpen>()
+    /// Deadline timers of calls still waiting in `pendingOpens`.
+    private var queuedDeadlines: [ObjectIdentifier: Scheduled<Void>] = [:]
     /// Streams that have sends waiting for window, served round robin when credit arrives.
     private var blockedStreams = Deque<UInt32>()
 
@@ -301,7 +303,13 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         lastPeerStreamID = id
         guard phase == .open, let peer else {
-            // Going away: the client retries this call elsewhere. Nothing is credited: the connection is ending.
+            // Going away: the client retries this call elsewhere. Its first message was charged to the
+            // client's connection window, so return that credit, or its other calls could stall.
+            if frame.flags.contains(.hasMessage),
+               let headLength = frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt16.self) {
+                let cost = frame.payload.readableBytes - 2 - Int(headLength) + Frame.headerSize
+                if cost > 0, chargeReceiveWindow(cost, streamWindow: nil) { creditConnection(cost) }
+            }
             return
         }
         guard streams.count < configuration.maxConcurrentStreams else {
@@ -515,13 +523,13 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// send whenever the window is positive), never more.
     private func chargeReceiveWindow(_ size: Int, streamWindow id: UInt32?) -> Bool {
         connectionReceiveWindow -= size
-        if connectionReceiveWindow < -configuration.maxFrameSize {
+        if connectionReceiveWindow < -(configuration.maxFrameSize + Frame.headerSize) {
             violation("peer exceeded the connection flow-control window")
             return false
         }
         if let id {
             streams[id]!.receiveWindow -= size
-            if streams[id]!.receiveWindow < -configuration.maxFrameSize {
+            if streams[id]!.receiveWindow < -(configuration.maxFrameSize + Frame.headerSize) {
                 violation("peer exceeded the flow-control window of stream \(id)")
                 return false
             }
@@ -648,7 +656,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let request = PendingOpen(handle: handle, head: head, message: message, endStream: endStream, deadline: deadline)
         if let deadline, let timeout {
             // Fails the call if it is still queued (no stream slot, no handshake) when its deadline passes.
-            context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            queuedDeadlines[ObjectIdentifier(handle)] = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+                queuedDeadlines[ObjectIdentifier(handle)] = nil
                 guard handle.state.value == .notOpened else { return }
                 pendingOpens.removeAll { $0.handle === handle }
                 handle.state.value = .closed
@@ -675,6 +684,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func openNow(_ request: PendingOpen) {
         let handle = request.handle
+        queuedDeadlines.removeValue(forKey: ObjectIdentifier(handle))?.cancel()
         guard handle.state.value == .notOpened else { return }  // cancelled while queued
         guard nextStreamID < UInt32.max else {
             handle.state.value = .closed
@@ -793,7 +803,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Server: stops accepting new calls, lets current ones finish, then closes (bounded by the grace period).
     func beginGracefulShutdown() {
-        guard phase == .open || phase == .handshaking else { return }
+        guard phase != .closed, shutdownTimer == nil else { return }
         phase = .goingAway
         var goAway = Flotilla_V1_GoAway()
         goAway.lastStreamID = lastPeerStreamID
@@ -933,6 +943,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             open.handle.state.value = .closed
             open.handle.inbox.finish(.failed(error))
         }
+        for timer in queuedDeadlines.values { timer.cancel() }
+        queuedDeadlines = [:]
     }
 
     // MARK: - Frames out

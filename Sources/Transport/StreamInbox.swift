@@ -135,7 +135,8 @@ final class StreamInbox: Sendable {
     /// whole connection window and stall it.
     private func reportIfDue() {
         let due: Int = state.withLock { state in
-            let drained = state.messages.isEmpty && state.end == nil
+            // Also after the sender half-closed: a long-running call must not hold its request's credit.
+            let drained = state.messages.isEmpty
             guard state.unreportedBytes >= reportThreshold
                 || (drained && state.unreportedBytes >= Self.drainReportMinimum) else { return 0 }
             defer { state.unreportedBytes = 0 }

@@ -11,7 +11,7 @@ struct ControllerProcessTests {
             try FlotillaBinaries.path("flotilla-controller"),
             ["--data-dir", dataDirectory, "--listen", "127.0.0.1:0"] + (initialize ? ["--init"] : []))
         var address: String?
-        let deadline = ContinuousClock.now + .seconds(30)
+        let deadline = ContinuousClock.now + .seconds(120)  // generous: CPU-heavy suites run in parallel
         while address == nil, ContinuousClock.now < deadline, controller.isRunning {
             if let range = controller.standardError.range(of: #"listen=127\.0\.0\.1:\d+"#, options: .regularExpression) {
                 address = String(controller.standardError[range].dropFirst("listen=".count))

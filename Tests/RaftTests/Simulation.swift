@@ -328,6 +328,11 @@ struct Simulation {
                 check = check.previous
             }
         }
+        // The membership never changes in these runs: every member must always know every voter (a
+        // configuration lost at a compaction point once left members unable to campaign).
+        if node.configuration.voters != Set(ids) {
+            fail("\(id) lost the configuration: \(node.configuration)")
+        }
         // Committed never beyond the log.
         if node.commitIndex > node.lastIndex {
             fail("\(id) commit \(node.commitIndex) beyond last index \(node.lastIndex)")

@@ -1,0 +1,77 @@
+internal import Messages
+internal import SwiftProtobuf
+
+// MARK: - Snapshots
+
+extension ClusterState {
+    /// The whole state as the bytes of a `ClusterSnapshot` (store.proto), format ``StoreVersion/snapshotFormat``.
+    ///
+    /// Deterministic: every table is sorted by key in byte order, so equal states give identical bytes on every
+    /// controller. The bytes are not compressed: the Raft runtime zlib-compresses them when it writes a snapshot
+    /// file or sends one to another controller.
+    public func snapshot() -> [UInt8] {
+        var snapshot = Flotilla_V1_ClusterSnapshot()
+        snapshot.formatVersion = StoreVersion.snapshotFormat
+        snapshot.appliedIndex = appliedIndex
+        snapshot.variables = variables().map(\.proto)
+        snapshot.controllers = controllers.map(\.proto)
+        return snapshot.storeBytes
+    }
+
+    /// The state a snapshot holds, as written by ``snapshot()`` (uncompressed).
+    ///
+    /// Installing a snapshot yields no ``StoreChange``s: the shell tells its watchers to read the state afresh.
+    /// - Throws: ``StoreError/Code/newerSnapshot`` for a format this version does not know or a field it does not
+    ///   know (upgrade this controller); ``StoreError/Code/invalidSnapshot`` for bytes that do not decode, or a
+    ///   snapshot that contradicts itself (a key twice, an index beyond its applied index).
+    public init(snapshot bytes: [UInt8]) throws(StoreError) {
+        let snapshot: Flotilla_V1_ClusterSnapshot
+        do {
+            snapshot = try Flotilla_V1_ClusterSnapshot(serializedBytes: bytes)
+        } catch {
+            throw StoreError(code: .invalidSnapshot, message: "the snapshot is not a ClusterSnapshot (\(bytes.count) bytes that do not decode: \(error))")
+        }
+        let format = snapshot.formatVersion
+        guard StoreVersion.readableSnapshotFormats.contains(format) else {
+            if format == 0 {
+                throw StoreError(code: .invalidSnapshot, message: "the snapshot has no format version; it was not written by a Flotilla controller")
+            }
+            throw StoreError(
+                code: .newerSnapshot,
+                message: "this controller reads snapshot formats \(StoreVersion.readableSnapshotFormats.lowerBound)–\(StoreVersion.readableSnapshotFormats.upperBound), not format \(format), which a newer Flotilla wrote; upgrade it"
+            )
+        }
+        if let unknown = snapshot.unknownFieldDescription {
+            throw StoreError(
+                code: .newerSnapshot,
+                message: "this controller (snapshot format \(StoreVersion.snapshotFormat)) cannot read a snapshot that carries \(unknown), which this version does not know; upgrade it"
+            )
+        }
+
+        self.init()
+        appliedIndex = snapshot.appliedIndex
+        for proto in snapshot.variables {
+            let variable = Variable(proto: proto)
+            guard variableTable[variable.key] == nil else {
+                throw Self.invalid("holds variable \(quoted(variable.key, limit: 64)) twice")
+            }
+            guard 1 <= variable.createIndex, variable.createIndex <= variable.modifyIndex, variable.modifyIndex <= appliedIndex else {
+                throw Self.invalid(
+                    "gives variable \(quoted(variable.key, limit: 64)) create index \(variable.createIndex) and modify index \(variable.modifyIndex), which do not fit its applied index \(appliedIndex)"
+                )
+            }
+            variableTable[variable.key] = variable
+        }
+        for proto in snapshot.controllers {
+            let controller = ControllerRecord(proto: proto)
+            guard controllerTable[controller.id] == nil else {
+                throw Self.invalid("holds controller \(quoted(controller.id.rawValue, limit: 64)) twice")
+            }
+            controllerTable[controller.id] = controller
+        }
+    }
+
+    private static func invalid(_ problem: String) -> StoreError {
+        StoreError(code: .invalidSnapshot, message: "the snapshot \(problem); it is damaged")
+    }
+}

@@ -1,0 +1,127 @@
+public import ClusterModel
+internal import Messages
+internal import SwiftProtobuf
+
+/// The replicated state machine: the tables every controller keeps, built by applying the committed log.
+///
+/// `apply` is deterministic: the same entries in the same order give the same state, and the same snapshot
+/// bytes, on every controller and every version that can apply them. Nothing in here reads a clock, draws
+/// randomness or does I/O; anything a command needs to know (a time, a new id) is chosen by the leader and
+/// carried in the command.
+///
+/// Entries are applied one by one in log order. Commands go to ``apply(index:command:)``; Raft's other entries
+/// (the empty entry of a new leader, membership changes) to ``skip(index:)``, which only moves the applied index.
+/// A thrown ``StoreError`` means the entry was not applied and nothing changed: the runtime must stop there,
+/// because skipping an entry the others apply would make this controller diverge.
+public struct ClusterState: Sendable, Equatable {
+    /// The index of the last log entry the state includes; 0 before the first.
+    public internal(set) var appliedIndex: UInt64
+
+    /// Variables by key.
+    var variableTable: [String: Variable]
+    /// The controllers' address book.
+    var controllerTable: [NodeID: ControllerRecord]
+
+    // MARK: Tables later issues add
+    // Nodes and tokens (issue 4: joining) and services and tasks (issue 5: services, scheduler,
+    // orchestrator) arrive with the commands that write them and the records that describe them; their
+    // snapshot fields are kept free in store.proto (ClusterSnapshot fields 5–8).
+
+    /// An empty state, before the first entry.
+    public init() {
+        appliedIndex = 0
+        variableTable = [:]
+        controllerTable = [:]
+    }
+
+    // MARK: - Applying the log
+
+    /// Applies the committed command at `index` (a `ClusterCommand`, built with ``ClusterCommands``).
+    ///
+    /// Returns what the command decided and which rows it changed; a decision that changes nothing (a failed
+    /// check-and-set, an invalid key) still applies the entry.
+    /// - Throws: ``StoreError`` when the entry cannot be applied, leaving the state and applied index as they
+    ///   were: `newerCommand` (a command or field from a newer Flotilla: upgrade this controller),
+    ///   `undecodableCommand`, `emptyCommand`, or `outOfOrder` (`index` is not `appliedIndex + 1`).
+    public mutating func apply(index: UInt64, command bytes: [UInt8]) throws(StoreError) -> ApplyOutcome {
+        try checkNext(index)
+        let command: Flotilla_V1_ClusterCommand
+        do {
+            command = try Flotilla_V1_ClusterCommand(serializedBytes: bytes)
+        } catch {
+            throw StoreError(
+                code: .undecodableCommand,
+                message: "log entry \(index) is not a ClusterCommand (\(bytes.count) bytes that do not decode: \(error)); this controller stops applying the log rather than skip it"
+            )
+        }
+        if let unknown = command.unknownFieldDescription {
+            throw StoreError(
+                code: .newerCommand,
+                message: "this controller (store version \(StoreVersion.commandSet)) cannot apply a command from a newer Flotilla: log entry \(index) carries \(unknown), which this version does not know; upgrade it"
+            )
+        }
+        guard let kind = command.command else {
+            throw StoreError(
+                code: .emptyCommand,
+                message: "log entry \(index) is a ClusterCommand with no command in it (request id \(command.requestID)); this controller stops applying the log rather than skip it"
+            )
+        }
+
+        var changes: [StoreChange] = []
+        let result: ApplyResult
+        switch kind {
+        case .varPut(let put):
+            result = applyVarPut(put, at: index, changes: &changes)
+        case .varDelete(let delete):
+            result = applyVarDelete(delete, at: index, changes: &changes)
+        case .controllerUpsert(let upsert):
+            result = applyControllerUpsert(upsert, at: index, changes: &changes)
+        case .controllerRemove(let remove):
+            result = applyControllerRemove(remove, at: index, changes: &changes)
+        }
+        appliedIndex = index
+        return ApplyOutcome(index: index, requestID: command.requestID, result: result, changes: changes)
+    }
+
+    /// Moves the applied index over a log entry that is not a command (a new leader's empty entry, a membership
+    /// change): the tables do not change.
+    /// - Throws: ``StoreError/Code/outOfOrder`` when `index` is not `appliedIndex + 1`.
+    public mutating func skip(index: UInt64) throws(StoreError) {
+        try checkNext(index)
+        appliedIndex = index
+    }
+
+    private func checkNext(_ index: UInt64) throws(StoreError) {
+        guard index == appliedIndex &+ 1, index != 0 else {
+            throw StoreError(
+                code: .outOfOrder,
+                message: "log entry \(index) offered to a store that has applied up to \(appliedIndex); entries apply one by one in log order, so the next must be \(appliedIndex &+ 1)"
+            )
+        }
+    }
+
+    // MARK: - Reading
+
+    /// The variable under `key`, if there is one.
+    public func variable(_ key: String) -> Variable? {
+        variableTable[key]
+    }
+
+    /// The variables whose keys start with `prefix` (byte for byte), sorted by key in byte order; all of them
+    /// for the empty prefix.
+    public func variables(prefix: String = "") -> [Variable] {
+        variableTable.values
+            .filter { $0.key.utf8.starts(with: prefix.utf8) }
+            .sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+    }
+
+    /// The controller with node id `id`, if the address book has it.
+    public func controller(_ id: NodeID) -> ControllerRecord? {
+        controllerTable[id]
+    }
+
+    /// Every controller in the address book, sorted by node id in byte order.
+    public var controllers: [ControllerRecord] {
+        controllerTable.values.sorted { $0.id.rawValue.utf8.lexicographicallyPrecedes($1.id.rawValue.utf8) }
+    }
+}

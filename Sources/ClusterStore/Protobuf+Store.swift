@@ -1,0 +1,69 @@
+internal import Messages
+internal import SwiftProtobuf
+
+// MARK: - Encoding
+
+extension SwiftProtobuf.Message {
+    /// The message's bytes. Encoding a proto3 message cannot fail below protobuf's 2 GiB limit, which the store's
+    /// own limits keep far away, so a failure is a broken invariant, not an input to handle.
+    var storeBytes: [UInt8] {
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        do {
+            return try serializedBytes(options: options)
+        } catch {
+            preconditionFailure("\(Self.protoMessageName) did not encode: \(error)")
+        }
+    }
+
+    /// The number of the first field in this message (not in its children) that this version does not know;
+    /// nil when there is none. A newer Flotilla's additions arrive as unknown fields.
+    var firstUnknownField: UInt64? {
+        let bytes = [UInt8](unknownFields.data)
+        guard !bytes.isEmpty else { return nil }
+        // Unknown fields are kept as they arrived: each starts with its tag, a varint of number << 3 | wire type.
+        var tag: UInt64 = 0
+        for (offset, byte) in bytes.prefix(10).enumerated() {
+            tag |= UInt64(byte & 0x7F) << (7 * UInt64(offset))
+            if byte & 0x80 == 0 { return tag >> 3 }
+        }
+        return 0  // An unreadable tag would not have decoded; report "some field" rather than trap.
+    }
+}
+
+// MARK: - Unknown fields in commands
+
+extension Flotilla_V1_ClusterCommand {
+    /// Where this command carries a field this version does not know, as "field N of Message"; nil when none.
+    /// An unknown `command` case arrives as an unknown field of the envelope.
+    var unknownFieldDescription: String? {
+        if let field = firstUnknownField { return "field \(field) of ClusterCommand" }
+        switch command {
+        case nil:
+            return nil
+        case .varPut(let put):
+            return put.firstUnknownField.map { "field \($0) of VarPut" }
+        case .varDelete(let delete):
+            return delete.firstUnknownField.map { "field \($0) of VarDelete" }
+        case .controllerUpsert(let upsert):
+            if let field = upsert.firstUnknownField { return "field \(field) of ControllerUpsert" }
+            return upsert.controller.firstUnknownField.map { "field \($0) of ControllerRecord" }
+        case .controllerRemove(let remove):
+            return remove.firstUnknownField.map { "field \($0) of ControllerRemove" }
+        }
+    }
+}
+
+extension Flotilla_V1_ClusterSnapshot {
+    /// Where this snapshot carries a field this version does not know; nil when none.
+    var unknownFieldDescription: String? {
+        if let field = firstUnknownField { return "field \(field) of ClusterSnapshot" }
+        for variable in variables {
+            if let field = variable.firstUnknownField { return "field \(field) of Variable" }
+        }
+        for controller in controllers {
+            if let field = controller.firstUnknownField { return "field \(field) of ControllerRecord" }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,79 @@
+import ClusterModel
+import ClusterStore
+
+/// One log entry of a generated workload.
+enum Entry {
+    /// A command, for `apply`.
+    case command([UInt8])
+    /// Not a command (an empty entry or a membership change), for `skip`.
+    case skip
+}
+
+/// Seeded random workloads: mostly valid commands over a small key space (so they collide), with check-and-set
+/// indexes that are often right, and now and then an invalid key or a non-command entry.
+struct Workload {
+    static let keys = ["app/a", "app/b", "app/c/d", "app", "apple", "db/url", "db/password", "feature/x", "z", "Z", "0"]
+    static let badKeys = ["", "/root", "two words", String(repeating: "x", count: 600)]
+    static let controllerIDs = ["c1", "c2", "c3", "c10"]
+
+    /// `count` entries from `seed`. Check-and-set indexes are drawn against a state that applies the workload as it
+    /// is generated, so that about half of them match.
+    static func make(seed: UInt64, count: Int) -> [Entry] {
+        var rng = SplitMix64(seed: seed)
+        var log = Log()
+        var entries: [Entry] = []
+        for _ in 0..<count {
+            let entry = next(&rng, state: log.state)
+            switch entry {
+            case .command(let bytes): _ = try? log.run(bytes)
+            case .skip: try? log.skip()
+            }
+            entries.append(entry)
+        }
+        return entries
+    }
+
+    private static func next(_ rng: inout SplitMix64, state: ClusterState) -> Entry {
+        let requestID = rng.next()
+        let key = rng.below(50) == 0 ? badKeys.randomElement(using: &rng)! : keys.randomElement(using: &rng)!
+        switch rng.below(100) {
+        case 0..<5:
+            return .skip
+        case 5..<55:
+            let value = (0..<rng.below(24)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            return .command(ClusterCommands.varPut(key: key, value: value, cas: cas(&rng, key: key, state: state), requestID: requestID))
+        case 55..<80:
+            return .command(ClusterCommands.varDelete(key: key, cas: cas(&rng, key: key, state: state), requestID: requestID))
+        case 80..<92:
+            let id = controllerIDs.randomElement(using: &rng)!
+            let address = rng.below(20) == 0 ? "no-port" : "10.0.0.\(rng.below(4)):7400"
+            let record = ControllerRecord(id: NodeID(id), address: address, isVoter: Bool.random(using: &rng))
+            return .command(ClusterCommands.controllerUpsert(record, requestID: requestID))
+        default:
+            return .command(ClusterCommands.controllerRemove(id: NodeID(controllerIDs.randomElement(using: &rng)!), requestID: requestID))
+        }
+    }
+
+    /// nil (unconditional) a third of the time; otherwise the current index, 0, or a near miss.
+    private static func cas(_ rng: inout SplitMix64, key: String, state: ClusterState) -> UInt64? {
+        let current = state.variable(key)?.modifyIndex ?? 0
+        switch rng.below(6) {
+        case 0, 1: return nil
+        case 2, 3: return current
+        case 4: return 0
+        default: return current + 1 + UInt64(rng.below(3))
+        }
+    }
+}
+
+extension Log {
+    /// Applies an entry; commands must apply (the workload holds no refused entries).
+    mutating func apply(_ entry: Entry) throws -> ApplyOutcome? {
+        switch entry {
+        case .command(let bytes): return try run(bytes)
+        case .skip:
+            try skip()
+            return nil
+        }
+    }
+}
