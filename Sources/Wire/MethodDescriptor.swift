@@ -49,4 +49,24 @@ public enum Methods {
     // MARK: - Admin
     public static let adminStatus = MethodDescriptor<Flotilla_V1_StatusRequest, Flotilla_V1_StatusResponse>(
         "flotilla.v1.Admin/Status", kind: .unary, allowedRoles: [.admin])
+    public static let varPut = MethodDescriptor<Flotilla_V1_VarPutRequest, Flotilla_V1_VarWriteResponse>(
+        "flotilla.v1.Admin/VarPut", kind: .unary, allowedRoles: [.admin])
+    public static let varGet = MethodDescriptor<Flotilla_V1_VarGetRequest, Flotilla_V1_VarGetResponse>(
+        "flotilla.v1.Admin/VarGet", kind: .unary, allowedRoles: [.admin])
+    public static let varList = MethodDescriptor<Flotilla_V1_VarListRequest, Flotilla_V1_VarListResponse>(
+        "flotilla.v1.Admin/VarList", kind: .unary, allowedRoles: [.admin])
+    public static let varDelete = MethodDescriptor<Flotilla_V1_VarDeleteRequest, Flotilla_V1_VarWriteResponse>(
+        "flotilla.v1.Admin/VarDelete", kind: .unary, allowedRoles: [.admin])
+    public static let controllerList = MethodDescriptor<Flotilla_V1_ControllerListRequest, Flotilla_V1_ControllerListResponse>(
+        "flotilla.v1.Admin/ControllerList", kind: .unary, allowedRoles: [.admin])
+    public static let controllerRemove = MethodDescriptor<Flotilla_V1_ControllerRemoveRequest, Flotilla_V1_ControllerRemoveResponse>(
+        "flotilla.v1.Admin/ControllerRemove", kind: .unary, allowedRoles: [.admin])
+    public static let transferLeadership = MethodDescriptor<Flotilla_V1_TransferLeadershipRequest, Flotilla_V1_TransferLeadershipResponse>(
+        "flotilla.v1.Admin/TransferLeadership", kind: .unary, allowedRoles: [.admin])
+
+    // MARK: - Between controllers
+    public static let raftStream = MethodDescriptor<Flotilla_V1_RaftMessageRecord, Flotilla_V1_RaftStreamAck>(
+        "flotilla.v1.Raft/Stream", kind: .bidirectionalStreaming, allowedRoles: [.controller])
+    public static let controllerJoin = MethodDescriptor<Flotilla_V1_JoinRequest, Flotilla_V1_JoinResponse>(
+        "flotilla.v1.ControllerMembership/Join", kind: .unary, allowedRoles: [.controller])
 }

@@ -208,6 +208,377 @@ public nonisolated struct Flotilla_V1_SnapshotMetadataRecord: Sendable {
   fileprivate var _configuration: Flotilla_V1_RaftConfigurationRecord? = nil
 }
 
+/// Never sent; the response type of Raft.Stream.
+public nonisolated struct Flotilla_V1_RaftStreamAck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One Raft message between controllers.
+public nonisolated struct Flotilla_V1_RaftMessageRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Sender's node id.
+  public var from: String = String()
+
+  /// Receiver's node id.
+  public var to: String = String()
+
+  /// Sender's term.
+  public var term: UInt64 = 0
+
+  /// What the message is.
+  public var kind: Flotilla_V1_RaftMessageRecord.OneOf_Kind? = nil
+
+  /// Leader → follower: entries after (prev_index, prev_term) and the leader's commit.
+  public var append: Flotilla_V1_RaftAppend {
+    get {
+      if case .append(let v)? = kind {return v}
+      return Flotilla_V1_RaftAppend()
+    }
+    set {kind = .append(newValue)}
+  }
+
+  /// Follower → leader: the answer to an append.
+  public var appendResponse: Flotilla_V1_RaftAppendResponse {
+    get {
+      if case .appendResponse(let v)? = kind {return v}
+      return Flotilla_V1_RaftAppendResponse()
+    }
+    set {kind = .appendResponse(newValue)}
+  }
+
+  /// Leader → follower: keep-alive with commit and optional read context.
+  public var heartbeat: Flotilla_V1_RaftHeartbeat {
+    get {
+      if case .heartbeat(let v)? = kind {return v}
+      return Flotilla_V1_RaftHeartbeat()
+    }
+    set {kind = .heartbeat(newValue)}
+  }
+
+  /// Follower → leader: heartbeat answer.
+  public var heartbeatResponse: Flotilla_V1_RaftHeartbeatResponse {
+    get {
+      if case .heartbeatResponse(let v)? = kind {return v}
+      return Flotilla_V1_RaftHeartbeatResponse()
+    }
+    set {kind = .heartbeatResponse(newValue)}
+  }
+
+  /// (Pre-)candidate → voters.
+  public var requestVote: Flotilla_V1_RaftRequestVote {
+    get {
+      if case .requestVote(let v)? = kind {return v}
+      return Flotilla_V1_RaftRequestVote()
+    }
+    set {kind = .requestVote(newValue)}
+  }
+
+  /// Voter → (pre-)candidate.
+  public var voteResponse: Flotilla_V1_RaftVoteResponse {
+    get {
+      if case .voteResponse(let v)? = kind {return v}
+      return Flotilla_V1_RaftVoteResponse()
+    }
+    set {kind = .voteResponse(newValue)}
+  }
+
+  /// Leader → follower: one snapshot chunk.
+  public var installSnapshot: Flotilla_V1_RaftInstallSnapshot {
+    get {
+      if case .installSnapshot(let v)? = kind {return v}
+      return Flotilla_V1_RaftInstallSnapshot()
+    }
+    set {kind = .installSnapshot(newValue)}
+  }
+
+  /// Follower → leader: snapshot progress.
+  public var snapshotResponse: Flotilla_V1_RaftSnapshotResponse {
+    get {
+      if case .snapshotResponse(let v)? = kind {return v}
+      return Flotilla_V1_RaftSnapshotResponse()
+    }
+    set {kind = .snapshotResponse(newValue)}
+  }
+
+  /// Leader → transfer target: campaign now.
+  public var timeoutNow: Flotilla_V1_RaftTimeoutNow {
+    get {
+      if case .timeoutNow(let v)? = kind {return v}
+      return Flotilla_V1_RaftTimeoutNow()
+    }
+    set {kind = .timeoutNow(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// What the message is.
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// Leader → follower: entries after (prev_index, prev_term) and the leader's commit.
+    case append(Flotilla_V1_RaftAppend)
+    /// Follower → leader: the answer to an append.
+    case appendResponse(Flotilla_V1_RaftAppendResponse)
+    /// Leader → follower: keep-alive with commit and optional read context.
+    case heartbeat(Flotilla_V1_RaftHeartbeat)
+    /// Follower → leader: heartbeat answer.
+    case heartbeatResponse(Flotilla_V1_RaftHeartbeatResponse)
+    /// (Pre-)candidate → voters.
+    case requestVote(Flotilla_V1_RaftRequestVote)
+    /// Voter → (pre-)candidate.
+    case voteResponse(Flotilla_V1_RaftVoteResponse)
+    /// Leader → follower: one snapshot chunk.
+    case installSnapshot(Flotilla_V1_RaftInstallSnapshot)
+    /// Follower → leader: snapshot progress.
+    case snapshotResponse(Flotilla_V1_RaftSnapshotResponse)
+    /// Leader → transfer target: campaign now.
+    case timeoutNow(Flotilla_V1_RaftTimeoutNow)
+
+  }
+
+  public init() {}
+}
+
+/// See RaftMessageRecord.append.
+public nonisolated struct Flotilla_V1_RaftAppend: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Index of the entry before the first one carried.
+  public var prevIndex: UInt64 = 0
+
+  /// Its term.
+  public var prevTerm: UInt64 = 0
+
+  /// The entries.
+  public var entries: [Flotilla_V1_LogEntryRecord] = []
+
+  /// The leader's commit index.
+  public var commit: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// See RaftMessageRecord.append_response.
+public nonisolated struct Flotilla_V1_RaftAppendResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Whether the append matched and was stored.
+  public var accepted: Bool = false
+
+  /// Accepted: the follower's new match index. Rejected: the prev_index refused.
+  public var index: UInt64 = 0
+
+  /// Rejected: the follower's last index, so the leader skips back at once.
+  public var hint: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// See RaftMessageRecord.heartbeat.
+public nonisolated struct Flotilla_V1_RaftHeartbeat: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The commit index the follower may adopt.
+  public var commit: UInt64 = 0
+
+  /// ReadIndex context to echo back, when present.
+  public var readContext: UInt64 {
+    get {_readContext ?? 0}
+    set {_readContext = newValue}
+  }
+  /// Returns true if `readContext` has been explicitly set.
+  public var hasReadContext: Bool {self._readContext != nil}
+  /// Clears the value of `readContext`. Subsequent reads from it will return its default value.
+  public mutating func clearReadContext() {self._readContext = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _readContext: UInt64? = nil
+}
+
+/// See RaftMessageRecord.heartbeat_response.
+public nonisolated struct Flotilla_V1_RaftHeartbeatResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The echoed ReadIndex context.
+  public var readContext: UInt64 {
+    get {_readContext ?? 0}
+    set {_readContext = newValue}
+  }
+  /// Returns true if `readContext` has been explicitly set.
+  public var hasReadContext: Bool {self._readContext != nil}
+  /// Clears the value of `readContext`. Subsequent reads from it will return its default value.
+  public mutating func clearReadContext() {self._readContext = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _readContext: UInt64? = nil
+}
+
+/// See RaftMessageRecord.request_vote.
+public nonisolated struct Flotilla_V1_RaftRequestVote: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The candidate's last log index.
+  public var lastIndex: UInt64 = 0
+
+  /// Its term.
+  public var lastTerm: UInt64 = 0
+
+  /// A pre-vote (asks without raising anyone's term).
+  public var preVote: Bool = false
+
+  /// Started by a leadership transfer (ignores leader leases).
+  public var transfer: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// See RaftMessageRecord.vote_response.
+public nonisolated struct Flotilla_V1_RaftVoteResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Granted or not.
+  public var granted: Bool = false
+
+  /// Answer to a pre-vote.
+  public var preVote: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// See RaftMessageRecord.install_snapshot.
+public nonisolated struct Flotilla_V1_RaftInstallSnapshot: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Which snapshot.
+  public var metadata: Flotilla_V1_SnapshotMetadataRecord {
+    get {_metadata ?? Flotilla_V1_SnapshotMetadataRecord()}
+    set {_metadata = newValue}
+  }
+  /// Returns true if `metadata` has been explicitly set.
+  public var hasMetadata: Bool {self._metadata != nil}
+  /// Clears the value of `metadata`. Subsequent reads from it will return its default value.
+  public mutating func clearMetadata() {self._metadata = nil}
+
+  /// Byte offset of this chunk.
+  public var offset: UInt64 = 0
+
+  /// The chunk.
+  public var chunk: Data = Data()
+
+  /// The last chunk.
+  public var done: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _metadata: Flotilla_V1_SnapshotMetadataRecord? = nil
+}
+
+/// See RaftMessageRecord.snapshot_response.
+public nonisolated struct Flotilla_V1_RaftSnapshotResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Bytes received so far.
+  public var offset: UInt64 = 0
+
+  /// Set when the snapshot is installed: its index.
+  public var installedIndex: UInt64 {
+    get {_installedIndex ?? 0}
+    set {_installedIndex = newValue}
+  }
+  /// Returns true if `installedIndex` has been explicitly set.
+  public var hasInstalledIndex: Bool {self._installedIndex != nil}
+  /// Clears the value of `installedIndex`. Subsequent reads from it will return its default value.
+  public mutating func clearInstalledIndex() {self._installedIndex = nil}
+
+  /// The follower could not take the chunk; start over.
+  public var rejected: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _installedIndex: UInt64? = nil
+}
+
+/// See RaftMessageRecord.timeout_now.
+public nonisolated struct Flotilla_V1_RaftTimeoutNow: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Flotilla_V1_JoinRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The joining controller's node id (as in its certificate).
+  public var id: String = String()
+
+  /// host:port the other controllers reach it on.
+  public var address: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Flotilla_V1_JoinResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The current voters, for the joiner's logs.
+  public var voters: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "flotilla.v1"
@@ -437,6 +808,641 @@ nonisolated extension Flotilla_V1_SnapshotMetadataRecord: SwiftProtobuf.Message,
     if lhs.index != rhs.index {return false}
     if lhs.term != rhs.term {return false}
     if lhs._configuration != rhs._configuration {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftStreamAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftStreamAck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftStreamAck, rhs: Flotilla_V1_RaftStreamAck) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftMessageRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftMessageRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}from\0\u{1}to\0\u{1}term\0\u{1}append\0\u{3}append_response\0\u{1}heartbeat\0\u{3}heartbeat_response\0\u{3}request_vote\0\u{3}vote_response\0\u{3}install_snapshot\0\u{3}snapshot_response\0\u{3}timeout_now\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.term) }()
+      case 4: try {
+        var v: Flotilla_V1_RaftAppend?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .append(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .append(v)
+        }
+      }()
+      case 5: try {
+        var v: Flotilla_V1_RaftAppendResponse?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .appendResponse(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .appendResponse(v)
+        }
+      }()
+      case 6: try {
+        var v: Flotilla_V1_RaftHeartbeat?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .heartbeat(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .heartbeat(v)
+        }
+      }()
+      case 7: try {
+        var v: Flotilla_V1_RaftHeartbeatResponse?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .heartbeatResponse(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .heartbeatResponse(v)
+        }
+      }()
+      case 8: try {
+        var v: Flotilla_V1_RaftRequestVote?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .requestVote(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .requestVote(v)
+        }
+      }()
+      case 9: try {
+        var v: Flotilla_V1_RaftVoteResponse?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .voteResponse(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .voteResponse(v)
+        }
+      }()
+      case 10: try {
+        var v: Flotilla_V1_RaftInstallSnapshot?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .installSnapshot(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .installSnapshot(v)
+        }
+      }()
+      case 11: try {
+        var v: Flotilla_V1_RaftSnapshotResponse?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .snapshotResponse(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .snapshotResponse(v)
+        }
+      }()
+      case 12: try {
+        var v: Flotilla_V1_RaftTimeoutNow?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .timeoutNow(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .timeoutNow(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 1)
+    }
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 2)
+    }
+    if self.term != 0 {
+      try visitor.visitSingularUInt64Field(value: self.term, fieldNumber: 3)
+    }
+    switch self.kind {
+    case .append?: try {
+      guard case .append(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .appendResponse?: try {
+      guard case .appendResponse(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .heartbeat?: try {
+      guard case .heartbeat(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .heartbeatResponse?: try {
+      guard case .heartbeatResponse(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .requestVote?: try {
+      guard case .requestVote(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .voteResponse?: try {
+      guard case .voteResponse(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
+    case .installSnapshot?: try {
+      guard case .installSnapshot(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .snapshotResponse?: try {
+      guard case .snapshotResponse(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .timeoutNow?: try {
+      guard case .timeoutNow(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftMessageRecord, rhs: Flotilla_V1_RaftMessageRecord) -> Bool {
+    if lhs.from != rhs.from {return false}
+    if lhs.to != rhs.to {return false}
+    if lhs.term != rhs.term {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftAppend: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftAppend"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prev_index\0\u{3}prev_term\0\u{1}entries\0\u{1}commit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.prevIndex) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.prevTerm) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.commit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.prevIndex != 0 {
+      try visitor.visitSingularUInt64Field(value: self.prevIndex, fieldNumber: 1)
+    }
+    if self.prevTerm != 0 {
+      try visitor.visitSingularUInt64Field(value: self.prevTerm, fieldNumber: 2)
+    }
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 3)
+    }
+    if self.commit != 0 {
+      try visitor.visitSingularUInt64Field(value: self.commit, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftAppend, rhs: Flotilla_V1_RaftAppend) -> Bool {
+    if lhs.prevIndex != rhs.prevIndex {return false}
+    if lhs.prevTerm != rhs.prevTerm {return false}
+    if lhs.entries != rhs.entries {return false}
+    if lhs.commit != rhs.commit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftAppendResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftAppendResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}index\0\u{1}hint\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.index) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.hint) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.accepted != false {
+      try visitor.visitSingularBoolField(value: self.accepted, fieldNumber: 1)
+    }
+    if self.index != 0 {
+      try visitor.visitSingularUInt64Field(value: self.index, fieldNumber: 2)
+    }
+    if self.hint != 0 {
+      try visitor.visitSingularUInt64Field(value: self.hint, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftAppendResponse, rhs: Flotilla_V1_RaftAppendResponse) -> Bool {
+    if lhs.accepted != rhs.accepted {return false}
+    if lhs.index != rhs.index {return false}
+    if lhs.hint != rhs.hint {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftHeartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftHeartbeat"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}commit\0\u{3}read_context\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.commit) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self._readContext) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.commit != 0 {
+      try visitor.visitSingularUInt64Field(value: self.commit, fieldNumber: 1)
+    }
+    try { if let v = self._readContext {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftHeartbeat, rhs: Flotilla_V1_RaftHeartbeat) -> Bool {
+    if lhs.commit != rhs.commit {return false}
+    if lhs._readContext != rhs._readContext {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftHeartbeatResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftHeartbeatResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}read_context\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self._readContext) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._readContext {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftHeartbeatResponse, rhs: Flotilla_V1_RaftHeartbeatResponse) -> Bool {
+    if lhs._readContext != rhs._readContext {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftRequestVote: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftRequestVote"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}last_index\0\u{3}last_term\0\u{3}pre_vote\0\u{1}transfer\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.lastIndex) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.lastTerm) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.preVote) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.transfer) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.lastIndex != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastIndex, fieldNumber: 1)
+    }
+    if self.lastTerm != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastTerm, fieldNumber: 2)
+    }
+    if self.preVote != false {
+      try visitor.visitSingularBoolField(value: self.preVote, fieldNumber: 3)
+    }
+    if self.transfer != false {
+      try visitor.visitSingularBoolField(value: self.transfer, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftRequestVote, rhs: Flotilla_V1_RaftRequestVote) -> Bool {
+    if lhs.lastIndex != rhs.lastIndex {return false}
+    if lhs.lastTerm != rhs.lastTerm {return false}
+    if lhs.preVote != rhs.preVote {return false}
+    if lhs.transfer != rhs.transfer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftVoteResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftVoteResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}granted\0\u{3}pre_vote\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.granted) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.preVote) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.granted != false {
+      try visitor.visitSingularBoolField(value: self.granted, fieldNumber: 1)
+    }
+    if self.preVote != false {
+      try visitor.visitSingularBoolField(value: self.preVote, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftVoteResponse, rhs: Flotilla_V1_RaftVoteResponse) -> Bool {
+    if lhs.granted != rhs.granted {return false}
+    if lhs.preVote != rhs.preVote {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftInstallSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftInstallSnapshot"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metadata\0\u{1}offset\0\u{1}chunk\0\u{1}done\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._metadata) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.chunk) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.done) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._metadata {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 2)
+    }
+    if !self.chunk.isEmpty {
+      try visitor.visitSingularBytesField(value: self.chunk, fieldNumber: 3)
+    }
+    if self.done != false {
+      try visitor.visitSingularBoolField(value: self.done, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftInstallSnapshot, rhs: Flotilla_V1_RaftInstallSnapshot) -> Bool {
+    if lhs._metadata != rhs._metadata {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.chunk != rhs.chunk {return false}
+    if lhs.done != rhs.done {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftSnapshotResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftSnapshotResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offset\0\u{3}installed_index\0\u{1}rejected\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self._installedIndex) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.rejected) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 1)
+    }
+    try { if let v = self._installedIndex {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 2)
+    } }()
+    if self.rejected != false {
+      try visitor.visitSingularBoolField(value: self.rejected, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftSnapshotResponse, rhs: Flotilla_V1_RaftSnapshotResponse) -> Bool {
+    if lhs.offset != rhs.offset {return false}
+    if lhs._installedIndex != rhs._installedIndex {return false}
+    if lhs.rejected != rhs.rejected {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RaftTimeoutNow: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RaftTimeoutNow"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RaftTimeoutNow, rhs: Flotilla_V1_RaftTimeoutNow) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_JoinRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JoinRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}address\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_JoinRequest, rhs: Flotilla_V1_JoinRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_JoinResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JoinResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}voters\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.voters) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.voters.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.voters, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_JoinResponse, rhs: Flotilla_V1_JoinResponse) -> Bool {
+    if lhs.voters != rhs.voters {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
