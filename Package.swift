@@ -107,7 +107,7 @@ let package = Package(
         .target(
             name: "Controller",
             dependencies: [
-                "Wire", "Transport", "PKI", "ClusterModel",
+                "Wire", "Transport", "PKI", "ClusterModel", "Raft", "RaftRuntime", "ClusterStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

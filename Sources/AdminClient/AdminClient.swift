@@ -1,47 +1,410 @@
 public import ClusterModel
+public import Foundation
 public import PKI
+import Synchronization
 import Transport
 public import Wire
 
 /// The admin API as typed async calls: what the `flotilla` CLI and tests use to drive a cluster.
+///
+/// The client holds one connection at a time and moves it where the call needs to go:
+/// - NOT_LEADER with the leader's address: it connects there (same credentials) and sends the call again, at
+///   most `maxRedirects` times per call. NOT_LEADER without an address (no leader known, an election is under
+///   way): it waits `retryPause` and tries the next configured address.
+/// - UNAVAILABLE (the controller died, the connection dropped, nothing listens): it connects to the next
+///   configured address and retries, but only a read is retried blindly. A write (put, delete, remove,
+///   transfer) is sent again only when the error proves the controller never processed it (NOT_LEADER, a
+///   connection that could not be made, a GOAWAY that says the call was not processed). A write whose outcome
+///   is unknown (its connection was lost mid-call, its deadline passed) fails with a message saying so.
+/// Every call is bounded by its `timeout` (default 10 s), redirects and reconnections included.
 public final class AdminClient: Sendable {
-    let client: RPCClient
-    /// The controller this client is connected to.
-    public var controller: PeerIdentity { client.peer }
+    /// The configured controller addresses ("host:port"), in the order they are tried.
+    public let addresses: [String]
+    /// Opens a connection to one "host:port" (the credentials are inside), within a timeout.
+    private let dial: @Sendable (_ address: String, _ timeout: Duration) async throws -> RPCClient
+    private let configuration: Configuration
+    private let state = Mutex(State())
 
-    init(client: RPCClient) {
-        self.client = client
+    /// Limits of the retry loop.
+    public struct Configuration: Sendable {
+        /// NOT_LEADER answers with an address a call follows before it gives up.
+        public var maxRedirects: Int
+        /// The wait before asking again when no leader is known, or after every address failed once.
+        public var retryPause: Duration
+        /// The longest wait for one connection to be made (shortened to what is left of the call's timeout).
+        public var connectTimeout: Duration
+
+        public init(maxRedirects: Int = 5, retryPause: Duration = .milliseconds(200), connectTimeout: Duration = .seconds(5)) {
+            self.maxRedirects = maxRedirects
+            self.retryPause = retryPause
+            self.connectTimeout = connectTimeout
+        }
+    }
+
+    private struct State {
+        /// The connection calls use; nil before the first call after a failure or `close()`.
+        var connection: Connection?
+        /// Index in `addresses` of the next address to try when the connection must move.
+        var nextAddress = 0
+        var closed = false
+    }
+
+    private init(
+        addresses: [String], configuration: Configuration, connection: Connection?, nextAddress: Int,
+        dial: @escaping @Sendable (String, Duration) async throws -> RPCClient
+    ) {
+        self.addresses = addresses
+        self.configuration = configuration
+        self.dial = dial
+        state.withLock {
+            $0.connection = connection
+            $0.nextAddress = nextAddress
+        }
     }
 
     /// Connects to the first controller in `addresses` that answers. Errors name every address tried.
     public static func connect(
-        to addresses: [String], credentials: Credentials, timeout: Duration = .seconds(5)
+        to addresses: [String], credentials: Credentials, timeout: Duration = .seconds(5),
+        configuration: Configuration = .init()
     ) async throws -> AdminClient {
         let tls = try TLSContexts.client(credentials: credentials)
-        var failures: [String] = []
-        for address in addresses {
+        let dial: @Sendable (String, Duration) async throws -> RPCClient = { address, timeout in
             guard let (host, port) = HostPort.parse(address) else {
-                failures.append("\(address): not host:port")
-                continue
+                throw RPCError(.invalidArgument, "\(address): not host:port")
             }
+            return try await RPCClient.connect(
+                host: host, port: port, tls: tls, expectedServerRoles: [.controller], connectTimeout: timeout)
+        }
+        var failures: [String] = []
+        for (index, address) in addresses.enumerated() {
             do {
-                let client = try await RPCClient.connect(
-                    host: host, port: port, tls: tls, expectedServerRoles: [.controller], connectTimeout: timeout)
-                return AdminClient(client: client)
+                let client = try await dial(address, timeout)
+                return AdminClient(
+                    addresses: addresses, configuration: configuration,
+                    connection: Connection(address: address, client: client),
+                    nextAddress: (index + 1) % addresses.count, dial: dial)
             } catch {
-                failures.append((error as? RPCError)?.message ?? "\(address): \(error)")
+                failures.append(Self.describe(error, address: address))
             }
         }
         throw RPCError(.unavailable, "could not reach a controller: \(failures.joined(separator: "; "))")
     }
 
+    /// Closes the connection; calls still in flight fail with UNAVAILABLE.
     public func close() async {
-        await client.close()
+        let connection = state.withLock { state -> Connection? in
+            state.closed = true
+            defer { state.connection = nil }
+            return state.connection
+        }
+        await connection?.client.close()
     }
 
-    /// The controller's id, version and uptime.
+    /// The controller the client is connected to now (nil between a failure and the next call).
+    public var controller: PeerIdentity? {
+        state.withLock { $0.connection?.client.peer }
+    }
+
+    /// The address of the controller the client is connected to now.
+    public var controllerAddress: String? {
+        state.withLock { $0.connection?.address }
+    }
+
+    // MARK: - Calls
+
+    /// The controller's id, version and uptime (of whichever controller answers; not redirected).
     public func status(timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_StatusResponse {
-        try await client.unary(Methods.adminStatus, Flotilla_V1_StatusRequest(), options: CallOptions(timeout: timeout))
+        try await call(Methods.adminStatus, Flotilla_V1_StatusRequest(), kind: .read, timeout: timeout)
+    }
+
+    /// Sets `key` to `value`; with `cas`, only if the key's modify index equals it (0: only if absent).
+    /// Returns the Raft index of the write, the key's new modify index.
+    public func varPut(key: String, value: Data, cas: UInt64? = nil, timeout: Duration = .seconds(10)) async throws -> UInt64 {
+        var request = Flotilla_V1_VarPutRequest()
+        request.key = key
+        request.value = value
+        if let cas { request.casIndex = cas }
+        return try await call(Methods.varPut, request, kind: .write, timeout: timeout).index
+    }
+
+    /// Reads `key`: linearizable (answered through the leader) unless `stale`, which lets whichever
+    /// controller is connected answer from its own state. NOT_FOUND when absent.
+    public func varGet(key: String, stale: Bool = false, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_VariableRecord {
+        var request = Flotilla_V1_VarGetRequest()
+        request.key = key
+        request.stale = stale
+        let response = try await call(Methods.varGet, request, kind: .read, timeout: timeout)
+        guard response.hasVariable else {
+            throw RPCError(.internalError, "the controller answered VarGet without the variable")
+        }
+        return response.variable
+    }
+
+    /// The variables whose keys start with `prefix`, sorted by key (linearizable unless `stale`).
+    public func varList(prefix: String = "", stale: Bool = false, timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_VariableRecord] {
+        var request = Flotilla_V1_VarListRequest()
+        request.prefix = prefix
+        request.stale = stale
+        return try await call(Methods.varList, request, kind: .read, timeout: timeout).variables
+    }
+
+    /// Deletes `key`; with `cas`, only if its modify index equals it. NOT_FOUND when absent.
+    /// Returns the Raft index of the delete.
+    public func varDelete(key: String, cas: UInt64? = nil, timeout: Duration = .seconds(10)) async throws -> UInt64 {
+        var request = Flotilla_V1_VarDeleteRequest()
+        request.key = key
+        if let cas { request.casIndex = cas }
+        return try await call(Methods.varDelete, request, kind: .write, timeout: timeout).index
+    }
+
+    /// The controllers, their Raft roles and progress, as the answering controller sees them.
+    public func controllerList(timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_ControllerListResponse {
+        try await call(Methods.controllerList, Flotilla_V1_ControllerListRequest(), kind: .read, timeout: timeout)
+    }
+
+    /// Removes the controller `id` from the cluster (the leader included).
+    public func controllerRemove(id: String, timeout: Duration = .seconds(10)) async throws {
+        var request = Flotilla_V1_ControllerRemoveRequest()
+        request.id = id
+        _ = try await call(Methods.controllerRemove, request, kind: .write, timeout: timeout)
+    }
+
+    /// Moves leadership to the voter `id` (nil: the most up-to-date other voter). Returns the new leader's id.
+    /// A write: an outcome that is unknown is reported, not retried (retrying could move leadership twice).
+    public func transferLeadership(to id: String? = nil, timeout: Duration = .seconds(10)) async throws -> String {
+        var request = Flotilla_V1_TransferLeadershipRequest()
+        request.id = id ?? ""
+        return try await call(Methods.transferLeadership, request, kind: .write, timeout: timeout).leader
+    }
+
+    // MARK: - Redirects and retries
+
+    /// Whether a call may be sent again when its outcome is unknown.
+    enum CallKind {
+        /// Changes nothing: safe to send again after any UNAVAILABLE.
+        case read
+        /// Changes the cluster: sent again only when the controller provably did not process it.
+        case write
+    }
+
+    /// Sends `request` to the controller that can answer it, following NOT_LEADER and reconnecting on
+    /// UNAVAILABLE as the type's documentation says, within `timeout` in all.
+    func call<Request, Response>(
+        _ method: MethodDescriptor<Request, Response>, _ request: Request, kind: CallKind, timeout: Duration
+    ) async throws -> Response {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        let name = method.name.split(separator: "/").last.map(String.init) ?? method.name
+        var redirects = 0
+        var leader: String?
+        var failuresInARow = 0
+        var lastError: RPCError?
+
+        while true {
+            guard clock.now < deadline else {
+                throw RPCError(.deadlineExceeded, "no controller answered \(name) within \(Self.format(timeout))"
+                    + (lastError.map { "; last error: \($0.message)" } ?? ""))
+            }
+            let connection = try await connection(preferring: leader, deadline: deadline, lastError: &lastError)
+            leader = nil
+            do {
+                return try await connection.unary(method, request, timeout: deadline - clock.now)
+            } catch let error as RPCError {
+                lastError = error
+                switch error.code {
+                case .notLeader:
+                    // A controller that is not the leader processed nothing: safe for writes too.
+                    if let address = error.leaderAddress, !address.isEmpty {
+                        guard redirects < configuration.maxRedirects else {
+                            throw RPCError(
+                                .notLeader,
+                                "\(name) was redirected \(redirects) times without reaching the leader: \(error.message)",
+                                leaderAddress: address)
+                        }
+                        redirects += 1
+                        leader = address
+                        await retire(connection, advance: false)
+                    } else {
+                        await retire(connection, advance: true)
+                        try await pause(until: deadline)
+                    }
+                case .unavailable where kind == .read || Self.provesNotProcessed(error):
+                    // Next address at once; a pause once every address has failed in a row.
+                    await retire(connection, advance: true)
+                    failuresInARow += 1
+                    if failuresInARow >= max(addresses.count, 1) {
+                        failuresInARow = 0
+                        try await pause(until: deadline)
+                    }
+                case .unavailable:
+                    await retire(connection, advance: true)
+                    throw RPCError(
+                        .unavailable,
+                        "the connection to \(connection.address) was lost while \(name) was in flight, so its outcome is unknown: it may or may not have been applied; check before retrying (\(error.message))")
+                case .deadlineExceeded where kind == .write:
+                    throw RPCError(
+                        .deadlineExceeded,
+                        "\(connection.address) did not answer \(name) within \(Self.format(timeout)), so its outcome is unknown: it may or may not have been applied; check before retrying")
+                case .deadlineExceeded:
+                    throw RPCError(.deadlineExceeded, "no controller answered \(name) within \(Self.format(timeout)) (last tried: \(connection.address))")
+                default:
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// True when an UNAVAILABLE error proves the request never reached a handler: the server's GOAWAY said
+    /// it did not process the call, or the connection was already going away when the call was opened.
+    /// (Errors from making a connection never get here: `connection(preferring:…)` handles those.)
+    static func provesNotProcessed(_ error: RPCError) -> Bool {
+        guard error.code == .unavailable else { return error.code == .notLeader }
+        return error.message.contains("did not process this call")
+            || error.message.contains("retry on a new connection")
+            || error.message.contains("open a new connection")
+    }
+
+    /// The connection to send on: a new one to `preferred` (a leader named by NOT_LEADER) if it can be made,
+    /// else the current one if it is still open, else a new one to the next configured address that answers.
+    /// Failing to connect is always safe to retry (nothing was sent): a round in which every address failed
+    /// with UNAVAILABLE is retried after a pause until the deadline; other failures (a refused certificate)
+    /// end the call after one round.
+    private func connection(preferring preferred: String?, deadline: ContinuousClock.Instant, lastError: inout RPCError?) async throws -> Connection {
+        let clock = ContinuousClock()
+        if let preferred {
+            do {
+                return try await install(address: preferred, deadline: deadline)
+            } catch {
+                lastError = RPCError(.unavailable, Self.describe(error, address: preferred))
+            }
+        }
+        if let current = try state.withLock({ state -> Connection? in
+            guard !state.closed else { throw RPCError(.cancelled, "the admin client is closed") }
+            return state.connection
+        }), current.isOpen {
+            return current
+        }
+        while true {
+            var failures: [String] = []
+            var onlyTransient = true
+            for _ in 0..<addresses.count {
+                let address = state.withLock { state -> String in
+                    defer { state.nextAddress = (state.nextAddress + 1) % addresses.count }
+                    return addresses[state.nextAddress]
+                }
+                do {
+                    return try await install(address: address, deadline: deadline)
+                } catch {
+                    failures.append(Self.describe(error, address: address))
+                    if (error as? RPCError)?.code != .unavailable { onlyTransient = false }
+                }
+            }
+            let summary = "could not reach a controller: \(failures.joined(separator: "; "))"
+            guard onlyTransient, clock.now + configuration.retryPause < deadline else {
+                throw RPCError(.unavailable, [summary, lastError.map { "earlier: \($0.message)" }].compactMap { $0 }.joined(separator: "; "))
+            }
+            lastError = RPCError(.unavailable, summary)
+            try await pause(until: deadline)
+        }
+    }
+
+    /// Connects to `address` and makes it the client's connection, retiring the one it replaces.
+    private func install(address: String, deadline: ContinuousClock.Instant) async throws -> Connection {
+        let remaining = deadline - ContinuousClock.now
+        guard remaining > .zero else { throw RPCError(.deadlineExceeded, "no time left to connect to \(address)") }
+        let client = try await dial(address, min(configuration.connectTimeout, remaining))
+        let connection = Connection(address: address, client: client)
+        let (replaced, closed) = state.withLock { state -> (Connection?, Bool) in
+            guard !state.closed else { return (nil, true) }
+            defer { state.connection = connection }
+            return (state.connection, false)
+        }
+        if closed {
+            await client.close()
+            throw RPCError(.cancelled, "the admin client was closed")
+        }
+        if let replaced, replaced !== connection, replaced.retire() { await replaced.client.close() }
+        return connection
+    }
+
+    /// Stops using `connection` (if it is still the current one); it closes once its calls in flight end.
+    /// `advance`: the next connection goes to another configured address (this one failed).
+    private func retire(_ connection: Connection, advance: Bool) async {
+        let current = state.withLock { state -> Bool in
+            guard state.connection === connection else { return false }
+            state.connection = nil
+            if advance, !addresses.isEmpty, addresses[state.nextAddress] == connection.address {
+                state.nextAddress = (state.nextAddress + 1) % addresses.count
+            }
+            return true
+        }
+        if current, connection.retire() { await connection.client.close() }
+    }
+
+    private func pause(until deadline: ContinuousClock.Instant) async throws {
+        let remaining = deadline - ContinuousClock.now
+        guard remaining > .zero else { return }
+        try await Task.sleep(for: min(configuration.retryPause, remaining))
+    }
+
+    private static func describe(_ error: any Error, address: String) -> String {
+        guard let error = error as? RPCError else { return "\(address): \(error)" }
+        return error.message.contains(address) ? error.message : "\(address): \(error.message)"
+    }
+
+    static func format(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let milliseconds = attoseconds / 1_000_000_000_000_000
+        return milliseconds == 0 ? "\(seconds) s" : "\(seconds * 1000 + milliseconds) ms"
     }
 }
 
+/// One connection and the calls in flight on it, so a connection that is replaced (a redirect) closes only
+/// once the calls other tasks still have on it are done.
+final class Connection: Sendable {
+    let address: String
+    let client: RPCClient
+    private let bookkeeping = Mutex((inFlight: 0, retired: false, closed: false))
+
+    init(address: String, client: RPCClient) {
+        self.address = address
+        self.client = client
+        client.closeFuture.whenComplete { [weak self] _ in
+            self?.bookkeeping.withLock { $0.closed = true }
+        }
+    }
+
+    /// False once the connection is known to be closed: a call made on it now would fail without being sent.
+    var isOpen: Bool { bookkeeping.withLock { !$0.closed } }
+
+    func unary<Request, Response>(
+        _ method: MethodDescriptor<Request, Response>, _ request: Request, timeout: Duration
+    ) async throws -> Response {
+        bookkeeping.withLock { $0.inFlight += 1 }
+        do {
+            let response = try await client.unary(method, request, options: CallOptions(timeout: timeout))
+            await callEnded()
+            return response
+        } catch {
+            await callEnded()
+            throw error
+        }
+    }
+
+    /// The last call on a retired connection closes it.
+    private func callEnded() async {
+        let last = bookkeeping.withLock { state -> Bool in
+            state.inFlight -= 1
+            return state.retired && state.inFlight == 0
+        }
+        if last { await client.close() }
+    }
+
+    /// Marks the connection retired; true when no call is in flight, so the caller should close it now.
+    func retire() -> Bool {
+        bookkeeping.withLock { state in
+            state.retired = true
+            return state.inFlight == 0
+        }
+    }
+}

@@ -1,5 +1,9 @@
 import ClusterModel
+import ClusterStore
+import Foundation
 import PKI
+import Raft
+import RaftRuntime
 import Transport
 import Wire
 
@@ -8,9 +12,17 @@ struct AdminService: Sendable {
     let credentials: Credentials
     let listenAddress: String
     let startedAt: ContinuousClock.Instant
+    let raft: ControllerRaft
 
     func register(into router: inout RPCRouter) {
         router.register(Methods.adminStatus) { _, _ in status() }
+        router.register(Methods.varPut) { request, _ in try await varPut(request) }
+        router.register(Methods.varDelete) { request, _ in try await varDelete(request) }
+        router.register(Methods.varGet) { request, _ in try await varGet(request) }
+        router.register(Methods.varList) { request, _ in try await varList(request) }
+        router.register(Methods.controllerList) { _, _ in await controllerList() }
+        router.register(Methods.controllerRemove) { request, _ in try await controllerRemove(request) }
+        router.register(Methods.transferLeadership) { request, _ in try await transferLeadership(request) }
     }
 
     func status() -> Flotilla_V1_StatusResponse {
@@ -24,5 +36,151 @@ struct AdminService: Sendable {
         response.listenAddress = listenAddress
         return response
     }
-}
 
+    // MARK: - Variables
+
+    func validate(key: String, value: [UInt8]? = nil) throws {
+        do {
+            try Variable.validate(key: key, value: value)
+        } catch {
+            throw RPCError(.invalidArgument, error.message)
+        }
+    }
+
+    func writeOutcome(_ result: ApplyResult, key: String, cas: UInt64?) throws -> Flotilla_V1_VarWriteResponse {
+        switch result {
+        case .ok(let index):
+            var response = Flotilla_V1_VarWriteResponse()
+            response.index = index
+            return response
+        case .casFailed(let current):
+            let expected = cas ?? 0
+            let message = current == 0
+                ? "compare-and-set failed: key '\(key)' does not exist (current index 0), not index \(expected)"
+                : expected == 0
+                    ? "compare-and-set failed: key '\(key)' already exists at index \(current); --cas 0 writes only if absent"
+                    : "compare-and-set failed: key '\(key)' is at index \(current), not \(expected)"
+            throw RPCError(.failedPrecondition, message)
+        case .notFound:
+            throw RPCError(.notFound, "no variable named '\(key)'")
+        case .invalid(let message):
+            throw RPCError(.invalidArgument, message)
+        }
+    }
+
+    func varPut(_ request: Flotilla_V1_VarPutRequest) async throws -> Flotilla_V1_VarWriteResponse {
+        let value = Array(request.value)
+        try validate(key: request.key, value: value)
+        let cas = request.hasCasIndex ? request.casIndex : nil
+        let result = try await raft.propose(ClusterCommands.varPut(key: request.key, value: value, cas: cas))
+        return try writeOutcome(result, key: request.key, cas: cas)
+    }
+
+    func varDelete(_ request: Flotilla_V1_VarDeleteRequest) async throws -> Flotilla_V1_VarWriteResponse {
+        try validate(key: request.key)
+        let cas = request.hasCasIndex ? request.casIndex : nil
+        let result = try await raft.propose(ClusterCommands.varDelete(key: request.key, cas: cas))
+        return try writeOutcome(result, key: request.key, cas: cas)
+    }
+
+    static func record(_ variable: Variable) -> Flotilla_V1_VariableRecord {
+        var record = Flotilla_V1_VariableRecord()
+        record.key = variable.key
+        record.value = Data(variable.value)
+        record.createIndex = variable.createIndex
+        record.modifyIndex = variable.modifyIndex
+        return record
+    }
+
+    func varGet(_ request: Flotilla_V1_VarGetRequest) async throws -> Flotilla_V1_VarGetResponse {
+        if !request.stale { try await raft.linearizable() }
+        guard let variable = raft.store.read({ $0.variable(request.key) }) else {
+            throw RPCError(.notFound, "no variable named '\(request.key)'")
+        }
+        var response = Flotilla_V1_VarGetResponse()
+        response.variable = Self.record(variable)
+        return response
+    }
+
+    func varList(_ request: Flotilla_V1_VarListRequest) async throws -> Flotilla_V1_VarListResponse {
+        if !request.stale { try await raft.linearizable() }
+        var response = Flotilla_V1_VarListResponse()
+        response.variables = raft.store.read { $0.variables(prefix: request.prefix) }.map(Self.record)
+        return response
+    }
+
+    // MARK: - Controllers
+
+    func controllerList() async -> Flotilla_V1_ControllerListResponse {
+        let status = await raft.driver.status
+        let records = raft.store.read { $0.controllers }
+        var response = Flotilla_V1_ControllerListResponse()
+        response.commitIndex = status.commitIndex.rawValue
+        response.appliedIndex = status.appliedIndex.rawValue
+        response.answeredBy = status.id.rawValue
+        for member in status.configuration.members.sorted() {
+            var info = Flotilla_V1_ControllerInfo()
+            info.id = member.rawValue
+            info.address = records.first { $0.id == member }?.address ?? ""
+            info.membership = status.configuration.voters.contains(member) ? "voter" : "learner"
+            info.leader = status.leader == member
+            info.term = status.term.rawValue
+            if let match = status.matchIndexes[member] {
+                info.matchIndex = match.rawValue
+                info.lag = status.lastIndex.rawValue - min(match.rawValue, status.lastIndex.rawValue)
+            }
+            response.controllers.append(info)
+        }
+        return response
+    }
+
+    func controllerRemove(_ request: Flotilla_V1_ControllerRemoveRequest) async throws -> Flotilla_V1_ControllerRemoveResponse {
+        let id = NodeID(request.id)
+        let status = await raft.driver.status
+        guard status.configuration.members.contains(id) else {
+            throw RPCError(.notFound, "no controller \(request.id) in the cluster (see flotilla controller ls)")
+        }
+        do {
+            try await raft.driver.proposeConfigurationChange(.remove(id))
+        } catch {
+            throw raft.translate(error)
+        }
+        // The address-book entry goes too; if this controller was the one removed, a new leader does it.
+        _ = try? await raft.propose(ClusterCommands.controllerRemove(id: id))
+        return Flotilla_V1_ControllerRemoveResponse()
+    }
+
+    func transferLeadership(_ request: Flotilla_V1_TransferLeadershipRequest) async throws -> Flotilla_V1_TransferLeadershipResponse {
+        let status = await raft.driver.status
+        guard status.role == .leader else {
+            throw raft.translate(RaftDriverError.notLeader(leader: status.leader))
+        }
+        let target: NodeID
+        if request.id.isEmpty {
+            let candidates = status.configuration.voters.filter { $0 != raft.id }
+            guard let best = candidates.max(by: { (status.matchIndexes[$0] ?? 0) < (status.matchIndexes[$1] ?? 0) }) else {
+                throw RPCError(.failedPrecondition, "there is no other voter to hand leadership to")
+            }
+            target = best
+        } else {
+            target = NodeID(request.id)
+        }
+        do {
+            try await raft.driver.transferLeadership(to: target)
+        } catch {
+            throw raft.translate(error)
+        }
+        // Wait (bounded) until the target leads.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            let now = await raft.driver.status
+            if now.leader == target {
+                var response = Flotilla_V1_TransferLeadershipResponse()
+                response.leader = target.rawValue
+                return response
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw RPCError(.deadlineExceeded, "\(target) did not take over within 5 s; leadership stays where it is")
+    }
+}

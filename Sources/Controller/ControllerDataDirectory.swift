@@ -18,6 +18,12 @@ public struct ControllerDataDirectory: Sendable {
     public var caPath: String { path + "/ca.pem" }
     public var credentialsPath: String { path + "/controller.creds" }
     public var adminCredentialsPath: String { path + "/admin.creds" }
+    /// Raft's write-ahead log and snapshots.
+    public var raftPath: String { path + "/raft" }
+    /// Present in the data directory of the controller that created the cluster: its empty Raft storage is
+    /// bootstrapped as a one-member cluster. A joining controller starts empty and learns from the leader.
+    public var founderMarkerPath: String { path + "/founder" }
+    public var isFounder: Bool { FileManager.default.fileExists(atPath: founderMarkerPath) }
 
     /// Lifetime of certificates issued by `--init` for the controller itself. A controller holding the CA
     /// re-issues its own certificate at start once half of it is used.
@@ -63,9 +69,33 @@ public struct ControllerDataDirectory: Sendable {
             by: authority, identity: PeerIdentity(nodeID: NodeID("admin"), role: .admin),
             dnsNames: [], ipAddresses: [], now: now, validity: Self.adminCertificateLifetime)
         try admin.write(to: adminCredentialsPath)
+        FileManager.default.createFile(atPath: founderMarkerPath, contents: Data("created by --init\n".utf8))
         return Initialized(
             clusterID: String(clusterID), controllerID: controllerID, caPin: authority.pin,
             adminCredentialsPath: adminCredentialsPath)
+    }
+
+    /// Prepares the data directory of a controller that will join an existing cluster: copies the cluster CA
+    /// (until join tokens arrive, a joining controller is given the CA file) and issues this controller's own
+    /// certificate for a fresh node id. Refuses a directory that already holds a controller.
+    public func prepareJoin(caPath sourceCA: String, addresses: [String], now: Date) throws -> NodeID {
+        guard !isInitialized else {
+            throw ControllerError(
+                .alreadyInitialized,
+                "\(path) already holds a Flotilla controller; start it without --join, or choose an empty --data-dir")
+        }
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let authority = try CertificateAuthority.load(from: sourceCA)
+        try authority.write(to: caPath)
+        var rng = SystemRandomNumberGenerator()
+        let id = NodeID.random(using: &rng)
+        let (dnsNames, ipAddresses) = Self.subjectAlternativeNames(addresses)
+        let credentials = try Credentials.issue(
+            by: authority, identity: PeerIdentity(nodeID: id, role: .controller),
+            dnsNames: dnsNames, ipAddresses: ipAddresses, now: now, validity: Self.controllerCertificateLifetime)
+        try credentials.write(to: credentialsPath)
+        return id
     }
 
     /// Loads this controller's credentials, re-issuing them from the local CA when more than half of their

@@ -1,8 +1,11 @@
 import ClusterModel
+import ClusterStore
 public import Foundation
 public import Logging
 import NIOCore
 public import PKI
+import Raft
+public import RaftRuntime
 public import ServiceLifecycle
 public import Transport
 import Wire
@@ -12,25 +15,41 @@ public struct ControllerConfiguration: Sendable {
     public var dataDirectory: String
     /// host:port to listen on for the protocol (mTLS).
     public var listenAddress: String
+    /// host:port the other controllers and clients reach this one on; derived from the listen address when
+    /// nil (a wildcard host becomes 127.0.0.1).
+    public var advertiseAddress: String?
+    /// Controllers to ask for admission when this one is not yet a member.
+    public var joinAddresses: [String] = []
     public var transport: TransportConfiguration
+    public var raft: RaftDriverConfiguration
 
-    public init(dataDirectory: String, listenAddress: String, transport: TransportConfiguration = .init()) {
+    public init(
+        dataDirectory: String, listenAddress: String, advertiseAddress: String? = nil, joinAddresses: [String] = [],
+        transport: TransportConfiguration = .init(), raft: RaftDriverConfiguration = .init()
+    ) {
         self.dataDirectory = dataDirectory
         self.listenAddress = listenAddress
+        self.advertiseAddress = advertiseAddress
+        self.joinAddresses = joinAddresses
         self.transport = transport
+        self.raft = raft
     }
 }
 
-/// The controller process: serves the protocol on its listen address until shut down gracefully.
-/// Raft, the store and the control loops join it in later issues.
+/// The controller process: a Raft member with the replicated store, serving the protocol (admin API, Raft
+/// between controllers, membership) until shut down gracefully.
 public final class ControllerServer: Service {
     public let configuration: ControllerConfiguration
     public let credentials: Credentials
-    private let startedAt: ContinuousClock.Instant
     private let logger: Logger
     private let server: RPCServer
+    private let raft: ControllerRaft
+    private let peers: RaftPeers
+    private let membership: MembershipService
+    private let advertise: String
 
-    /// Binds the listening socket, so a bad address fails before anything else starts.
+    /// Opens the Raft storage and binds the listening socket, so a bad address or a damaged disk fails
+    /// before anything else starts.
     public init(configuration: ControllerConfiguration, credentials: Credentials, logger: Logger) async throws {
         guard let (host, port) = HostPort.parse(configuration.listenAddress, allowingPortZero: true) else {
             throw ControllerError(
@@ -39,39 +58,128 @@ public final class ControllerServer: Service {
         self.configuration = configuration
         self.credentials = credentials
         self.logger = logger
-        let startedAt = ContinuousClock.now
-        self.startedAt = startedAt
+        let id = credentials.identity.nodeID
+        let store = StoreApplication()
+        let clientTLS = try TLSContexts.client(credentials: credentials)
+        let peers = RaftPeers(selfID: id, tls: clientTLS, logger: logger) {
+            store.read { Dictionary($0.controllers.map { ($0.id, $0.address) }, uniquingKeysWith: { a, _ in a }) }
+        }
+        let directory = ControllerDataDirectory(path: configuration.dataDirectory)
+        let driver = try RaftDriver(
+            id: id, directory: directory.raftPath, bootstrap: directory.isFounder, application: store,
+            transport: peers, configuration: configuration.raft, seed: UInt64.random(in: 1...UInt64.max), logger: logger)
+        let raft = ControllerRaft(id: id, driver: driver, store: store)
+        self.raft = raft
+        self.peers = peers
+
         var router = RPCRouter()
         DiagnosticsService.register(into: &router)
-        AdminService(
-            credentials: credentials, listenAddress: configuration.listenAddress, startedAt: startedAt
-        ).register(into: &router)
-        self.server = try await RPCServer.bind(
+        router.register(Methods.raftStream) { messages, _, context in
+            if let address = context.metadata[RaftPeers.advertiseMetadataKey] {
+                peers.learn(context.peer.nodeID, address: address)
+            }
+            for try await record in messages {
+                guard let message = try? RaftRecords.message(record), message.to == id,
+                      message.from == context.peer.nodeID else { continue }
+                await driver.receive(message)
+            }
+        }
+        let server = try await RPCServer.bind(
             host: host, port: port, tls: try TLSContexts.server(credentials: credentials), router: router,
             configuration: configuration.transport, logger: logger)
+        // The advertised address needs the real port when 0 was asked for.
+        let boundPort = server.localAddress.port ?? port
+        let advertise = configuration.advertiseAddress
+            ?? ((host == "0.0.0.0" || host == "::") ? "127.0.0.1:\(boundPort)" : (host.contains(":") ? "[\(host)]:\(boundPort)" : "\(host):\(boundPort)"))
+        self.advertise = advertise
+        peers.setAdvertiseAddress(advertise)
+        let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, logger: logger)
+        self.membership = membership
+        AdminService(credentials: credentials, listenAddress: advertise, startedAt: ContinuousClock.now, raft: raft)
+            .register(into: &router)
+        membership.register(into: &router)
+        server.setRouter(router)
+        self.server = server
     }
 
     /// Where the server actually listens (the port is real even when 0 was asked for).
-    public var localAddress: String {
-        let address = server.localAddress
-        return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
-    }
+    public var localAddress: String { advertise }
 
     public func run() async throws {
         logger.info(
             "controller serving",
             metadata: ["controller.id": "\(credentials.identity.nodeID)", "listen": "\(localAddress)",
                        "cluster.id": "\(credentials.clusterID)"])
-        try await withGracefulShutdownHandler {
-            try await server.run()
-        } onGracefulShutdown: { [server] in
-            server.beginGracefulShutdown()
+        let server = self.server
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await self.raft.driver.run()
+                } catch is CancellationError {
+                } catch {
+                    // A storage failure: stop serving rather than answer from state we cannot trust.
+                    server.beginGracefulShutdown()
+                    throw error
+                }
+            }
+            group.addTask { await self.peers.run() }
+            group.addTask { await self.membership.maintain() }
+            if !configuration.joinAddresses.isEmpty {
+                group.addTask { await self.joinUntilMember() }
+            }
+            try await withGracefulShutdownHandler {
+                try await server.run()
+            } onGracefulShutdown: {
+                server.beginGracefulShutdown()
+            }
+            group.cancelAll()
+            try await group.waitForAll()
         }
         logger.info("controller stopped")
+    }
+
+    /// Asks the given controllers (following NOT_LEADER) to admit this one until it is in the configuration.
+    private func joinUntilMember() async {
+        guard let tls = try? TLSContexts.client(credentials: credentials) else { return }
+        var backoff = Duration.milliseconds(200)
+        while !Task.isCancelled {
+            if await raft.driver.status.configuration.members.contains(raft.id) { return }
+            var targets = configuration.joinAddresses
+            var hops = 0
+            while let target = targets.first, hops < 8, !Task.isCancelled {
+                targets.removeFirst()
+                hops += 1
+                guard let (host, port) = HostPort.parse(target) else { continue }
+                do {
+                    let client = try await RPCClient.connect(host: host, port: port, tls: tls, connectTimeout: .seconds(2))
+                    var request = Flotilla_V1_JoinRequest()
+                    request.id = raft.id.rawValue
+                    request.address = advertise
+                    do {
+                        let response = try await client.unary(Methods.controllerJoin, request, options: CallOptions(timeout: .seconds(5)))
+                        logger.info("joined the cluster", metadata: ["via": "\(target)", "voters": "\(response.voters)"])
+                        await client.close()
+                        return
+                    } catch let error as RPCError where error.code == .notLeader {
+                        if let leader = error.leaderAddress { targets.insert(leader, at: 0) }
+                    }
+                    await client.close()
+                } catch {
+                    logger.warning("join attempt failed", metadata: ["via": "\(target)", "error": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
     }
 
     /// Starts a graceful shutdown (tests; a process uses SIGTERM through its ServiceGroup).
     public func beginGracefulShutdown() {
         server.beginGracefulShutdown()
+    }
+
+    /// Raft status, for tests and diagnostics.
+    public var raftStatus: RaftStatus {
+        get async { await raft.driver.status }
     }
 }

@@ -14,7 +14,7 @@ import Wire
 public final class RPCServer: Sendable {
     public let localAddress: SocketAddress
     private let serverChannel: NIOAsyncChannel<NIOAsyncChannel<IncomingCall, Never>, Never>
-    private let router: RPCRouter
+    private let router: Mutex<RPCRouter>
     private let logger: Logger
     private let connections = Mutex(ConnectionRegistry())
 
@@ -27,7 +27,7 @@ public final class RPCServer: Sendable {
         serverChannel: NIOAsyncChannel<NIOAsyncChannel<IncomingCall, Never>, Never>, router: RPCRouter, logger: Logger
     ) throws {
         self.serverChannel = serverChannel
-        self.router = router
+        self.router = Mutex(router)
         self.logger = logger
         guard let address = serverChannel.channel.localAddress else {
             throw RPCError(.internalError, "listening socket has no local address")
@@ -85,7 +85,7 @@ public final class RPCServer: Sendable {
     }
 
     private func serve(_ connection: NIOAsyncChannel<IncomingCall, Never>) async {
-        let router = self.router
+        let router = self.router.withLock { $0 }
         do {
             try await connection.executeThenClose { calls, _ in
                 await withDiscardingTaskGroup { group in
@@ -101,6 +101,11 @@ public final class RPCServer: Sendable {
         } catch {
             logger.debug("connection ended with an error", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Replaces the methods served, for servers whose handlers need to know the bound port. Call before `run`.
+    public func setRouter(_ router: RPCRouter) {
+        self.router.withLock { $0 = router }
     }
 
     /// Stops accepting connections and calls; in-flight calls finish (within each connection's grace period).

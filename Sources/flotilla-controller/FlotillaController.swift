@@ -27,12 +27,38 @@ struct FlotillaController: AsyncParsableCommand {
     @Flag(help: "Create a new cluster in --data-dir (refused if it already holds one).")
     var `init` = false
 
+    @Option(help: ArgumentHelp(
+        "Join the cluster of these controllers (host:port, comma-separated); with --ca on first start.",
+        valueName: "host:port,..."))
+    var join: String?
+
+    @Option(help: ArgumentHelp(
+        "The cluster CA file (ca.pem from the first controller's data dir), for a controller's first --join. Join tokens replace this in a later release.",
+        valueName: "file"))
+    var ca: String?
+
+    @Option(help: ArgumentHelp("Address other controllers and clients reach this one on (default: from --listen).", valueName: "host:port"))
+    var advertise: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
+
+    var joinAddresses: [String] {
+        (join ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
 
     func validate() throws {
         guard HostPort.parse(listen, allowingPortZero: true) != nil else {
             throw ValidationError("--listen \(listen) is not host:port (e.g. 0.0.0.0:7400)")
+        }
+        for address in joinAddresses where HostPort.parse(address) == nil {
+            throw ValidationError("--join address '\(address)' is not host:port")
+        }
+        if let advertise, HostPort.parse(advertise) == nil {
+            throw ValidationError("--advertise \(advertise) is not host:port")
+        }
+        if `init` && join != nil {
+            throw ValidationError("--init creates a new cluster and --join joins one; pass only one of them")
         }
     }
 
@@ -58,9 +84,20 @@ struct FlotillaController: AsyncParsableCommand {
 
                     """.utf8))
             }
+            if !joinAddresses.isEmpty && !directory.isInitialized {
+                guard let ca else {
+                    throw ControllerError(
+                        .invalidConfiguration,
+                        "joining needs the cluster CA for now: pass --ca <first controller's data dir>/ca.pem")
+                }
+                let id = try directory.prepareJoin(caPath: ca, addresses: [listen] + (advertise.map { [$0] } ?? []), now: Date())
+                FileHandle.standardOutput.write(Data("Joining the cluster at \(joinAddresses.joined(separator: ",")) as controller \(id).\n".utf8))
+            }
             let credentials = try directory.loadCredentials(addresses: [listen], now: Date())
             let server = try await ControllerServer(
-                configuration: ControllerConfiguration(dataDirectory: dataDirectory, listenAddress: listen),
+                configuration: ControllerConfiguration(
+                    dataDirectory: dataDirectory, listenAddress: listen, advertiseAddress: advertise,
+                    joinAddresses: joinAddresses),
                 credentials: credentials, logger: logger)
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(

@@ -63,12 +63,13 @@ struct Flotilla: AsyncParsableCommand {
             Exit status: 0 success, 1 an error reported by the cluster or the connection, 2 bad usage.
             """,
         version: FlotillaVersion.current,
-        subcommands: [StatusCommand.self])
+        subcommands: [StatusCommand.self, VarCommand.self, ControllerCommand.self])
 }
 
 /// The CLI contract puts cluster options before the command (`flotilla --controller A status`), as Docker
 /// does; ArgumentParser reads options only at the command that declares them. So options given before the
-/// first command word are moved after the command line, where every command's `ClusterOptions` reads them.
+/// first command word are moved after the command line (before a `--` that ends its options, so they are
+/// not taken for arguments), where every command's `ClusterOptions` reads them.
 enum GlobalOptions {
     static let withValue: Set<String> = ["--controller", "--credentials", "--output"]
 
@@ -86,7 +87,9 @@ enum GlobalOptions {
             }
             index += 1
         }
-        return Array(arguments[index...]) + leading
+        var rest = Array(arguments[index...])
+        rest.insert(contentsOf: leading, at: rest.firstIndex(of: "--") ?? rest.endIndex)
+        return rest
     }
 }
 

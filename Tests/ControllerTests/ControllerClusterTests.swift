@@ -1,0 +1,126 @@
+import ClusterModel
+import Controller
+import Foundation
+import Logging
+import PKI
+import RaftRuntime
+import TestSupport
+import Testing
+import Transport
+import Wire
+
+/// Three controllers in one process on loopback: founding, joining, replication, leader loss, restart.
+@Suite("Controller cluster on loopback", .serialized)
+struct ControllerClusterTests {
+    static func raftConfiguration() -> RaftDriverConfiguration {
+        var raft = RaftDriverConfiguration()
+        raft.tickInterval = .milliseconds(20)
+        return raft
+    }
+
+    /// A running controller and the task that runs it.
+    struct Running {
+        let server: ControllerServer
+        let task: Task<Void, any Error>
+    }
+
+    static func start(_ directory: String, join: [String] = []) async throws -> Running {
+        let data = ControllerDataDirectory(path: directory)
+        let server = try await ControllerServer(
+            configuration: ControllerConfiguration(
+                dataDirectory: directory, listenAddress: "127.0.0.1:0", joinAddresses: join, raft: raftConfiguration()),
+            credentials: try data.loadCredentials(addresses: [], now: Date()), logger: Logger(label: "test"))
+        // A test-owned task per controller so one can be stopped while the others run; always awaited below.
+        let task = Task { try await server.run() }
+        return Running(server: server, task: task)
+    }
+
+    static func stop(_ running: Running) async {
+        running.server.beginGracefulShutdown()
+        running.task.cancel()
+        _ = try? await running.task.value
+    }
+
+    static func put(_ key: String, _ value: String, via address: String, admin: Credentials) async throws -> UInt64 {
+        let (host, port) = HostPort.parse(address)!
+        let client = try await RPCClient.connect(host: host, port: port, tls: try TLSContexts.client(credentials: admin))
+        var request = Flotilla_V1_VarPutRequest()
+        request.key = key
+        request.value = Data(value.utf8)
+        do {
+            let index = try await client.unary(Methods.varPut, request, options: CallOptions(timeout: .seconds(5))).index
+            await client.close()
+            return index
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
+    static func staleValue(_ key: String, on address: String, admin: Credentials) async -> String? {
+        guard let (host, port) = HostPort.parse(address),
+              let client = try? await RPCClient.connect(host: host, port: port, tls: try TLSContexts.client(credentials: admin))
+        else { return nil }
+        var request = Flotilla_V1_VarGetRequest()
+        request.key = key
+        request.stale = true
+        let value = try? await client.unary(Methods.varGet, request, options: CallOptions(timeout: .seconds(2)))
+        await client.close()
+        return value.map { String(decoding: $0.variable.value, as: UTF8.self) }
+    }
+
+    static func leader(_ servers: [Running]) async -> Running? {
+        for running in servers where await running.server.raftStatus.role == .leader { return running }
+        return nil
+    }
+
+    @Test("a founder and two joiners form a 3-voter cluster that replicates writes and survives its leader")
+    func threeControllers() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let created = try ControllerDataDirectory(path: root + "/a").initialize(addresses: [], now: Date())
+        let admin = try Credentials.load(from: created.adminCredentialsPath)
+        for name in ["b", "c"] {
+            _ = try ControllerDataDirectory(path: root + "/" + name).prepareJoin(caPath: root + "/a/ca.pem", addresses: [], now: Date())
+        }
+
+        var a = try await Self.start(root + "/a")
+        let firstA = a
+        #expect(try await eventually { await firstA.server.raftStatus.role == .leader })
+        let b = try await Self.start(root + "/b", join: [a.server.localAddress])
+        let c = try await Self.start(root + "/c", join: [a.server.localAddress])
+        var all = [a, b, c]
+        do {
+            let founder = a
+            let formed = try await eventually(timeout: .seconds(20)) { await founder.server.raftStatus.configuration.voters.count == 3 }
+            let configuration = await founder.server.raftStatus.configuration
+            #expect(formed, "configuration: \(configuration)")
+
+            for i in 0..<20 { _ = try await Self.put("k\(i)", "v\(i)", via: a.server.localAddress, admin: admin) }
+            for running in [b, c] {
+                let address = running.server.localAddress
+                #expect(try await eventually { await Self.staleValue("k19", on: address, admin: admin) == "v19" })
+            }
+
+            // The leader goes away: the other two elect a new one and keep taking writes.
+            await Self.stop(a)
+            let survivors = [b, c]
+            #expect(try await eventually(timeout: .seconds(10)) { await Self.leader(survivors) != nil })
+            let newLeader = await Self.leader(survivors)!
+            for i in 20..<30 { _ = try await Self.put("k\(i)", "v\(i)", via: newLeader.server.localAddress, admin: admin) }
+
+            // The old leader restarts from its data directory and catches up on what it missed.
+            a = try await Self.start(root + "/a")
+            all = [a, b, c]
+            let address = a.server.localAddress
+            #expect(try await eventually(timeout: .seconds(20)) { await Self.staleValue("k29", on: address, admin: admin) == "v29" })
+            for i in 0..<30 {
+                #expect(await Self.staleValue("k\(i)", on: address, admin: admin) == "v\(i)")
+            }
+        } catch {
+            for running in all { await Self.stop(running) }
+            throw error
+        }
+        for running in all { await Self.stop(running) }
+    }
+}
