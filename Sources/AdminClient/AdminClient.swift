@@ -187,6 +187,39 @@ public final class AdminClient: Sendable {
         case write
     }
 
+    /// A backup of the cluster (`flotilla snapshot save`): taken on the leader, which is found first (a
+    /// backup is a read, so this is safe to retry).
+    public func snapshotSave(timeout: Duration = .seconds(60)) async throws -> [UInt8] {
+        let list = try await controllerList(timeout: timeout)
+        var targets = addresses
+        if let leader = list.controllers.first(where: { $0.leader })?.address, !leader.isEmpty {
+            targets.insert(leader, at: 0)
+        }
+        var failures: [String] = []
+        for address in targets {
+            do {
+                let client = try await dial(address, configuration.connectTimeout)
+                do {
+                    let bytes = try await client.serverStreaming(
+                        Methods.snapshotSave, Flotilla_V1_SnapshotSaveRequest(), options: CallOptions(timeout: timeout)
+                    ) { chunks in
+                        var bytes: [UInt8] = []
+                        for try await chunk in chunks { bytes.append(contentsOf: chunk.data) }
+                        return bytes
+                    }
+                    await client.close()
+                    return bytes
+                } catch {
+                    await client.close()
+                    throw error
+                }
+            } catch let error as RPCError where error.code == .notLeader || error.code == .unavailable {
+                failures.append("\(address): \(error.message)")
+            }
+        }
+        throw RPCError(.unavailable, "no controller could take a backup: \(failures.joined(separator: "; "))")
+    }
+
     /// Sends `request` to the controller that can answer it, following NOT_LEADER and reconnecting on
     /// UNAVAILABLE as the type's documentation says, within `timeout` in all.
     func call<Request, Response>(

@@ -13,6 +13,8 @@ struct AdminService: Sendable {
     let listenAddress: String
     let startedAt: ContinuousClock.Instant
     let raft: ControllerRaft
+    /// The CA file a backup carries.
+    let caPath: String
 
     func register(into router: inout RPCRouter) {
         router.register(Methods.adminStatus) { _, _ in status() }
@@ -23,6 +25,9 @@ struct AdminService: Sendable {
         router.register(Methods.controllerList) { _, _ in await controllerList() }
         router.register(Methods.controllerRemove) { request, _ in try await controllerRemove(request) }
         router.register(Methods.transferLeadership) { request, _ in try await transferLeadership(request) }
+        router.register(Methods.snapshotSave) { (_: Flotilla_V1_SnapshotSaveRequest, writer: ResponseWriter<Flotilla_V1_SnapshotChunk>, _: ServerContext) in
+            try await snapshotSave(writer)
+        }
     }
 
     func status() -> Flotilla_V1_StatusResponse {
@@ -107,6 +112,31 @@ struct AdminService: Sendable {
         var response = Flotilla_V1_VarListResponse()
         response.variables = raft.store.read { $0.variables(prefix: request.prefix) }.map(Self.record)
         return response
+    }
+
+    // MARK: - Backups
+
+    /// A consistent backup: after a linearizable read on the leader, the store's snapshot and the CA, in a
+    /// Raft snapshot file's envelope (zlib, CRC-32), streamed in 1 MiB chunks.
+    func snapshotSave(_ writer: ResponseWriter<Flotilla_V1_SnapshotChunk>) async throws {
+        try await raft.linearizable()
+        let status = await raft.driver.status
+        let (storeSnapshot, applied) = raft.store.read { ($0.snapshot(), $0.appliedIndex) }
+        var backup = Flotilla_V1_BackupRecord()
+        backup.caPem = try String(contentsOfFile: caPath, encoding: .utf8)
+        backup.storeSnapshot = Data(storeSnapshot)
+        backup.clusterID = credentials.clusterID
+        let file = try SnapshotStore.encode(Snapshot(
+            metadata: SnapshotMetadata(index: LogIndex(applied), term: status.term, configuration: status.configuration),
+            data: try backup.serializedBytes()))
+        var offset = 0
+        while offset < file.count {
+            let end = min(offset + (1 << 20), file.count)
+            var chunk = Flotilla_V1_SnapshotChunk()
+            chunk.data = Data(file[offset..<end])
+            try await writer.write(chunk)
+            offset = end
+        }
     }
 
     // MARK: - Controllers

@@ -1,6 +1,10 @@
 public import ClusterModel
+import ClusterStore
 public import Foundation
+import Messages
 public import PKI
+import Raft
+import RaftRuntime
 
 /// What a controller keeps on disk, and how `--init` creates it.
 ///
@@ -72,6 +76,50 @@ public struct ControllerDataDirectory: Sendable {
         FileManager.default.createFile(atPath: founderMarkerPath, contents: Data("created by --init\n".utf8))
         return Initialized(
             clusterID: String(clusterID), controllerID: controllerID, caPin: authority.pin,
+            adminCredentialsPath: adminCredentialsPath)
+    }
+
+    /// Creates a new one-member cluster from a backup (`flotilla snapshot save`): the same CA (so existing
+    /// credentials keep working), the same state, this controller as the only voter. Fresh admin
+    /// credentials are written too. Refuses a directory that already holds a controller.
+    public func restore(from backupPath: String, addresses: [String], now: Date) throws -> Initialized {
+        guard !isInitialized else {
+            throw ControllerError(
+                .alreadyInitialized, "\(path) already holds a Flotilla controller; restore into an empty --data-dir")
+        }
+        let file = try SnapshotStore.decode(Array(try Data(contentsOf: URL(fileURLWithPath: backupPath))), path: backupPath)
+        let backup: Flotilla_V1_BackupRecord
+        do {
+            backup = try Flotilla_V1_BackupRecord(serializedBytes: file.data)
+        } catch {
+            throw ControllerError(.invalidConfiguration, "\(backupPath) is not a Flotilla backup: \(error)")
+        }
+        let state = try ClusterState(snapshot: Array(backup.storeSnapshot))
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let authority = try CertificateAuthority(pemBundle: backup.caPem)
+        try authority.write(to: caPath)
+        var rng = SystemRandomNumberGenerator()
+        let controllerID = NodeID.random(using: &rng)
+        let (dnsNames, ipAddresses) = Self.subjectAlternativeNames(addresses)
+        let controller = try Credentials.issue(
+            by: authority, identity: PeerIdentity(nodeID: controllerID, role: .controller),
+            dnsNames: dnsNames, ipAddresses: ipAddresses, now: now, validity: Self.controllerCertificateLifetime)
+        let admin = try Credentials.issue(
+            by: authority, identity: PeerIdentity(nodeID: NodeID("admin"), role: .admin),
+            dnsNames: [], ipAddresses: [], now: now, validity: Self.adminCertificateLifetime)
+        try admin.write(to: adminCredentialsPath)
+        // Raft starts from the backup as its snapshot, with this controller as the only voter.
+        let metadata = SnapshotMetadata(
+            index: LogIndex(state.appliedIndex), term: 1, configuration: RaftConfiguration(voters: [controllerID]))
+        try SnapshotStore(directory: raftPath + "/snap").save(Snapshot(metadata: metadata, data: Array(backup.storeSnapshot)))
+        let (wal, _) = try WriteAheadLog.open(directory: raftPath + "/wal")
+        try wal.append(entries: [], hardState: HardState(term: 1, votedFor: nil, commit: metadata.index))
+        try wal.snapshotSaved(metadata)
+        // The credentials last: their presence is what marks the directory initialized.
+        try controller.write(to: credentialsPath)
+        return Initialized(
+            clusterID: authority.clusterID, controllerID: controllerID, caPin: authority.pin,
             adminCredentialsPath: adminCredentialsPath)
     }
 

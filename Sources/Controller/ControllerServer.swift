@@ -95,7 +95,9 @@ public final class ControllerServer: Service {
         peers.setAdvertiseAddress(advertise)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, logger: logger)
         self.membership = membership
-        AdminService(credentials: credentials, listenAddress: advertise, startedAt: ContinuousClock.now, raft: raft)
+        AdminService(
+            credentials: credentials, listenAddress: advertise, startedAt: ContinuousClock.now, raft: raft,
+            caPath: directory.caPath)
             .register(into: &router)
         membership.register(into: &router)
         server.setRouter(router)

@@ -49,6 +49,9 @@ struct MembershipService: Sendable {
 
     /// Runs on every controller; acts only while this one leads.
     func maintain() async {
+        // Address-book entries of controllers that are not members (removed, or from before a restore),
+        // and since when: removed after a grace period, so a joiner between its two steps is left alone.
+        var orphanedSince: [NodeID: ContinuousClock.Instant] = [:]
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(200))
             let status = await raft.driver.status
@@ -65,6 +68,15 @@ struct MembershipService: Sendable {
                 guard let record = raft.store.read({ $0.controller(member) }), record.address != address else { continue }
                 _ = try? await raft.propose(ClusterCommands.controllerUpsert(
                     ControllerRecord(id: member, address: address, isVoter: record.isVoter)))
+            }
+            let records = raft.store.read { $0.controllers }
+            for record in records where !status.configuration.members.contains(record.id) && record.id != raft.id {
+                let since = orphanedSince[record.id, default: .now]
+                orphanedSince[record.id] = since
+                if ContinuousClock.now - since > .seconds(10) {
+                    _ = try? await raft.propose(ClusterCommands.controllerRemove(id: record.id))
+                    orphanedSince[record.id] = nil
+                }
             }
             // Promote a learner that has caught up with the commit index.
             for learner in status.configuration.learners.sorted() {

@@ -28,19 +28,24 @@ public struct SnapshotStore: Sendable {
 
     /// Writes `snapshot` durably, then removes all but the newest `kept` snapshot files.
     public func save(_ snapshot: Snapshot) throws {
-        var bytes = Self.magic
+        let path = directory + "/" + Self.fileName(snapshot.metadata)
+        try DurableFile.writeAtomically(try Self.encode(snapshot), to: path, directory: directory)
+        let files = try snapshotFiles()
+        for old in files.dropLast(Self.kept) { try DurableFile.remove(directory + "/" + old) }
+    }
+
+    /// The file format as bytes (also used for backup files).
+    public static func encode(_ snapshot: Snapshot) throws -> [UInt8] {
+        var bytes = magic
         let metadata: [UInt8] = try RaftRecords.record(snapshot.metadata).serializedBytes()
         append(UInt32(metadata.count), to: &bytes)
         bytes.append(contentsOf: metadata)
-        let compressed = try Self.compress(snapshot.data)
+        let compressed = try compress(snapshot.data)
         append(UInt64(snapshot.data.count), to: &bytes)
         append(UInt64(compressed.count), to: &bytes)
         bytes.append(contentsOf: compressed)
         append(RecordFormat.crc(bytes[...]), to: &bytes)
-        let path = directory + "/" + Self.fileName(snapshot.metadata)
-        try DurableFile.writeAtomically(bytes, to: path, directory: directory)
-        let files = try snapshotFiles()
-        for old in files.dropLast(Self.kept) { try DurableFile.remove(directory + "/" + old) }
+        return bytes
     }
 
     /// The newest snapshot, or nil if there is none. A damaged newest snapshot is an error naming the file:
@@ -55,11 +60,15 @@ public struct SnapshotStore: Sendable {
     }
 
     public func load(_ path: String) throws -> Snapshot {
-        let bytes = try DurableFile.readAll(path)
+        try Self.decode(try DurableFile.readAll(path), path: path)
+    }
+
+    /// Parses the file format; errors name `path`.
+    public static func decode(_ bytes: [UInt8], path: String) throws -> Snapshot {
         func corrupt(_ why: String) -> StorageError {
             StorageError(.corrupt, "snapshot \(path) is damaged (\(why)); restore it from a backup (flotilla snapshot save) or re-join this controller")
         }
-        guard bytes.count >= Self.magic.count + 4 + 16 + 4, Array(bytes.prefix(8)) == Self.magic else { throw corrupt("bad header") }
+        guard bytes.count >= magic.count + 4 + 16 + 4, Array(bytes.prefix(8)) == magic else { throw corrupt("bad header") }
         let stored = read32(bytes, bytes.count - 4)
         guard RecordFormat.crc(bytes[..<(bytes.count - 4)]) == stored else { throw corrupt("checksum mismatch") }
         var offset = 8
@@ -70,7 +79,7 @@ public struct SnapshotStore: Sendable {
         let dataLength = Int(read64(bytes, offset)); offset += 8
         let compressedLength = Int(read64(bytes, offset)); offset += 8
         guard offset + compressedLength == bytes.count - 4 else { throw corrupt("length mismatch") }
-        let data = try Self.decompress(Array(bytes[offset..<(offset + compressedLength)]), size: dataLength)
+        let data = try decompress(Array(bytes[offset..<(offset + compressedLength)]), size: dataLength)
         return Snapshot(metadata: metadata, data: data)
     }
 
@@ -102,15 +111,15 @@ public struct SnapshotStore: Sendable {
         return Array(output[..<size])
     }
 
-    private func append<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
+    private static func append<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
         bytes.append(contentsOf: withUnsafeBytes(of: value.bigEndian, Array.init))
     }
 
-    private func read32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+    private static func read32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
         bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | UInt32($1) }
     }
 
-    private func read64(_ bytes: [UInt8], _ offset: Int) -> UInt64 {
+    private static func read64(_ bytes: [UInt8], _ offset: Int) -> UInt64 {
         bytes[offset..<(offset + 8)].reduce(0) { $0 << 8 | UInt64($1) }
     }
 }

@@ -64,6 +64,9 @@ public enum Methods {
     public static let transferLeadership = MethodDescriptor<Flotilla_V1_TransferLeadershipRequest, Flotilla_V1_TransferLeadershipResponse>(
         "flotilla.v1.Admin/TransferLeadership", kind: .unary, allowedRoles: [.admin])
 
+    public static let snapshotSave = MethodDescriptor<Flotilla_V1_SnapshotSaveRequest, Flotilla_V1_SnapshotChunk>(
+        "flotilla.v1.Admin/SnapshotSave", kind: .serverStreaming, allowedRoles: [.admin])
+
     // MARK: - Between controllers
     public static let raftStream = MethodDescriptor<Flotilla_V1_RaftMessageRecord, Flotilla_V1_RaftStreamAck>(
         "flotilla.v1.Raft/Stream", kind: .bidirectionalStreaming, allowedRoles: [.controller])

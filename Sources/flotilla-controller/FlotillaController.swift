@@ -40,6 +40,11 @@ struct FlotillaController: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address other controllers and clients reach this one on (default: from --listen).", valueName: "host:port"))
     var advertise: String?
 
+    @Option(help: ArgumentHelp(
+        "Create a new one-member cluster in an empty --data-dir from a backup written by `flotilla snapshot save`.",
+        valueName: "file"))
+    var restore: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -57,8 +62,8 @@ struct FlotillaController: AsyncParsableCommand {
         if let advertise, HostPort.parse(advertise) == nil {
             throw ValidationError("--advertise \(advertise) is not host:port")
         }
-        if `init` && join != nil {
-            throw ValidationError("--init creates a new cluster and --join joins one; pass only one of them")
+        if [`init`, join != nil, restore != nil].filter({ $0 }).count > 1 {
+            throw ValidationError("--init, --join and --restore each start a controller differently; pass only one of them")
         }
     }
 
@@ -81,6 +86,14 @@ struct FlotillaController: AsyncParsableCommand {
                     CA pin: sha256:\(created.caPin)
                     Admin credentials: \(created.adminCredentialsPath) (mode 0600)
                     Try: flotilla --controller \(Self.dialable(listen)) --credentials \(created.adminCredentialsPath) status
+
+                    """.utf8))
+            }
+            if let restore {
+                let restored = try directory.restore(from: restore, addresses: [listen], now: Date())
+                FileHandle.standardOutput.write(Data("""
+                    Restored cluster \(restored.clusterID) from \(restore); this controller is \(restored.controllerID), its only member.
+                    Admin credentials: \(restored.adminCredentialsPath) (mode 0600; credentials from before the backup still work)
 
                     """.utf8))
             }

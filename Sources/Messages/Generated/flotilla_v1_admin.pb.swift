@@ -350,6 +350,51 @@ public nonisolated struct Flotilla_V1_StatusResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Flotilla_V1_SnapshotSaveRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One piece of a backup file, streamed by Admin.SnapshotSave.
+public nonisolated struct Flotilla_V1_SnapshotChunk: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The next bytes of the backup file.
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What a backup file carries (inside a Raft snapshot file's envelope: magic, metadata, zlib, CRC-32).
+public nonisolated struct Flotilla_V1_BackupRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The cluster CA (certificate and private key, PEM): a restored cluster keeps its identity, so existing
+  /// credentials stay valid. Keep backups as secret as the CA itself.
+  public var caPem: String = String()
+
+  /// The ClusterStore snapshot at the backup's index.
+  public var storeSnapshot: Data = Data()
+
+  /// The cluster id.
+  public var clusterID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "flotilla.v1"
@@ -978,6 +1023,95 @@ nonisolated extension Flotilla_V1_StatusResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.clusterID != rhs.clusterID {return false}
     if lhs.listenAddress != rhs.listenAddress {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_SnapshotSaveRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SnapshotSaveRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_SnapshotSaveRequest, rhs: Flotilla_V1_SnapshotSaveRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_SnapshotChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SnapshotChunk"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_SnapshotChunk, rhs: Flotilla_V1_SnapshotChunk) -> Bool {
+    if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_BackupRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BackupRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ca_pem\0\u{3}store_snapshot\0\u{3}cluster_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.caPem) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.storeSnapshot) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.clusterID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.caPem.isEmpty {
+      try visitor.visitSingularStringField(value: self.caPem, fieldNumber: 1)
+    }
+    if !self.storeSnapshot.isEmpty {
+      try visitor.visitSingularBytesField(value: self.storeSnapshot, fieldNumber: 2)
+    }
+    if !self.clusterID.isEmpty {
+      try visitor.visitSingularStringField(value: self.clusterID, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_BackupRecord, rhs: Flotilla_V1_BackupRecord) -> Bool {
+    if lhs.caPem != rhs.caPem {return false}
+    if lhs.storeSnapshot != rhs.storeSnapshot {return false}
+    if lhs.clusterID != rhs.clusterID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
