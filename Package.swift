@@ -22,6 +22,7 @@ let package = Package(
         // Libraries for the benchmark harnesses under bench/ (separate packages, so the product never
         // depends on what they compare against).
         .library(name: "FlotillaTransport", targets: ["Transport", "Wire", "Messages", "PKI", "ClusterModel"]),
+        .library(name: "FlotillaAdminClient", targets: ["AdminClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -153,7 +154,7 @@ let package = Package(
         ),
 
         // MARK: - Tests
-        .testTarget(name: "WireTests", dependencies: ["Wire", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "TestSupport", "ClusterModel"], swiftSettings: strict),
         .testTarget(
             name: "TransportTests",
             dependencies: ["Transport", "Wire", "PKI", "TestSupport",

@@ -99,7 +99,8 @@ public struct RaftNode: Sendable {
     private var electionElapsed = 0
     private var heartbeatElapsed = 0
     private var randomizedElectionTimeout = 0
-    private var random: SplitMix
+    /// Seeded, so every run replays.
+    private var random: SplitMix64
     /// Index of the last configuration entry not yet known committed; no new change until it is.
     private var pendingConfigurationIndex: LogIndex = 0
     public private(set) var transferTarget: NodeID?
@@ -119,7 +120,7 @@ public struct RaftNode: Sendable {
     public init(id: NodeID, restoring state: PersistentState, options: RaftOptions = .init(), seed: UInt64) {
         self.id = id
         self.options = options
-        self.random = SplitMix(seed: seed ^ UInt64(truncatingIfNeeded: id.rawValue.hashValueStable))
+        self.random = SplitMix64(seed: seed ^ UInt64(truncatingIfNeeded: id.rawValue.hashValueStable))
         term = state.hardState.term
         votedFor = state.hardState.votedFor
         log = RaftLog(snapshot: state.snapshot?.metadata, entries: state.entries, committed: state.hardState.commit)
@@ -737,19 +738,6 @@ public struct RaftNode: Sendable {
         if let last = ready.committedEntries.last, last.index > log.applied {
             log.applied = last.index
         }
-    }
-}
-
-/// SplitMix64, for the election timeouts: seeded, so every run replays.
-struct SplitMix: Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

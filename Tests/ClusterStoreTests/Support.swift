@@ -1,20 +1,7 @@
+import ClusterModel
 import ClusterStore
 
-/// A small, fast, seedable random generator (SplitMix64), so every seeded test replays exactly. (TestSupport has
-/// the same one, but depends on NIO; this target stays as pure as the store.)
-struct SplitMix64: RandomNumberGenerator {
-    private(set) var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     /// A number in 0..<bound.
     mutating func below(_ bound: Int) -> Int { Int(next(upperBound: UInt64(bound))) }
 }

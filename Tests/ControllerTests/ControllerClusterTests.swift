@@ -87,7 +87,7 @@ struct ControllerClusterTests {
 
         var a = try await Self.start(root + "/a")
         let firstA = a
-        #expect(try await eventually { await firstA.server.raftStatus.role == .leader })
+        #expect(try await eventually(timeout: .seconds(30)) { await firstA.server.raftStatus.role == .leader })
         let b = try await Self.start(root + "/b", join: [a.server.localAddress])
         let c = try await Self.start(root + "/c", join: [a.server.localAddress])
         var all = [a, b, c]
@@ -106,8 +106,8 @@ struct ControllerClusterTests {
             // The leader goes away: the other two elect a new one and keep taking writes.
             await Self.stop(a)
             let survivors = [b, c]
-            #expect(try await eventually(timeout: .seconds(10)) { await Self.leader(survivors) != nil })
-            let newLeader = await Self.leader(survivors)!
+            #expect(try await eventually(timeout: .seconds(30)) { await Self.leader(survivors) != nil })
+            let newLeader = try #require(await Self.leader(survivors))
             for i in 20..<30 { _ = try await Self.put("k\(i)", "v\(i)", via: newLeader.server.localAddress, admin: admin) }
 
             // The old leader restarts from its data directory and catches up on what it missed.
@@ -134,7 +134,7 @@ struct ControllerClusterTests {
         let a = try await Self.start(root + "/a")
         let backup: [UInt8]
         do {
-            #expect(try await eventually { await a.server.raftStatus.role == .leader })
+            #expect(try await eventually(timeout: .seconds(30)) { await a.server.raftStatus.role == .leader })
             for i in 0..<10 { _ = try await Self.put("b\(i)", "v\(i)", via: a.server.localAddress, admin: admin) }
             let client = try await AdminClient.connect(to: [a.server.localAddress], credentials: admin)
             backup = try await client.snapshotSave()
@@ -151,7 +151,7 @@ struct ControllerClusterTests {
         #expect(restored.clusterID == created.clusterID)
         let r = try await Self.start(root + "/r")
         do {
-            #expect(try await eventually { await r.server.raftStatus.role == .leader })
+            #expect(try await eventually(timeout: .seconds(30)) { await r.server.raftStatus.role == .leader })
             // Credentials from before the backup still work (same CA), and the state is all there.
             for i in 0..<10 {
                 #expect(await Self.staleValue("b\(i)", on: r.server.localAddress, admin: admin) == "v\(i)")

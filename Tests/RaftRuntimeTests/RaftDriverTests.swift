@@ -71,7 +71,7 @@ struct RaftDriverTests {
 
     static func configuration(snapshotThreshold: UInt64 = 10_000) -> RaftDriverConfiguration {
         var configuration = RaftDriverConfiguration()
-        configuration.tickInterval = .milliseconds(10)
+        configuration.tickInterval = .milliseconds(20)
         configuration.snapshotThreshold = snapshotThreshold
         configuration.retainedEntries = 5
         return configuration
@@ -119,8 +119,8 @@ struct RaftDriverTests {
                 var members: [NodeID: Member] = [:]
                 for id in Self.ids { members[id] = try Self.start(id, root: root, network: network, snapshotThreshold: threshold, group: &group) }
                 let initial = members
-                #expect(try await eventually { await Self.leader(of: initial) != nil })
-                let first = await Self.leader(of: initial)!
+                #expect(try await eventually(timeout: .seconds(30)) { await Self.leader(of: initial) != nil })
+                let first = try #require(await Self.leader(of: initial))
                 for i in 0..<50 {
                     let result = try await members[first]!.driver.propose(Array("w\(i)".utf8))
                     #expect(String(decoding: result, as: UTF8.self).hasPrefix("ok "))
@@ -131,12 +131,12 @@ struct RaftDriverTests {
                 // The leader dies: the others elect a new one and keep accepting writes.
                 network.setDown(first, true)
                 let survivors = members.filter { $0.key != first }
-                let elected = try await eventually { await Self.leader(of: survivors) != nil }
+                let elected = try await eventually(timeout: .seconds(30)) { await Self.leader(of: survivors) != nil }
                 if !elected {
                     for (id, member) in survivors { print("DEBUG \(id) \(await member.driver.status)") }
                 }
                 try #require(elected)
-                let second = await Self.leader(of: members.filter { $0.key != first })!
+                let second = try #require(await Self.leader(of: members.filter { $0.key != first }))
                 for i in 50..<80 { _ = try await members[second]!.driver.propose(Array("w\(i)".utf8)) }
 
                 // The old leader restarts from its data directory and catches up.
@@ -162,8 +162,8 @@ struct RaftDriverTests {
             var members: [NodeID: Member] = [:]
             for id in Self.ids { members[id] = try Self.start(id, root: root, network: network, snapshotThreshold: 10_000, group: &group) }
             let current = members
-            #expect(try await eventually { await Self.leader(of: current) != nil })
-            let leader = await Self.leader(of: members)!
+            #expect(try await eventually(timeout: .seconds(30)) { await Self.leader(of: current) != nil })
+            let leader = try #require(await Self.leader(of: members))
             let follower = Self.ids.first { $0 != leader }!
             #expect(try await eventually { await current[follower]!.driver.status.leader == leader })
             await #expect(throws: RaftDriverError.notLeader(leader: leader)) {

@@ -357,16 +357,10 @@ struct Simulation {
     }
 }
 
-/// SplitMix64 with a few conveniences.
+/// The simulation's randomness: SplitMix64 (seeded) with a few conveniences.
 struct SimRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x2545_F491_4F6C_DD1D }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var base: SplitMix64
+    init(seed: UInt64) { base = SplitMix64(seed: seed &* 0x2545_F491_4F6C_DD1D) }
+    mutating func next() -> UInt64 { base.next() }
     mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }

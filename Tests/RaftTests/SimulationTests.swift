@@ -7,11 +7,14 @@ import Testing
 /// (`Simulation(seed:members:)` is fully deterministic).
 @Suite("Raft simulation")
 struct SimulationTests {
-    static func runSeeds(_ seeds: Range<UInt64>, members: Int, steps: Int, snapshotEvery: UInt64 = 0) -> (failures: [String], acknowledged: Int, leaders: Int) {
+    /// Runs each seed to the end. Yields between seeds: these loops are CPU-bound and would otherwise hold a
+    /// cooperative thread for a minute, starving the timing-sensitive tests that run beside them.
+    static func runSeeds(_ seeds: Range<UInt64>, members: Int, steps: Int, snapshotEvery: UInt64 = 0) async -> (failures: [String], acknowledged: Int, leaders: Int) {
         var failures: [String] = []
         var acknowledged = 0
         var leaders = 0
         for seed in seeds {
+            await Task.yield()
             var simulation = Simulation(seed: seed, members: members, snapshotEvery: snapshotEvery)
             simulation.run(steps: steps)
             simulation.stabilize()
@@ -27,8 +30,8 @@ struct SimulationTests {
     }
 
     @Test("3-member clusters stay safe and lose no acknowledged write under 2,000 seeds of faults")
-    func threeMembers() {
-        let result = Self.runSeeds(0..<2_000, members: 3, steps: 1_500)
+    func threeMembers() async {
+        let result = await Self.runSeeds(0..<2_000, members: 3, steps: 1_500)
         #expect(result.failures.isEmpty, "\(result.failures.prefix(5).joined(separator: "\n"))")
         // The runs did real work: many writes acknowledged, many elections.
         #expect(result.acknowledged > 10_000)
@@ -36,15 +39,15 @@ struct SimulationTests {
     }
 
     @Test("5-member clusters stay safe and lose no acknowledged write under 1,000 seeds of faults")
-    func fiveMembers() {
-        let result = Self.runSeeds(10_000..<11_000, members: 5, steps: 2_000)
+    func fiveMembers() async {
+        let result = await Self.runSeeds(10_000..<11_000, members: 5, steps: 2_000)
         #expect(result.failures.isEmpty, "\(result.failures.prefix(5).joined(separator: "\n"))")
         #expect(result.acknowledged > 4_000)
     }
 
     @Test("with snapshots and log compaction, followers catch up through InstallSnapshot and stay safe")
-    func withSnapshots() {
-        let result = Self.runSeeds(20_000..<21_000, members: 3, steps: 2_000, snapshotEvery: 7)
+    func withSnapshots() async {
+        let result = await Self.runSeeds(20_000..<21_000, members: 3, steps: 2_000, snapshotEvery: 7)
         #expect(result.failures.isEmpty, "\(result.failures.prefix(5).joined(separator: "\n"))")
         #expect(result.acknowledged > 1_000)
     }

@@ -1,4 +1,5 @@
 import NIOCore
+import ClusterModel
 import TestSupport
 import Testing
 @testable import Wire
