@@ -11,4 +11,20 @@ cd "$(dirname "$0")/.."
 swift build --build-tests
 FLOTILLA_BIN_DIR="$(swift build --show-bin-path)"
 export FLOTILLA_BIN_DIR
+
+# Every process a test starts is recorded here; whatever is still running when the tests end (a test that
+# crashed cannot clean up) is stopped by PID.
+FLOTILLA_TEST_PIDFILE="$(mktemp)"
+export FLOTILLA_TEST_PIDFILE
+cleanup() {
+  while read -r pid; do
+    # Only if that PID is still one of ours (a PID can be reused once its process has exited).
+    if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "flotilla"; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done < "$FLOTILLA_TEST_PIDFILE"
+  rm -f "$FLOTILLA_TEST_PIDFILE"
+}
+trap cleanup EXIT
+
 swift test --skip-build "$@"

@@ -51,6 +51,17 @@ public final class ChildProcess: Sendable {
         try process.run()
         pid = process.processIdentifier
         self.process = Mutex(process)
+        Self.recordForCleanup(pid)
+    }
+
+    /// Appends `pid` to $FLOTILLA_TEST_PIDFILE (scripts/test.sh sets it), so that if the test process itself
+    /// dies, the script still ends every child it started — by PID, nothing else.
+    private static func recordForCleanup(_ pid: Int32) {
+        guard let path = ProcessInfo.processInfo.environment["FLOTILLA_TEST_PIDFILE"], !path.isEmpty,
+              let handle = FileHandle(forWritingAtPath: path) else { return }
+        handle.seekToEndOfFile()
+        handle.write(Data("\(pid)\n".utf8))
+        try? handle.close()
     }
 
     public var standardOutput: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
