@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Flotilla's controllers (Raft) vs etcd (issue 3): committed writes on loopback, fsync on, same run.
+#
+#   bench/raft-bench.sh [--duration 10] [--warmup 2] [--trials 5] [--clients 0]
+#                       [--order flotilla-first|etcd-first] [--skip-etcd] [--skip-failover] [--no-build]
+#
+# 1. Builds flotilla-controller and bench/raft-bench in release (both in bench/raft-bench, see below).
+#    A clean release build takes 20-30 minutes on 2 cores; after that, seconds.
+# 2. Flotilla: 3 flotilla-controller processes on 127.0.0.1 (free ports, data dirs in a mktemp -d; the
+#    write-ahead log always fsyncs). `raft-bench load`: 1, 16, 64 concurrent writers doing varPut (own keys,
+#    100-byte values), 2 s warm-up + 10 s measured each; `--clients 0` = one AdminClient (one TLS connection)
+#    per writer. `raft-bench failover`: SIGKILL the leader under a sequential writer per controller, time to
+#    the first put invoked after the kill, restart, settle; 5 trials -> median.
+# 3. etcd (Debian etcd-server): ../shared/bench/etcd-cluster.sh start --loopback, then etcd-bench.py with
+#    the same concurrencies, duration and value size (puts and failover only), then stop.
+# 4. Prints one Markdown table (stdout). Progress and per-phase lines go to stderr.
+#
+# Everything started here is stopped by PID on exit (also on failure or Ctrl-C) and the temp dir removed
+# (KEEP=1 keeps it, with the controllers' logs and both JSON results).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+shared="${ETCD_BENCH_DIR:-$(cd "$root/../shared/bench" 2>/dev/null && pwd || echo /work/shared/bench)}"
+
+duration=10 warmup=2 trials=5 clients=0 order=flotilla-first skip_etcd=0 skip_failover=0 build=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) duration="$2"; shift 2 ;;
+        --warmup) warmup="$2"; shift 2 ;;
+        --trials) trials="$2"; shift 2 ;;
+        --clients) clients="$2"; shift 2 ;;
+        --order) order="$2"; shift 2 ;;
+        --skip-etcd) skip_etcd=1; shift ;;
+        --skip-failover) skip_failover=1; shift ;;
+        --no-build) build=0; shift ;;
+        *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    esac
+done
+say() { echo "raft-bench: $*" >&2; }
+
+# ---------------------------------------------------------------- build
+# By default flotilla-controller is built as a product of the bench package's path dependency (the same
+# sources, release configuration), so Flotilla's dependencies (NIO, BoringSSL, swift-crypto, ...) are compiled
+# once for both binaries. CONTROLLER_BUILD=root builds it in the repository root instead
+# (`swift build -c release --product flotilla-controller` there): a second full release build.
+controller_build="${CONTROLLER_BUILD:-bench}"
+if [ "$controller_build" = root ]; then controller_dir="$root"; else controller_dir="$here/raft-bench"; fi
+if [ "$build" = 1 ]; then
+    say "building flotilla-controller (release) in $controller_dir"
+    (cd "$controller_dir" && swift build -c release --product flotilla-controller >&2)
+    say "building raft-bench (release) in $here/raft-bench"
+    (cd "$here/raft-bench" && swift build -c release --product raft-bench >&2)
+fi
+controller="$(cd "$controller_dir" && swift build -c release --show-bin-path)/flotilla-controller"
+bench="$(cd "$here/raft-bench" && swift build -c release --show-bin-path)/raft-bench"
+[ -x "$controller" ] || { say "no $controller; build first"; exit 1; }
+[ -x "$bench" ] || { say "no $bench; build first"; exit 1; }
+
+# ---------------------------------------------------------------- cleanup
+work="$(mktemp -d -t raft-bench.XXXXXX)"
+etcd_started=0
+stop_controllers() {
+    local f pid
+    for f in "$work"/ctl*.pid; do
+        [ -f "$f" ] || continue
+        pid="$(cat "$f")"
+        # only a live flotilla-controller (comm is cut at 15 characters)
+        if [ -n "$pid" ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = flotilla-contro ]; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+    for f in "$work"/ctl*.pid; do
+        [ -f "$f" ] || continue
+        pid="$(cat "$f")"
+        local t=0
+        while [ $t -lt 50 ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = flotilla-contro ] \
+              && [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" != Z ]; do sleep 0.1; t=$((t + 1)); done
+        if [ "$(cat /proc/$pid/comm 2>/dev/null)" = flotilla-contro ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+        rm -f "$f"
+    done
+}
+cleanup() {
+    local status=$?
+    stop_controllers
+    if [ "$etcd_started" = 1 ]; then "$shared/etcd-cluster.sh" stop >&2 || true; fi
+    if [ "${KEEP:-0}" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- Flotilla
+free_ports() {
+    python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(3):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+read -r -a ports <<< "$(free_ports)"
+addresses="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+
+# $work/start.sh N [extra flags]: (re)starts controller N on its data dir and port; PID in $work/ctlN.pid.
+cat > "$work/start.sh" <<EOF
+#!/usr/bin/env bash
+set -eu
+i="\$1"; shift
+ports=(${ports[*]})
+setsid "$controller" --data-dir "$work/c\$i" --listen "127.0.0.1:\${ports[\$((i - 1))]}" --log-level warning "\$@" \
+    >>"$work/c\$i.log" 2>&1 </dev/null &
+echo \$! > "$work/ctl\$i.pid"
+EOF
+chmod +x "$work/start.sh"
+
+run_flotilla() {
+    say "Flotilla: 3 controllers at $addresses (data in $work)"
+    "$work/start.sh" 1 --init
+    local t=0
+    while [ ! -f "$work/c1/admin.creds" ] && [ $t -lt 600 ]; do sleep 0.1; t=$((t + 1)); done
+    [ -f "$work/c1/admin.creds" ] || { say "controller 1 did not initialize; log:"; tail -20 "$work/c1.log" >&2; return 1; }
+    "$work/start.sh" 2 --join "127.0.0.1:${ports[0]}" --ca "$work/c1/ca.pem"
+    "$work/start.sh" 3 --join "127.0.0.1:${ports[0]}" --ca "$work/c1/ca.pem"
+    "$bench" wait-ready --addresses "$addresses" --credentials "$work/c1/admin.creds" --timeout 120 >/dev/null
+    say "Flotilla: cluster ready; load (1, 16, 64 writers, ${warmup}s warm-up + ${duration}s each)"
+    "$bench" load --addresses "$addresses" --credentials "$work/c1/admin.creds" --conc 1,16,64 \
+        --duration "$duration" --warmup "$warmup" --value-size 100 --clients "$clients" --pid-dir "$work" \
+        --json "$work/flotilla-load.json"
+    if [ "$skip_failover" = 0 ]; then
+        say "Flotilla: failover, $trials trials"
+        "$bench" failover --addresses "$addresses" --credentials "$work/c1/admin.creds" --pid-dir "$work" \
+            --restart "$work/start.sh" --trials "$trials" --timeout-ms 300 --json "$work/flotilla-failover.json"
+    fi
+    stop_controllers
+}
+
+# ---------------------------------------------------------------- etcd
+run_etcd() {
+    command -v etcd >/dev/null || { say "etcd not installed (apt-get install -y etcd-server)"; return 1; }
+    say "etcd: $(etcd --version | head -1), 3 members on loopback"
+    etcd_started=1
+    "$shared/etcd-cluster.sh" start --loopback >&2
+    local skip=get,sget
+    [ "$skip_failover" = 1 ] && skip=get,sget,failover
+    python3 "$shared/etcd-bench.py" --conc 1,16,64 --duration "$duration" --value-size 100 \
+        --failover-trials "$trials" --skip "$skip" --json "$work/etcd.json" >&2
+    "$shared/etcd-cluster.sh" stop >&2
+    etcd_started=0
+}
+
+started="$(date -u +%Y-%m-%dT%H:%MZ)"
+if [ "$order" = etcd-first ] && [ "$skip_etcd" = 0 ]; then run_etcd; fi
+run_flotilla
+if [ "$order" != etcd-first ] && [ "$skip_etcd" = 0 ]; then run_etcd; fi
+
+# ---------------------------------------------------------------- report
+commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git -C "$root" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then
+    commit="$commit + uncommitted changes in Sources/ or Package.swift"
+fi
+echo "Flotilla: $commit. etcd: $(etcd --version 2>/dev/null | head -1 | sed 's/etcd Version: //'). Started: $started. Machine: $(nproc) vCPU, $(uname -sm). Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo
+python3 - "$work" "$clients" <<'EOF'
+import json, os, sys
+work, clients = sys.argv[1], int(sys.argv[2])
+def load(name):
+    p = os.path.join(work, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+fl = load("flotilla-load.json") or {}
+ff = load("flotilla-failover.json") or {}
+et = load("etcd.json")
+er = et["runs"][0] if et else {}
+fput = {p["concurrency"]: p for p in fl.get("put", [])}
+eput = {p["concurrency"]: p for p in er.get("put", [])}
+def f(v, fmt="{:.0f}"):
+    return "–" if v is None else fmt.format(v)
+def ratio(a, b):
+    return "–" if a is None or b in (None, 0) else f"{a / b:.2f}"
+print("| Writers | Flotilla writes/s | etcd writes/s | ratio | Flotilla p50 ms | etcd p50 ms | ratio | Flotilla p99 ms | etcd p99 ms | ratio | Flotilla errors | etcd errors | Flotilla controller CPU % |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for c in (1, 16, 64):
+    a, b = fput.get(c, {}), eput.get(c, {})
+    cpu = "/".join(str(int(x)) for x in a.get("controller_cpu_pct", [])) or "–"
+    print(f"| {c} | {f(a.get('ops_per_s'))} | {f(b.get('ops_per_s'))} | {ratio(a.get('ops_per_s'), b.get('ops_per_s'))} "
+          f"| {f(a.get('p50_ms'), '{:.2f}')} | {f(b.get('p50_ms'), '{:.2f}')} | {ratio(a.get('p50_ms'), b.get('p50_ms'))} "
+          f"| {f(a.get('p99_ms'), '{:.2f}')} | {f(b.get('p99_ms'), '{:.2f}')} | {ratio(a.get('p99_ms'), b.get('p99_ms'))} "
+          f"| {a.get('errors', '–')} | {b.get('errors', '–')} | {cpu} |")
+fg = [t["gap_s"] for t in ff.get("failover", [])]
+eg = [t["gap_s"] for t in er.get("failover", [])]
+print()
+print("| Failover (SIGKILL leader → first acknowledged put invoked after the kill) | Flotilla | etcd |")
+print("|---|---:|---:|")
+print(f"| median over trials, s | {f(ff.get('failover_median_s'), '{:.3f}')} | {f(er.get('failover_median_s'), '{:.3f}')} |")
+print(f"| trials, s | {', '.join(f(g, '{:.3f}') for g in fg) or '–'} | {', '.join(f(g, '{:.3f}') for g in eg) or '–'} |")
+print()
+print(f"Ratios are Flotilla / etcd: above 1 is better for writes/s, below 1 is better for latency. "
+      f"Flotilla clients: {'one AdminClient (TLS connection) per writer' if clients <= 0 else f'{clients} AdminClient(s) shared round-robin'}; "
+      f"etcd: one HTTP/1.1 keep-alive connection per writer, round-robin over the 3 members.")
+EOF
