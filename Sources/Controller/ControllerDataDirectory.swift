@@ -73,7 +73,7 @@ public struct ControllerDataDirectory: Sendable {
             by: authority, identity: PeerIdentity(nodeID: NodeID("admin"), role: .admin),
             dnsNames: [], ipAddresses: [], now: now, validity: Self.adminCertificateLifetime)
         try admin.write(to: adminCredentialsPath)
-        FileManager.default.createFile(atPath: founderMarkerPath, contents: Data("created by --init\n".utf8))
+        try Data("created by --init\n".utf8).write(to: URL(fileURLWithPath: founderMarkerPath))
         return Initialized(
             clusterID: String(clusterID), controllerID: controllerID, caPin: authority.pin,
             adminCredentialsPath: adminCredentialsPath)

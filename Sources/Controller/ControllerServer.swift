@@ -1,6 +1,6 @@
 import ClusterModel
 import ClusterStore
-public import Foundation
+import Foundation
 public import Logging
 import NIOCore
 public import PKI

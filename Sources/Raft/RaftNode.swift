@@ -36,9 +36,11 @@ public enum RaftProposalError: Error, Hashable, Sendable {
     case invalidConfigurationChange(String)
 }
 
-/// What the runtime must do next, in this order: persist `hardState`, `snapshot` and `entries` (fsync),
-/// then send `messages`, then apply `snapshot` and `committedEntries` to the state machine, then call
-/// `advance`. Persist-before-send is what makes a granted vote or an acknowledged append survive a crash.
+/// What the runtime must do next, in this order: send `earlyMessages` (at once, or while persisting),
+/// persist `hardState`, `snapshot` and `entries` (fsync), then send `messages`, then apply `snapshot` and
+/// `committedEntries` to the state machine, then call `advance`. Persist-before-send is what makes a granted
+/// vote or an acknowledged append survive a crash. The member may keep stepping messages while the write is
+/// in flight, but must not ask for the next `ready` before calling `advance`.
 public struct Ready: Sendable {
     public var hardState: HardState?
     /// Entries to make durable. Everything in the durable log at or after the first entry's index is
@@ -47,14 +49,23 @@ public struct Ready: Sendable {
     /// A snapshot received from the leader, to persist and load into the state machine. It replaces the
     /// whole durable log: every persisted entry is discarded (then `entries`, if any, follow it).
     public var snapshot: Snapshot?
+    /// A leader's requests (appends, heartbeats, snapshot chunks, timeout-now) of a term already durable: they
+    /// promise nothing about this member's disk, so they may leave before the write is done. The leader
+    /// replicates in parallel with its own fsync and counts itself toward a quorum only once durable
+    /// (dissertation §10.2.1), so one fsync round trip, not two, sits on the commit path.
+    public var earlyMessages: [RaftMessage]
+    /// Messages that speak for what this write makes durable (votes, append acknowledgements): sent after it.
     public var messages: [RaftMessage]
     public var committedEntries: [LogEntry]
     public var readStates: [ReadState]
 
     public var isEmpty: Bool {
-        hardState == nil && entries.isEmpty && snapshot == nil && messages.isEmpty && committedEntries.isEmpty
-            && readStates.isEmpty
+        hardState == nil && entries.isEmpty && snapshot == nil && earlyMessages.isEmpty && messages.isEmpty
+            && committedEntries.isEmpty && readStates.isEmpty
     }
+
+    /// Every message, early ones first: for runtimes that persist before sending anything.
+    public var allMessages: [RaftMessage] { earlyMessages + messages }
 }
 
 /// What a member restarts from: everything it persisted.
@@ -712,17 +723,38 @@ public struct RaftNode: Sendable {
     /// Collects what the runtime must persist, send and apply. Call `advance` with it once done.
     public mutating func ready() -> Ready {
         let state = hardState
+        let (early, late) = partitionEarlyMessages()
         let result = Ready(
             hardState: state == lastHardState ? nil : state,
             entries: log.takeUnstable(),
             snapshot: snapshotToPersist,
-            messages: messages,
+            earlyMessages: early,
+            messages: late,
             committedEntries: log.applicable(),
             readStates: readStates)
         snapshotToPersist = nil
         messages = []
         readStates = []
         return result
+    }
+
+    /// Splits the outbox into what may leave before this member's pending write is durable and what must wait.
+    private func partitionEarlyMessages() -> (early: [RaftMessage], late: [RaftMessage]) {
+        var early: [RaftMessage] = []
+        var late: [RaftMessage] = []
+        for message in messages {
+            // The term must already be durable: a message of a term this member could forget after a crash
+            // would let it act twice in that term.
+            guard message.term <= lastHardState.term else {
+                late.append(message)
+                continue
+            }
+            switch message.kind {
+            case .append, .heartbeat, .installSnapshot, .timeoutNow: early.append(message)
+            case .appendResponse, .heartbeatResponse, .requestVote, .voteResponse, .snapshotResponse: late.append(message)
+            }
+        }
+        return (early, late)
     }
 
     /// The runtime persisted, sent and applied what `ready` gave it.

@@ -46,6 +46,16 @@ enum DurableFile {
         }
     }
 
+    /// fdatasync: the data and whatever metadata reading it back needs (the size of an appended file), without
+    /// the timestamps `fsync` also writes. Failure is as fatal as for `sync`.
+    static func syncData(_ fd: Int32, path: String) throws {
+        if fdatasync(fd) != 0 {
+            throw StorageError(
+                .fsyncFailed,
+                "fdatasync \(path) failed: \(errnoMessage()); the controller stops because its writes may be lost. Check the disk, then restart")
+        }
+    }
+
     static func syncDirectory(_ path: String) throws {
         let fd = try open(path, flags: O_RDONLY | O_DIRECTORY)
         defer { close(fd) }

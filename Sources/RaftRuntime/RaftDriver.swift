@@ -69,14 +69,13 @@ public struct RaftStatus: Sendable, Equatable {
     public var matchIndexes: [NodeID: LogIndex]
 }
 
-/// Runs a `RaftNode`: keeps time, persists before sending, sends, applies in order, snapshots, and wakes
-/// proposers and readers. One actor per member; the core stays pure.
+/// Runs a `RaftNode`: keeps time, persists (on its own disk thread) before sending what depends on it, sends,
+/// applies in order, snapshots, and wakes proposers and readers. One actor per member; the core stays pure.
 public actor RaftDriver {
     public nonisolated let id: NodeID
     private var node: RaftNode
     private let configuration: RaftDriverConfiguration
-    private let wal: WriteAheadLog
-    private let snapshots: SnapshotStore
+    private let disk: DiskWriter
     private let application: any RaftApplication
     private let transport: any RaftTransport
     private let logger: Logger
@@ -117,8 +116,7 @@ public actor RaftDriver {
         self.id = id
         self.node = RaftNode(id: id, restoring: state, options: configuration.options, seed: seed)
         self.configuration = configuration
-        self.wal = wal
-        self.snapshots = snapshots
+        self.disk = DiskWriter(wal: wal, snapshots: snapshots)
         self.application = application
         self.transport = transport
         self.logger = logger
@@ -160,7 +158,7 @@ public actor RaftDriver {
             }
             if let stoppedWith { throw stoppedWith }
             do {
-                try processReady()
+                try await processReady()
             } catch {
                 logger.critical("Raft member stops", metadata: ["error": "\(error)"])
                 stop(error)
@@ -178,18 +176,19 @@ public actor RaftDriver {
         }
     }
 
-    /// Persist, send, apply, advance — until the node has nothing more.
-    private func processReady() throws {
+    /// Send early, persist, send, apply, advance — until the node has nothing more. While the write is in
+    /// flight the actor takes other calls (messages, proposals, reads); they step the node, and the next
+    /// Ready carries what they produced, so one fsync covers many of them.
+    private func processReady() async throws {
         while node.hasReady {
             let ready = node.ready()
+            if !ready.earlyMessages.isEmpty { transport.send(ready.earlyMessages) }
+            if ready.snapshot != nil || !ready.entries.isEmpty || ready.hardState != nil {
+                try await disk.persist(snapshot: ready.snapshot, entries: ready.entries, hardState: ready.hardState)
+            }
             if let snapshot = ready.snapshot {
-                try snapshots.save(snapshot)
-                try wal.snapshotSaved(snapshot.metadata)
                 try application.restore(snapshot)
                 lastSnapshotIndex = snapshot.metadata.index
-            }
-            if !ready.entries.isEmpty || ready.hardState != nil {
-                try wal.append(entries: ready.entries, hardState: ready.hardState)
             }
             if !ready.messages.isEmpty { transport.send(ready.messages) }
             for entry in ready.committedEntries { try applyEntry(entry) }
@@ -198,7 +197,7 @@ public actor RaftDriver {
             }
             node.advance(ready)
             wakeReaders()
-            try snapshotIfDue()
+            try await snapshotIfDue()
         }
     }
 
@@ -233,18 +232,18 @@ public actor RaftDriver {
         }
     }
 
-    private func snapshotIfDue() throws {
+    private func snapshotIfDue() async throws {
         let applied = node.appliedIndex
         guard applied.rawValue >= lastSnapshotIndex.rawValue + configuration.snapshotThreshold,
               let term = node.entry(at: applied)?.term else { return }
         let snapshot = Snapshot(
             metadata: SnapshotMetadata(index: applied, term: term, configuration: node.configuration),
             data: application.snapshot())
-        try snapshots.save(snapshot)
-        try wal.snapshotSaved(snapshot.metadata)
+        try await disk.saveSnapshot(snapshot)
         let compactThrough = LogIndex(applied.rawValue > configuration.retainedEntries ? applied.rawValue - configuration.retainedEntries : 0)
         node.snapshotTaken(snapshot, compactThrough: compactThrough)
-        lastSnapshotIndex = applied
+        // A leader's snapshot may have been installed while this one was being written.
+        lastSnapshotIndex = max(lastSnapshotIndex, applied)
         logger.info("snapshot taken", metadata: ["raft.index": "\(applied)"])
     }
 

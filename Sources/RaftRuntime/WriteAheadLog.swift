@@ -191,7 +191,7 @@ public final class WriteAheadLog {
     private func write(_ bytes: [UInt8]) throws {
         let path = segments[segments.count - 1].path
         try DurableFile.writeAll(fd, bytes, path: path)
-        try DurableFile.sync(fd, path: path)
+        try DurableFile.syncData(fd, path: path)
         currentSize += bytes.count
     }
 

@@ -73,6 +73,54 @@ struct RaftRegressionTests {
         #expect(restarted.votedFor == nil)
     }
 
+    @Test("a leader replicates before its own fsync but counts itself toward a quorum only once durable (§10.2.1)")
+    func leaderCountsItselfOnlyWhenDurable() throws {
+        var cluster = ScriptedCluster(voters: 3)
+        cluster.elect(1)
+        let (index, _) = try cluster[1].propose(Array("x=1".utf8))
+        let write = cluster[1].ready()
+        // The appends may leave at once; the entry is still only in the leader's write in flight.
+        #expect(write.entries.map(\.index) == [index])
+        let appends = write.earlyMessages.filter { if case .append = $0.kind { true } else { false } }
+        #expect(Set(appends.map(\.to)) == [Self.n(2), Self.n(3)])
+        #expect(write.messages.isEmpty)
+
+        // One follower's acknowledgement plus a leader whose write is not durable is not a majority.
+        var n2 = cluster[2]
+        n2.step(try #require(appends.first { $0.to == Self.n(2) }))
+        let n2Ready = n2.ready()
+        n2.advance(n2Ready)
+        let ack = try #require(n2Ready.messages.first { if case .appendResponse(true, _, _) = $0.kind { true } else { false } })
+        cluster[1].step(ack)
+        #expect(cluster[1].commitIndex < index)
+
+        // The leader's own fsync completes: now it counts, and the entry commits and applies.
+        cluster[1].advance(write)
+        #expect(cluster[1].commitIndex == index)
+        #expect(cluster[1].ready().committedEntries.map(\.index) == [index])
+    }
+
+    @Test("a candidate's vote requests and a follower's acknowledgements wait for the write they depend on")
+    func votesAndAcknowledgementsAreNeverEarly() throws {
+        var cluster = ScriptedCluster(voters: 3)
+        cluster[1].campaign()
+        let campaign = cluster[1].ready()
+        #expect(campaign.earlyMessages.isEmpty)
+        #expect(campaign.messages.contains { if case .requestVote = $0.kind { true } else { false } })
+        cluster[1].advance(campaign)
+        cluster.outbox += campaign.allMessages
+        cluster.deliverAll()
+        #expect(cluster.leaders == [Self.n(1)])
+        _ = try cluster[1].propose(Array("y".utf8))
+        let write = cluster[1].ready()
+        var n2 = cluster[2]
+        for message in write.earlyMessages where message.to == Self.n(2) { n2.step(message) }
+        let follower = n2.ready()
+        #expect(!follower.entries.isEmpty)
+        #expect(follower.earlyMessages.isEmpty)
+        #expect(follower.messages.contains { if case .appendResponse(true, _, _) = $0.kind { true } else { false } })
+    }
+
     @Test("an append that matches the log never truncates entries after it (stale or reordered appends)")
     func noTruncationOnNonConflictingAppend() throws {
         var follower = RaftNode(id: Self.n(2), restoring: PersistentState.bootstrapFollower(), options: RaftOptions(), seed: 1)

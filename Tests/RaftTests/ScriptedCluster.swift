@@ -37,7 +37,7 @@ struct ScriptedCluster {
                 progressed = true
                 let ready = nodes[id]!.ready()
                 readies[id, default: []].append(ready)
-                outbox.append(contentsOf: ready.messages)
+                outbox.append(contentsOf: ready.allMessages)
                 applied[id, default: []].append(contentsOf: ready.committedEntries)
                 readStates[id, default: []].append(contentsOf: ready.readStates)
                 nodes[id]!.advance(ready)

@@ -13,6 +13,10 @@ struct Simulation {
         var healRate = 0.01
         var proposeRate = 0.08
         var crashBeforePersistRate = 0.01
+        /// How often a member's write stays in flight while it keeps stepping messages (a runtime that
+        /// persists off its event loop), and how often a step completes one such write.
+        var asyncWriteRate = 0.4
+        var completeWriteRate = 0.15
     }
 
     /// What a member has durably written: the simulated disk, which survives crashes.
@@ -52,6 +56,8 @@ struct Simulation {
     let ids: [NodeID]
     var options: RaftOptions
     var nodes: [NodeID: RaftNode] = [:]
+    /// A member's write handed to its disk and not yet done: its early messages are already out.
+    var inflight: [NodeID: Ready] = [:]
     var disks: [NodeID: Disk] = [:]
     var machines: [NodeID: StateMachine] = [:]
     var network: [RaftMessage] = []
@@ -101,6 +107,7 @@ struct Simulation {
         }
         machines[id] = machine
         outstanding[id] = []
+        inflight[id] = nil
     }
 
     func appliedPrefix(through index: LogIndex) -> [LogEntry] {
@@ -134,6 +141,11 @@ struct Simulation {
         if roll < threshold { cut = []; return }
         threshold += faults.proposeRate
         if roll < threshold { proposeOnLeader(); return }
+        threshold += faults.completeWriteRate
+        if roll < threshold {
+            if let id = inflight.keys.sorted().randomElement(using: &rng) { completeWrite(id) }
+            return
+        }
         if roll < threshold + 0.25 {
             if let id = ids.randomElement(using: &rng), nodes[id] != nil { nodes[id]!.tick(); process(id) }
             return
@@ -145,7 +157,9 @@ struct Simulation {
     /// applied every acknowledged entry (or the budget runs out).
     mutating func stabilize(maxSteps: Int = 20_000) {
         cut = []
-        faults = Faults(dropRate: 0, duplicateRate: 0, crashRate: 0, partitionRate: 0, healRate: 0, proposeRate: 0, crashBeforePersistRate: 0)
+        faults = Faults(
+            dropRate: 0, duplicateRate: 0, crashRate: 0, partitionRate: 0, healRate: 0, proposeRate: 0,
+            crashBeforePersistRate: 0, asyncWriteRate: 0, completeWriteRate: 0)
         for id in ids where nodes[id] == nil { start(id) }
         // A healed network delivers in order with bounded delay: drain what is in flight (oldest first),
         // then let time pass. (Arbitrary delays can stall any consensus protocol; safety never depends on it.)
@@ -153,6 +167,7 @@ struct Simulation {
         while remaining > 0, failures.isEmpty {
             remaining -= 1
             step += 1
+            completeAllWrites()
             if network.isEmpty {
                 for id in ids { nodes[id]!.tick(); process(id) }
             } else {
@@ -166,6 +181,7 @@ struct Simulation {
             process(leader)
             for _ in 0..<5_000 where failures.isEmpty {
                 step += 1
+                completeAllWrites()
                 if network.isEmpty { for id in ids { nodes[id]!.tick(); process(id) } } else { deliverOldest() }
                 if converged() && network.isEmpty { break }
             }
@@ -181,6 +197,7 @@ struct Simulation {
         let alive = ids.filter { nodes[$0] != nil }
         guard alive.count > 1, let id = alive.randomElement(using: &rng) else { return }
         nodes[id] = nil
+        inflight[id] = nil
         network.removeAll { $0.to == id }
     }
 
@@ -230,33 +247,58 @@ struct Simulation {
         process(message.to)
     }
 
-    /// Runs the node's Ready cycle: persist, send, apply, advance — or crash before persisting.
+    /// Runs the node's Ready cycle: send the early messages, then persist, send, apply, advance — or crash
+    /// before persisting. Sometimes the write stays in flight and the member keeps stepping messages until
+    /// `completeWrite` (as the runtime does with its storage thread); no new Ready is taken meanwhile.
     mutating func process(_ id: NodeID) {
         guard var node = nodes[id] else { return }
-        while node.hasReady {
+        while inflight[id] == nil, node.hasReady {
             let ready = node.ready()
-            if rng.unit() < faults.crashBeforePersistRate {
-                // Crash between producing and persisting: nothing of this Ready happened.
-                nodes[id] = nil
-                network.removeAll { $0.to == id }
-                return
+            network.append(contentsOf: ready.earlyMessages)
+            if rng.unit() < faults.asyncWriteRate {
+                inflight[id] = ready
+                break
             }
-            disks[id]!.persist(ready)
-            network.append(contentsOf: ready.messages)
-            if let snapshot = ready.snapshot { installSnapshot(snapshot, on: id) }
-            for entry in ready.committedEntries { apply(entry, on: id, node: node) }
-            node.advance(ready)
-            if snapshotEvery > 0, node.appliedIndex.rawValue % snapshotEvery == 0, node.appliedIndex > node.firstIndex {
-                let index = node.appliedIndex
-                let snapshot = Snapshot(
-                    metadata: SnapshotMetadata(index: index, term: node.entry(at: index)?.term ?? 0, configuration: node.configuration),
-                    data: Array("snapshot-\(index)".utf8))
-                node.snapshotTaken(snapshot, compactThrough: index)
-                disks[id]!.compact(through: index, snapshot: snapshot)
-            }
+            guard finishWrite(ready, on: id, node: &node) else { return }
         }
         nodes[id] = node
         checkInvariants(after: id)
+    }
+
+    mutating func completeWrite(_ id: NodeID) {
+        guard var node = nodes[id], let ready = inflight.removeValue(forKey: id) else { return }
+        guard finishWrite(ready, on: id, node: &node) else { return }
+        nodes[id] = node
+        process(id)
+    }
+
+    mutating func completeAllWrites() {
+        for id in inflight.keys.sorted() { completeWrite(id) }
+    }
+
+    /// Persists a Ready and does what follows; false when the member crashed before the write was durable.
+    private mutating func finishWrite(_ ready: Ready, on id: NodeID, node: inout RaftNode) -> Bool {
+        if rng.unit() < faults.crashBeforePersistRate {
+            // Crash before the write was durable: only the early messages got out.
+            nodes[id] = nil
+            inflight[id] = nil
+            network.removeAll { $0.to == id }
+            return false
+        }
+        disks[id]!.persist(ready)
+        network.append(contentsOf: ready.messages)
+        if let snapshot = ready.snapshot { installSnapshot(snapshot, on: id) }
+        for entry in ready.committedEntries { apply(entry, on: id, node: node) }
+        node.advance(ready)
+        if snapshotEvery > 0, node.appliedIndex.rawValue % snapshotEvery == 0, node.appliedIndex > node.firstIndex {
+            let index = node.appliedIndex
+            let snapshot = Snapshot(
+                metadata: SnapshotMetadata(index: index, term: node.entry(at: index)?.term ?? 0, configuration: node.configuration),
+                data: Array("snapshot-\(index)".utf8))
+            node.snapshotTaken(snapshot, compactThrough: index)
+            disks[id]!.compact(through: index, snapshot: snapshot)
+        }
+        return true
     }
 
     mutating func installSnapshot(_ snapshot: Snapshot, on id: NodeID) {

@@ -1,0 +1,52 @@
+import Dispatch
+import Raft
+
+/// Does a member's disk writes on one dedicated serial queue, off the Swift concurrency pool: an fsync holds
+/// its thread for milliseconds, and the pool has only as many threads as there are cores. While a write is
+/// in flight the driver's actor stays free to take messages and proposals, which the next write batches.
+///
+/// `@unchecked Sendable`: the log and snapshot store are touched only from `queue`, one job at a time.
+final class DiskWriter: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "flotilla.raft.disk", qos: .userInitiated)
+    private let wal: WriteAheadLog
+    private let snapshots: SnapshotStore
+
+    init(wal: WriteAheadLog, snapshots: SnapshotStore) {
+        self.wal = wal
+        self.snapshots = snapshots
+    }
+
+    /// Makes a Ready's snapshot, entries and hard state durable, in that order.
+    func persist(snapshot: Snapshot?, entries: [LogEntry], hardState: HardState?) async throws {
+        try await run {
+            if let snapshot {
+                try self.snapshots.save(snapshot)
+                try self.wal.snapshotSaved(snapshot.metadata)
+            }
+            if !entries.isEmpty || hardState != nil {
+                try self.wal.append(entries: entries, hardState: hardState)
+            }
+        }
+    }
+
+    /// Saves a snapshot this member took, then lets the log drop the segments it covers.
+    func saveSnapshot(_ snapshot: Snapshot) async throws {
+        try await run {
+            try self.snapshots.save(snapshot)
+            try self.wal.snapshotSaved(snapshot.metadata)
+        }
+    }
+
+    private func run(_ work: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            queue.async {
+                do {
+                    try work()
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+}
