@@ -75,14 +75,21 @@ public final class ControllerServer: Service {
         var router = RPCRouter()
         DiagnosticsService.register(into: &router)
         router.register(Methods.raftStream) { messages, _, context in
+            let peer = context.peer.nodeID
             if let address = context.metadata[RaftPeers.advertiseMetadataKey] {
-                peers.learn(context.peer.nodeID, address: address)
+                peers.learn(peer, address: address)
             }
-            for try await record in messages {
-                guard let message = try? RaftRecords.message(record), message.to == id,
-                      message.from == context.peer.nodeID else { continue }
-                await driver.receive(message)
+            peers.inboundStreamOpened(from: peer)
+            do {
+                for try await record in messages {
+                    guard let message = try? RaftRecords.message(record), message.to == id, message.from == peer else { continue }
+                    await driver.receive(message)
+                }
+            } catch {
+                if peers.inboundStreamClosed(from: peer) { await driver.peerUnreachable(peer) }
+                throw error
             }
+            if peers.inboundStreamClosed(from: peer) { await driver.peerUnreachable(peer) }
         }
         let server = try await RPCServer.bind(
             host: host, port: port, tls: try TLSContexts.server(credentials: credentials), router: router,

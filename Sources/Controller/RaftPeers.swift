@@ -24,6 +24,9 @@ final class RaftPeers: RaftTransport {
     /// Addresses peers announced when they opened a stream to us. A new member learns the leader's address
     /// this way before its copy of the address book has any entries.
     private let announced = Mutex<[NodeID: String]>([:])
+    /// Raft streams each peer has open to us. A peer's connection counts as lost only when its last one ends
+    /// (a reconnecting peer may open the new stream before the old one's end is noticed).
+    private let inboundStreams = Mutex<[NodeID: Int]>([:])
     /// This controller's own address, announced to every peer it streams to.
     private let advertise = Mutex<String>("")
     static let queueLimit = 4_096
@@ -47,6 +50,19 @@ final class RaftPeers: RaftTransport {
     /// certificate), else the replicated address book.
     private func address(of peer: NodeID) -> String? {
         announced.withLock { $0[peer] } ?? addresses()[peer]
+    }
+
+    func inboundStreamOpened(from peer: NodeID) {
+        inboundStreams.withLock { $0[peer, default: 0] += 1 }
+    }
+
+    /// Returns true when that was the peer's last open stream.
+    func inboundStreamClosed(from peer: NodeID) -> Bool {
+        inboundStreams.withLock { streams in
+            let remaining = max(0, (streams[peer] ?? 1) - 1)
+            streams[peer] = remaining == 0 ? nil : remaining
+            return remaining == 0
+        }
     }
 
     /// Addresses peers announced that differ from the address book: the leader writes them back.

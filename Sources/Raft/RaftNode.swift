@@ -192,6 +192,21 @@ public struct RaftNode: Sendable {
         }
     }
 
+    /// The runtime saw its connection from `peer` break (the process died, the host went away). If `peer` is
+    /// the leader, don't wait out a whole election timeout: forget the leader, so its lease no longer makes
+    /// this member refuse other candidates' pre-votes, and campaign within a few ticks. The followers that
+    /// all saw the same crash go in turn (two ticks apart by their rank among the remaining voters, plus a
+    /// random tick), so they do not split the vote; if the first cannot win (its log is behind), the next
+    /// one tries. Safe and undisruptive even when the signal is wrong: pre-vote changes no term, and members
+    /// still hearing a live leader refuse it.
+    public mutating func peerUnreachable(_ peer: NodeID) {
+        guard role == .follower, leader == peer, isVoter else { return }
+        leader = nil
+        let rank = configuration.voters.filter { $0 != peer }.sorted().firstIndex(of: id) ?? 0
+        let remaining = 1 + 2 * rank + Int(random.next() % 2)
+        electionElapsed = max(electionElapsed, randomizedElectionTimeout - min(remaining, randomizedElectionTimeout))
+    }
+
     /// Campaign now (tests, and a single member's first election).
     public mutating func campaign() {
         guard role != .leader, isVoter else { return }

@@ -267,6 +267,14 @@ public actor RaftDriver {
         signal()
     }
 
+    /// The transport lost its last connection from `peer`; if that was the leader, an election starts soon
+    /// instead of after a whole election timeout (see `RaftNode.peerUnreachable`).
+    public func peerUnreachable(_ peer: NodeID) {
+        guard stoppedWith == nil else { return }
+        node.peerUnreachable(peer)
+        signal()
+    }
+
     /// Proposes a command and returns the application's result once it is committed and applied here.
     public func propose(_ command: [UInt8]) async throws -> [UInt8] {
         if stoppedWith != nil { throw RaftDriverError.stopped }

@@ -121,6 +121,43 @@ struct RaftRegressionTests {
         #expect(follower.messages.contains { if case .appendResponse(true, _, _) = $0.kind { true } else { false } })
     }
 
+    @Test("followers that lose the leader's connection elect a new leader within a few ticks, without splitting the vote", arguments: [3, 5])
+    func fastElectionAfterLeaderLoss(members: Int) throws {
+        let options = RaftOptions()
+        var cluster = ScriptedCluster(voters: members, options: options)
+        cluster.elect(1)
+        cluster.isolate(1)  // the leader's process died
+        for n in 2...members { cluster[n].peerUnreachable(ScriptedCluster.id(1)) }
+        var ticks = 0
+        while cluster.leaders.allSatisfy({ $0 == ScriptedCluster.id(1) }) && ticks < options.electionTicks * 3 {
+            ticks += 1
+            for n in 2...members { cluster[n].tick() }
+            cluster.deliverAll()
+        }
+        #expect(cluster.leaders.contains { $0 != ScriptedCluster.id(1) })
+        #expect(ticks <= 4, "took \(ticks) ticks")
+    }
+
+    @Test("a wrong report that a live leader is unreachable changes no term: the other follower refuses the pre-vote")
+    func spuriousLossDisruptsNothing() throws {
+        var cluster = ScriptedCluster(voters: 3)
+        cluster.elect(1)
+        let term = cluster[1].term
+        cluster.cutLink(1, 2)  // n2 alone lost its link to the leader; n3 still hears it
+        cluster[2].peerUnreachable(ScriptedCluster.id(1))
+        for _ in 0..<6 {
+            cluster[2].tick()
+            cluster[3].tick()
+            cluster.deliverAll()
+        }
+        #expect(cluster.leaders == [ScriptedCluster.id(1)])
+        #expect(cluster[1].term == term)
+        #expect(cluster[3].term == term)
+        cluster.heal()
+        cluster.tickAll(2)
+        #expect(cluster[2].leader == ScriptedCluster.id(1))
+    }
+
     @Test("an append that matches the log never truncates entries after it (stale or reordered appends)")
     func noTruncationOnNonConflictingAppend() throws {
         var follower = RaftNode(id: Self.n(2), restoring: PersistentState.bootstrapFollower(), options: RaftOptions(), seed: 1)

@@ -17,6 +17,15 @@ struct Simulation {
         /// persists off its event loop), and how often a step completes one such write.
         var asyncWriteRate = 0.4
         var completeWriteRate = 0.15
+        /// How often members are told a peer's connection broke: after it crashed or a link was cut (most
+        /// of the time, as a transport would notice), and spuriously (a flapping link, a live leader).
+        var noticeLossRate = 0.8
+        var spuriousLossRate = 0.002
+
+        /// The faults before in-flight writes and loss notices were modelled: recorded seeds replay with it.
+        static var classic: Faults {
+            Faults(asyncWriteRate: 0, completeWriteRate: 0, noticeLossRate: 0, spuriousLossRate: 0)
+        }
     }
 
     /// What a member has durably written: the simulated disk, which survives crashes.
@@ -141,6 +150,13 @@ struct Simulation {
         if roll < threshold { cut = []; return }
         threshold += faults.proposeRate
         if roll < threshold { proposeOnLeader(); return }
+        threshold += faults.spuriousLossRate
+        if roll < threshold {
+            if let id = ids.randomElement(using: &rng), let peer = ids.randomElement(using: &rng), peer != id {
+                noticeLoss(of: peer, by: id)
+            }
+            return
+        }
         threshold += faults.completeWriteRate
         if roll < threshold {
             if let id = inflight.keys.sorted().randomElement(using: &rng) { completeWrite(id) }
@@ -159,7 +175,7 @@ struct Simulation {
         cut = []
         faults = Faults(
             dropRate: 0, duplicateRate: 0, crashRate: 0, partitionRate: 0, healRate: 0, proposeRate: 0,
-            crashBeforePersistRate: 0, asyncWriteRate: 0, completeWriteRate: 0)
+            crashBeforePersistRate: 0, asyncWriteRate: 0, completeWriteRate: 0, noticeLossRate: 0, spuriousLossRate: 0)
         for id in ids where nodes[id] == nil { start(id) }
         // A healed network delivers in order with bounded delay: drain what is in flight (oldest first),
         // then let time pass. (Arbitrary delays can stall any consensus protocol; safety never depends on it.)
@@ -199,6 +215,20 @@ struct Simulation {
         nodes[id] = nil
         inflight[id] = nil
         network.removeAll { $0.to == id }
+        for other in ids where other != id && chance(faults.noticeLossRate) { noticeLoss(of: id, by: other) }
+    }
+
+    /// A draw that consumes no randomness when the rate is zero, so seeds recorded before a fault existed
+    /// replay exactly with `Faults.classic`.
+    mutating func chance(_ rate: Double) -> Bool {
+        rate > 0 && rng.unit() < rate
+    }
+
+    /// `observer`'s transport reports that its connection from `peer` broke.
+    mutating func noticeLoss(of peer: NodeID, by observer: NodeID) {
+        guard nodes[observer] != nil else { return }
+        nodes[observer]!.peerUnreachable(peer)
+        process(observer)
     }
 
     mutating func restartRandom() {
@@ -212,11 +242,19 @@ struct Simulation {
         let b = ids.randomElement(using: &rng)!
         guard a != b else {
             // Isolate one node from everyone.
-            for other in ids where other != a { cut.insert([a, other]); cut.insert([other, a]) }
+            for other in ids where other != a {
+                cut.insert([a, other])
+                cut.insert([other, a])
+                if chance(faults.noticeLossRate) { noticeLoss(of: a, by: other) }
+            }
             return
         }
         cut.insert([a, b])
-        if rng.unit() < 0.7 { cut.insert([b, a]) }  // sometimes one-way
+        if chance(faults.noticeLossRate) { noticeLoss(of: a, by: b) }
+        if rng.unit() < 0.7 {  // sometimes one-way
+            cut.insert([b, a])
+            if chance(faults.noticeLossRate) { noticeLoss(of: b, by: a) }
+        }
     }
 
     mutating func proposeOnLeader() {
@@ -255,7 +293,7 @@ struct Simulation {
         while inflight[id] == nil, node.hasReady {
             let ready = node.ready()
             network.append(contentsOf: ready.earlyMessages)
-            if rng.unit() < faults.asyncWriteRate {
+            if chance(faults.asyncWriteRate) {
                 inflight[id] = ready
                 break
             }
