@@ -117,6 +117,8 @@ public struct RaftNode: Sendable {
     public private(set) var transferTarget: NodeID?
 
     private var messages: [RaftMessage] = []
+    /// Followers owed an append at the next `ready` (see `scheduleBroadcast`).
+    private var appendsDue: Set<NodeID> = []
     private var readStates: [ReadState] = []
     private var pendingReads: [(context: UInt64, index: LogIndex, acks: Set<NodeID>)] = []
     /// Reads asked before this leader committed an entry of its term; served once it has (§6.4).
@@ -256,7 +258,7 @@ public struct RaftNode: Sendable {
             pendingConfigurationIndex = entry.index
             recomputeConfiguration()
         }
-        broadcastAppend()
+        scheduleBroadcast()
         return (entry.index, entry.term)
     }
 
@@ -422,9 +424,9 @@ public struct RaftNode: Sendable {
                 if progress[peer]!.acknowledged(index) {
                     if wasProbe { progress[peer]!.becomeReplicate() }
                     if maybeCommit() {
-                        broadcastAppend()
+                        scheduleBroadcast()
                     } else {
-                        sendAppend(to: peer)
+                        appendsDue.insert(peer)
                     }
                     if transferTarget == peer && progress[peer]!.match == log.lastIndex {
                         send(to: peer, .timeoutNow)
@@ -565,8 +567,18 @@ public struct RaftNode: Sendable {
             done: end == snapshot.data.count))
     }
 
-    private mutating func broadcastAppend() {
-        for peer in configuration.members.sorted() where peer != id { sendAppend(to: peer) }
+    /// Appends are sent when the runtime next collects a Ready, not at once: every proposal and
+    /// acknowledgement stepped in between then travels in one append per follower, instead of one each.
+    private mutating func scheduleBroadcast() {
+        for peer in configuration.members where peer != id { appendsDue.insert(peer) }
+    }
+
+    private mutating func sendDueAppends() {
+        guard !appendsDue.isEmpty else { return }
+        let due = appendsDue.sorted()
+        appendsDue = []
+        guard role == .leader else { return }
+        for peer in due { sendAppend(to: peer) }
     }
 
     private mutating func broadcastHeartbeat(readContext: UInt64?) {
@@ -671,6 +683,7 @@ public struct RaftNode: Sendable {
         electionElapsed = 0
         transferTarget = nil
         progress = [:]
+        appendsDue = []
         pendingReads = []
         readsAwaitingCommit = []
         resetElectionTimeout()
@@ -692,7 +705,7 @@ public struct RaftNode: Sendable {
         // Any configuration entry still uncommitted blocks new changes until this term's entry commits.
         pendingConfigurationIndex = log.lastIndex
         _ = log.appendAsLeader(term: term, payload: .empty)
-        broadcastAppend()
+        scheduleBroadcast()
         maybeCommit()
     }
 
@@ -732,11 +745,12 @@ public struct RaftNode: Sendable {
 
     public var hasReady: Bool {
         hardState != lastHardState || log.unstableFrom <= log.lastIndex || snapshotToPersist != nil
-            || !messages.isEmpty || !log.applicable().isEmpty || !readStates.isEmpty
+            || !messages.isEmpty || !appendsDue.isEmpty || !log.applicable().isEmpty || !readStates.isEmpty
     }
 
     /// Collects what the runtime must persist, send and apply. Call `advance` with it once done.
     public mutating func ready() -> Ready {
+        sendDueAppends()
         let state = hardState
         let (early, late) = partitionEarlyMessages()
         let result = Ready(
@@ -779,7 +793,7 @@ public struct RaftNode: Sendable {
             log.persisted(through: last.index, term: last.term)
             if role == .leader {
                 progress[id]?.match = log.persisted
-                if maybeCommit() { broadcastAppend() }
+                if maybeCommit() { scheduleBroadcast() }
             }
         }
         if let last = ready.committedEntries.last, last.index > log.applied {

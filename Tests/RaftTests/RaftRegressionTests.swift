@@ -100,6 +100,24 @@ struct RaftRegressionTests {
         #expect(cluster[1].ready().committedEntries.map(\.index) == [index])
     }
 
+    @Test("proposals made between two Readies travel in one append per follower (batching)")
+    func proposalsBetweenReadiesAreBatched() throws {
+        var cluster = ScriptedCluster(voters: 3)
+        cluster.elect(1)
+        for n in 0..<20 { _ = try cluster[1].propose(Array("k\(n)".utf8)) }
+        let ready = cluster[1].ready()
+        #expect(ready.entries.count == 20)
+        let appends = ready.earlyMessages.compactMap { message -> (NodeID, Int)? in
+            if case .append(_, _, let entries, _) = message.kind { (message.to, entries.count) } else { nil }
+        }
+        #expect(appends.map(\.0) == [Self.n(2), Self.n(3)])
+        #expect(appends.allSatisfy { $0.1 == 20 })
+        cluster[1].advance(ready)
+        cluster.outbox += ready.allMessages
+        cluster.deliverAll()
+        for i in 1...3 { #expect(cluster.commands(on: i).count == 20) }
+    }
+
     @Test("a candidate's vote requests and a follower's acknowledgements wait for the write they depend on")
     func votesAndAcknowledgementsAreNeverEarly() throws {
         var cluster = ScriptedCluster(voters: 3)
