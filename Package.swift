@@ -111,6 +111,7 @@ let package = Package(
                 "Wire", "Transport", "PKI", "ClusterModel", "Raft", "RaftRuntime", "ClusterStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: strict
         ),

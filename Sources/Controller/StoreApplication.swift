@@ -8,11 +8,14 @@ import Synchronization
 /// reads, snapshots and restores. Thread-safe: Raft applies while RPC handlers read.
 final class StoreApplication: RaftApplication {
     private let state = Mutex(ClusterState())
+    /// Every applied change, for the leader's control loops.
+    let watch = StoreWatch()
 
     func apply(index: LogIndex, command: [UInt8]) throws -> [UInt8] {
         // A refusal (a command from a newer version, a malformed entry) is thrown: the driver stops rather
         // than skip an entry the other replicas applied.
         let outcome = try state.withLock { try $0.apply(index: index.rawValue, command: command) }
+        watch.publish(.changes(outcome.changes))
         return StoreResultCodec.encode(outcome.result)
     }
 
@@ -25,6 +28,7 @@ final class StoreApplication: RaftApplication {
     func restore(_ snapshot: Snapshot) throws {
         let restored = try ClusterState(snapshot: snapshot.data)
         state.withLock { $0 = restored }
+        watch.publish(.reset)
     }
 
     /// Reads the current state (a copy; the tables are small values).

@@ -1,4 +1,4 @@
-public import ClusterModel
+import ClusterModel
 public import Messages
 public import Raft
 import Foundation
