@@ -45,6 +45,56 @@ public enum ClusterCommands {
         return envelope(requestID, .controllerRemove(remove))
     }
 
+    /// A node joins with token `tokenID`: consumes one use; for an agent (`node` given) adds its record.
+    /// `nowMs` is the leader's clock, against which expiry is judged.
+    public static func nodeJoin(
+        tokenID: String, nowMs: UInt64, nodeID: NodeID, role: NodeRole, node: NodeRecord?, requestID: UInt64 = 0
+    ) -> [UInt8] {
+        var join = Flotilla_V1_NodeJoin()
+        join.tokenID = tokenID
+        join.nowMs = nowMs
+        join.nodeID = nodeID.rawValue
+        join.role = role.rawValue
+        if let node { join.node = node.proto }
+        return envelope(requestID, .nodeJoin(join))
+    }
+
+    /// Replaces node `node.id`'s record.
+    public static func nodeUpsert(_ node: NodeRecord, requestID: UInt64 = 0) -> [UInt8] {
+        var upsert = Flotilla_V1_NodeUpsert()
+        upsert.node = node.proto
+        return envelope(requestID, .nodeUpsert(upsert))
+    }
+
+    /// Removes node `id` (if it is in the nodes table) and revokes its identity.
+    public static func nodeRemove(id: NodeID, nowMs: UInt64, requestID: UInt64 = 0) -> [UInt8] {
+        var remove = Flotilla_V1_NodeRemove()
+        remove.id = id.rawValue
+        remove.nowMs = nowMs
+        return envelope(requestID, .nodeRemove(remove))
+    }
+
+    /// Creates a join token.
+    public static func tokenCreate(_ token: JoinTokenRecord, requestID: UInt64 = 0) -> [UInt8] {
+        var create = Flotilla_V1_TokenCreate()
+        create.token = token.proto
+        return envelope(requestID, .tokenCreate(create))
+    }
+
+    /// Revokes join token `id`.
+    public static func tokenRevoke(id: String, requestID: UInt64 = 0) -> [UInt8] {
+        var revoke = Flotilla_V1_TokenRevoke()
+        revoke.id = id
+        return envelope(requestID, .tokenRevoke(revoke))
+    }
+
+    /// Installs the cluster CA (once; the same CA again is a no-op).
+    public static func clusterCASet(_ ca: ClusterCARecord, requestID: UInt64 = 0) -> [UInt8] {
+        var set = Flotilla_V1_ClusterCASet()
+        set.ca = ca.proto
+        return envelope(requestID, .clusterCaSet(set))
+    }
+
     private static func envelope(_ requestID: UInt64, _ command: Flotilla_V1_ClusterCommand.OneOf_Command) -> [UInt8] {
         var envelope = Flotilla_V1_ClusterCommand()
         envelope.requestID = requestID

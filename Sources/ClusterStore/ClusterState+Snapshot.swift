@@ -15,6 +15,10 @@ extension ClusterState {
         snapshot.appliedIndex = appliedIndex
         snapshot.variables = variables().map(\.proto)
         snapshot.controllers = controllers.map(\.proto)
+        snapshot.nodes = nodes.map(\.proto)
+        snapshot.tokens = tokens.map(\.proto)
+        snapshot.revokedNodes = revokedNodes.map(\.proto)
+        if let caRecord { snapshot.ca = caRecord.proto }
         return snapshot.storeBytes
     }
 
@@ -69,6 +73,26 @@ extension ClusterState {
             }
             controllerTable[controller.id] = controller
         }
+        for proto in snapshot.nodes {
+            guard let node = NodeRecord(proto: proto) else {
+                throw StoreError(code: .newerSnapshot, message: "the snapshot's node \(quoted(proto.id, limit: 64)) has a status or availability this version does not know; upgrade it")
+            }
+            guard nodeTable[node.id] == nil else { throw Self.invalid("holds node \(quoted(node.id.rawValue, limit: 64)) twice") }
+            nodeTable[node.id] = node
+        }
+        for proto in snapshot.tokens {
+            guard let token = JoinTokenRecord(proto: proto) else {
+                throw StoreError(code: .newerSnapshot, message: "the snapshot's join token \(quoted(proto.id, limit: 40)) has a role this version does not know; upgrade it")
+            }
+            guard tokenTable[token.id] == nil else { throw Self.invalid("holds join token \(quoted(token.id, limit: 40)) twice") }
+            tokenTable[token.id] = token
+        }
+        for proto in snapshot.revokedNodes {
+            let revoked = RevokedNode(proto: proto)
+            guard revokedTable[revoked.id] == nil else { throw Self.invalid("revokes node \(quoted(revoked.id.rawValue, limit: 64)) twice") }
+            revokedTable[revoked.id] = revoked
+        }
+        if snapshot.hasCa { caRecord = ClusterCARecord(proto: snapshot.ca) }
     }
 
     private static func invalid(_ problem: String) -> StoreError {

@@ -21,17 +21,27 @@ public struct ClusterState: Sendable, Equatable {
     var variableTable: [String: Variable]
     /// The controllers' address book.
     var controllerTable: [NodeID: ControllerRecord]
+    /// Nodes that run agents.
+    var nodeTable: [NodeID: NodeRecord]
+    /// Join tokens by id.
+    var tokenTable: [String: JoinTokenRecord]
+    /// Node ids whose certificates are refused.
+    var revokedTable: [NodeID: RevokedNode]
+    /// The cluster CA, once the founder installed it.
+    var caRecord: ClusterCARecord?
 
-    // MARK: Tables later issues add
-    // Nodes and tokens (issue 4: joining) and services and tasks (issue 5: services, scheduler,
-    // orchestrator) arrive with the commands that write them and the records that describe them; their
-    // snapshot fields are kept free in store.proto (ClusterSnapshot fields 5–8).
+    // Services and tasks (issue 5) arrive with the commands that write them; their snapshot fields are kept
+    // free in store.proto (ClusterSnapshot fields 6–7).
 
     /// An empty state, before the first entry.
     public init() {
         appliedIndex = 0
         variableTable = [:]
         controllerTable = [:]
+        nodeTable = [:]
+        tokenTable = [:]
+        revokedTable = [:]
+        caRecord = nil
     }
 
     // MARK: - Applying the log
@@ -78,6 +88,18 @@ public struct ClusterState: Sendable, Equatable {
             result = applyControllerUpsert(upsert, at: index, changes: &changes)
         case .controllerRemove(let remove):
             result = applyControllerRemove(remove, at: index, changes: &changes)
+        case .nodeJoin(let join):
+            result = applyNodeJoin(join, at: index, changes: &changes)
+        case .nodeUpsert(let upsert):
+            result = applyNodeUpsert(upsert, at: index, changes: &changes)
+        case .nodeRemove(let remove):
+            result = applyNodeRemove(remove, at: index, changes: &changes)
+        case .tokenCreate(let create):
+            result = applyTokenCreate(create, at: index, changes: &changes)
+        case .tokenRevoke(let revoke):
+            result = applyTokenRevoke(revoke, at: index, changes: &changes)
+        case .clusterCaSet(let set):
+            result = applyClusterCASet(set, at: index, changes: &changes)
         }
         appliedIndex = index
         return ApplyOutcome(index: index, requestID: command.requestID, result: result, changes: changes)

@@ -50,6 +50,22 @@ extension Flotilla_V1_ClusterCommand {
             return upsert.controller.firstUnknownField.map { "field \($0) of ControllerRecord" }
         case .controllerRemove(let remove):
             return remove.firstUnknownField.map { "field \($0) of ControllerRemove" }
+        case .nodeJoin(let join):
+            if let field = join.firstUnknownField { return "field \(field) of NodeJoin" }
+            return join.node.unknownFieldDescription
+        case .nodeUpsert(let upsert):
+            if let field = upsert.firstUnknownField { return "field \(field) of NodeUpsert" }
+            return upsert.node.unknownFieldDescription
+        case .nodeRemove(let remove):
+            return remove.firstUnknownField.map { "field \($0) of NodeRemove" }
+        case .tokenCreate(let create):
+            if let field = create.firstUnknownField { return "field \(field) of TokenCreate" }
+            return create.token.firstUnknownField.map { "field \($0) of JoinTokenRecord" }
+        case .tokenRevoke(let revoke):
+            return revoke.firstUnknownField.map { "field \($0) of TokenRevoke" }
+        case .clusterCaSet(let set):
+            if let field = set.firstUnknownField { return "field \(field) of ClusterCASet" }
+            return set.ca.firstUnknownField.map { "field \($0) of ClusterCA" }
         }
     }
 }
@@ -63,6 +79,25 @@ extension Flotilla_V1_ClusterSnapshot {
         }
         for controller in controllers {
             if let field = controller.firstUnknownField { return "field \(field) of ControllerRecord" }
+        }
+        for node in nodes {
+            if let unknown = node.unknownFieldDescription { return unknown }
+        }
+        for token in tokens {
+            if let field = token.firstUnknownField { return "field \(field) of JoinTokenRecord" }
+        }
+        for revoked in revokedNodes {
+            if let field = revoked.firstUnknownField { return "field \(field) of RevokedNode" }
+        }
+        return ca.firstUnknownField.map { "field \($0) of ClusterCA" }
+    }
+}
+
+extension Flotilla_V1_NodeRecord {
+    var unknownFieldDescription: String? {
+        if let field = firstUnknownField { return "field \(field) of NodeRecord" }
+        for label in labels {
+            if let field = label.firstUnknownField { return "field \(field) of Label" }
         }
         return nil
     }

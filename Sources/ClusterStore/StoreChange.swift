@@ -3,13 +3,20 @@
 public struct StoreChange: Sendable, Hashable, CustomStringConvertible {
     /// The tables of the store.
     ///
-    /// Nodes, services, tasks and tokens join this list with the issues that add their commands
-    /// (issue 4: nodes and tokens; issue 5: services and tasks).
+    /// Services and tasks join this list with the issue that adds their commands (issue 5).
     public enum Table: String, Sendable, Hashable, CaseIterable {
         /// Variables, by key.
         case variables
         /// The controllers' address book, by node id.
         case controllers
+        /// Nodes that run agents, by node id.
+        case nodes
+        /// Join tokens, by token id.
+        case tokens
+        /// Revoked node ids.
+        case revokedNodes
+        /// The cluster CA (one row, key "ca").
+        case ca
     }
 
     /// Whether the row now exists.

@@ -39,7 +39,7 @@ struct CommandCompatibilityTests {
         // an unknown field next to the request id.
         let newer = RawProtobuf.varintField(field: 1, 3) + RawProtobuf.lengthDelimited(field: 1000, RawProtobuf.lengthDelimited(field: 1, .init("n1")))
         let message = try expectRefused(newer, .newerCommand)
-        #expect(message == "this controller (store version 1) cannot apply a command from a newer Flotilla: log entry 3 carries field 1000 of ClusterCommand, which this version does not know; upgrade it")
+        #expect(message == "this controller (store version \(StoreVersion.commandSet)) cannot apply a command from a newer Flotilla: log entry 3 carries field 1000 of ClusterCommand, which this version does not know; upgrade it")
     }
 
     @Test("a known command with an unknown field appended is refused as newer")

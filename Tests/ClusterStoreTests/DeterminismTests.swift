@@ -107,6 +107,18 @@ struct DeterminismTests {
             default: break
             }
         }
+        // Commands touch tables in the order tokens, nodes, revoked nodes (a join: token then node; a removal:
+        // node then revocation), so the diff lists them in that order too.
+        for id in Set(old.tokens.map(\.id) + new.tokens.map(\.id)).sorted() where old.token(id) != new.token(id) {
+            changes.append(StoreChange(table: .tokens, key: id, kind: new.token(id) == nil ? .delete : .put, index: index))
+        }
+        for id in Set(old.nodes.map(\.id) + new.nodes.map(\.id)).sorted() where old.node(id) != new.node(id) {
+            changes.append(StoreChange(table: .nodes, key: id.rawValue, kind: new.node(id) == nil ? .delete : .put, index: index))
+        }
+        for id in Set(old.revokedNodes.map(\.id) + new.revokedNodes.map(\.id)).sorted() where old.isRevoked(id) != new.isRevoked(id) {
+            changes.append(StoreChange(table: .revokedNodes, key: id.rawValue, kind: new.isRevoked(id) ? .put : .delete, index: index))
+        }
+        if old.ca != new.ca { changes.append(StoreChange(table: .ca, key: "ca", kind: new.ca == nil ? .delete : .put, index: index)) }
         return changes
     }
 }

@@ -15,6 +15,8 @@ struct Workload {
     static let keys = ["app/a", "app/b", "app/c/d", "app", "apple", "db/url", "db/password", "feature/x", "z", "Z", "0"]
     static let badKeys = ["", "/root", "two words", String(repeating: "x", count: 600)]
     static let controllerIDs = ["c1", "c2", "c3", "c10"]
+    static let nodeIDs = ["n1", "n2", "n3", "n4"]
+    static let tokenIDs = ["tokaaaaa", "tokbbbbb"]
 
     /// `count` entries from `seed`. Check-and-set indexes are drawn against a state that applies the workload as it
     /// is generated, so that about half of them match.
@@ -44,7 +46,28 @@ struct Workload {
             return .command(ClusterCommands.varPut(key: key, value: value, cas: cas(&rng, key: key, state: state), requestID: requestID))
         case 55..<80:
             return .command(ClusterCommands.varDelete(key: key, cas: cas(&rng, key: key, state: state), requestID: requestID))
-        case 80..<92:
+        case 80..<84:
+            let role: NodeRole = rng.below(4) == 0 ? .controller : .agent
+            let token = JoinTokenRecord(
+                id: tokenIDs.randomElement(using: &rng)!, role: role, secretSHA256: [UInt8](repeating: 1, count: 32),
+                createdAtMs: 1_000, expiresAtMs: 1_000 + UInt64(rng.below(5_000)), maxUses: UInt32(rng.below(3)))
+            return .command(rng.below(5) == 0
+                ? ClusterCommands.tokenRevoke(id: token.id, requestID: requestID)
+                : ClusterCommands.tokenCreate(token, requestID: requestID))
+        case 84..<90:
+            let id = NodeID(nodeIDs.randomElement(using: &rng)!)
+            let node = NodeRecord(
+                id: id, name: "node-\(rng.below(3))", labels: ["zone": "z\(rng.below(2))"], address: "10.0.1.\(rng.below(9))",
+                status: NodeRecord.Status.allCases.randomElement(using: &rng)!, joinedAtMs: 2_000)
+            switch rng.below(4) {
+            case 0: return .command(ClusterCommands.nodeUpsert(node, requestID: requestID))
+            case 1: return .command(ClusterCommands.nodeRemove(id: id, nowMs: 3_000, requestID: requestID))
+            default:
+                return .command(ClusterCommands.nodeJoin(
+                    tokenID: tokenIDs.randomElement(using: &rng)!, nowMs: 1_000 + UInt64(rng.below(6_000)), nodeID: id,
+                    role: .agent, node: node, requestID: requestID))
+            }
+        case 90..<92:
             let id = controllerIDs.randomElement(using: &rng)!
             let address = rng.below(20) == 0 ? "no-port" : "10.0.0.\(rng.below(4)):7400"
             let record = ControllerRecord(id: NodeID(id), address: address, isVoter: Bool.random(using: &rng))

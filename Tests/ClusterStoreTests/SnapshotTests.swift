@@ -36,7 +36,7 @@ struct SnapshotTests {
     func sorted() throws {
         let bytes = try sample().snapshot()
         let decoded = try Flotilla_V1_ClusterSnapshot(serializedBytes: bytes)
-        #expect(decoded.formatVersion == 1)
+        #expect(decoded.formatVersion == StoreVersion.snapshotFormat)
         #expect(decoded.variables.map(\.key) == ["a", "b"])
         #expect(decoded.controllers.map(\.id) == ["c1", "c2"])
         var shuffled = decoded
@@ -49,19 +49,19 @@ struct SnapshotTests {
     @Test("a snapshot in a newer format is refused: upgrade")
     func newerFormat() throws {
         var snapshot = try Flotilla_V1_ClusterSnapshot(serializedBytes: try sample().snapshot())
-        snapshot.formatVersion = 2
-        #expect(throws: StoreError(code: .newerSnapshot, message: "this controller reads snapshot formats 1–1, not format 2, which a newer Flotilla wrote; upgrade it")) {
+        snapshot.formatVersion = StoreVersion.snapshotFormat + 1
+        #expect(throws: StoreError(code: .newerSnapshot, message: "this controller reads snapshot formats 1–\(StoreVersion.snapshotFormat), not format \(StoreVersion.snapshotFormat + 1), which a newer Flotilla wrote; upgrade it")) {
             try ClusterState(snapshot: try snapshot.serializedBytes())
         }
     }
 
     @Test("a snapshot carrying a table this version does not know is refused: upgrade")
     func unknownTable() throws {
-        // A newer Flotilla's nodes table, field 5, with one record in it.
-        let bytes = try sample().snapshot() + RawProtobuf.lengthDelimited(field: 5, RawProtobuf.lengthDelimited(field: 1, .init("n1")))
+        // A newer Flotilla's services table, field 6, with one record in it.
+        let bytes = try sample().snapshot() + RawProtobuf.lengthDelimited(field: 6, RawProtobuf.lengthDelimited(field: 1, .init("web")))
         let error = try #require(throws: StoreError.self) { try ClusterState(snapshot: bytes) }
         #expect(error.code == .newerSnapshot)
-        #expect(error.message.contains("field 5 of ClusterSnapshot"))
+        #expect(error.message.contains("field 6 of ClusterSnapshot"))
         #expect(error.message.hasSuffix("upgrade it"))
     }
 

@@ -37,6 +37,96 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Whether the leader hears from a node.
+public nonisolated enum Flotilla_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Joined, no session yet.
+  case unknown // = 0
+
+  /// Heartbeating.
+  case ready // = 1
+
+  /// Missed three heartbeat periods; its tasks are rescheduled elsewhere.
+  case down // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unknown
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unknown
+    case 1: self = .ready
+    case 2: self = .down
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unknown: return 0
+    case .ready: return 1
+    case .down: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Flotilla_V1_NodeStatus] = [
+    .unknown,
+    .ready,
+    .down,
+  ]
+
+}
+
+/// Whether the scheduler may place tasks on a node (the operator's choice).
+public nonisolated enum Flotilla_V1_NodeAvailability: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// New tasks may go here.
+  case active // = 0
+
+  /// No new tasks; running ones stay.
+  case pause // = 1
+
+  /// No tasks: running ones move away.
+  case drain // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .active
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .active
+    case 1: self = .pause
+    case 2: self = .drain
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .active: return 0
+    case .pause: return 1
+    case .drain: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Flotilla_V1_NodeAvailability] = [
+    .active,
+    .pause,
+    .drain,
+  ]
+
+}
+
 /// One entry of the store's log: who proposed it and what to change.
 public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -47,8 +137,8 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
   /// it to the caller waiting for it. Not interpreted by the store; 0 when nobody waits.
   public var requestID: UInt64 = 0
 
-  /// What to change. Exactly one is set. Numbers are grouped by table: 10–19 variables, 20–29 controllers;
-  /// later issues add nodes (30–39), services (40–49), tasks (50–59) and tokens (60–69).
+  /// What to change. Exactly one is set. Numbers are grouped by table: 10–19 variables, 20–29 controllers,
+  /// 30–39 nodes, 40–49 services, 50–59 tasks (issue 5), 60–69 join tokens, 70–79 the cluster CA.
   public var command: Flotilla_V1_ClusterCommand.OneOf_Command? = nil
 
   /// Create or replace a variable.
@@ -87,10 +177,64 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
     set {command = .controllerRemove(newValue)}
   }
 
+  /// A node joins with a token: one use of the token is consumed and, for an agent, its record is added.
+  public var nodeJoin: Flotilla_V1_NodeJoin {
+    get {
+      if case .nodeJoin(let v)? = command {return v}
+      return Flotilla_V1_NodeJoin()
+    }
+    set {command = .nodeJoin(newValue)}
+  }
+
+  /// Replace a node's record (status, availability, labels, address, version).
+  public var nodeUpsert: Flotilla_V1_NodeUpsert {
+    get {
+      if case .nodeUpsert(let v)? = command {return v}
+      return Flotilla_V1_NodeUpsert()
+    }
+    set {command = .nodeUpsert(newValue)}
+  }
+
+  /// Remove a node and revoke its identity: its certificate is refused from then on.
+  public var nodeRemove: Flotilla_V1_NodeRemove {
+    get {
+      if case .nodeRemove(let v)? = command {return v}
+      return Flotilla_V1_NodeRemove()
+    }
+    set {command = .nodeRemove(newValue)}
+  }
+
+  /// Create a join token (only the hash of its secret is stored).
+  public var tokenCreate: Flotilla_V1_TokenCreate {
+    get {
+      if case .tokenCreate(let v)? = command {return v}
+      return Flotilla_V1_TokenCreate()
+    }
+    set {command = .tokenCreate(newValue)}
+  }
+
+  /// Revoke a join token.
+  public var tokenRevoke: Flotilla_V1_TokenRevoke {
+    get {
+      if case .tokenRevoke(let v)? = command {return v}
+      return Flotilla_V1_TokenRevoke()
+    }
+    set {command = .tokenRevoke(newValue)}
+  }
+
+  /// Install the cluster CA (certificate and key), so whichever controller leads can sign.
+  public var clusterCaSet: Flotilla_V1_ClusterCASet {
+    get {
+      if case .clusterCaSet(let v)? = command {return v}
+      return Flotilla_V1_ClusterCASet()
+    }
+    set {command = .clusterCaSet(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  /// What to change. Exactly one is set. Numbers are grouped by table: 10–19 variables, 20–29 controllers;
-  /// later issues add nodes (30–39), services (40–49), tasks (50–59) and tokens (60–69).
+  /// What to change. Exactly one is set. Numbers are grouped by table: 10–19 variables, 20–29 controllers,
+  /// 30–39 nodes, 40–49 services, 50–59 tasks (issue 5), 60–69 join tokens, 70–79 the cluster CA.
   public nonisolated enum OneOf_Command: Equatable, Sendable {
     /// Create or replace a variable.
     case varPut(Flotilla_V1_VarPut)
@@ -100,6 +244,18 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
     case controllerUpsert(Flotilla_V1_ControllerUpsert)
     /// Remove a controller from the address book.
     case controllerRemove(Flotilla_V1_ControllerRemove)
+    /// A node joins with a token: one use of the token is consumed and, for an agent, its record is added.
+    case nodeJoin(Flotilla_V1_NodeJoin)
+    /// Replace a node's record (status, availability, labels, address, version).
+    case nodeUpsert(Flotilla_V1_NodeUpsert)
+    /// Remove a node and revoke its identity: its certificate is refused from then on.
+    case nodeRemove(Flotilla_V1_NodeRemove)
+    /// Create a join token (only the hash of its secret is stored).
+    case tokenCreate(Flotilla_V1_TokenCreate)
+    /// Revoke a join token.
+    case tokenRevoke(Flotilla_V1_TokenRevoke)
+    /// Install the cluster CA (certificate and key), so whichever controller leads can sign.
+    case clusterCaSet(Flotilla_V1_ClusterCASet)
 
   }
 
@@ -200,6 +356,273 @@ public nonisolated struct Flotilla_V1_ControllerRemove: Sendable {
   public init() {}
 }
 
+/// A node joins (`flotilla-agent --token`, `flotilla-controller --join --token`). Applied only if the token
+/// exists, is not revoked, has not expired at `now_ms` and has a use left; the use is consumed atomically, so
+/// a token with one use admits exactly one node however many try at once.
+public nonisolated struct Flotilla_V1_NodeJoin: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The token's id (its public part).
+  public var tokenID: String = String()
+
+  /// The leader's clock when it accepted the join, in Unix milliseconds: expiry is judged against this, so
+  /// every controller applies the command the same way.
+  public var nowMs: UInt64 = 0
+
+  /// The joining node's id (chosen by the leader, written into its certificate).
+  public var nodeID: String = String()
+
+  /// The role the node joins as: "agent" or "controller"; must match the token's.
+  public var role: String = String()
+
+  /// For an agent, its record (added to the nodes table). Absent for a controller, whose address-book entry
+  /// comes with its membership.
+  public var node: Flotilla_V1_NodeRecord {
+    get {_node ?? Flotilla_V1_NodeRecord()}
+    set {_node = newValue}
+  }
+  /// Returns true if `node` has been explicitly set.
+  public var hasNode: Bool {self._node != nil}
+  /// Clears the value of `node`. Subsequent reads from it will return its default value.
+  public mutating func clearNode() {self._node = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _node: Flotilla_V1_NodeRecord? = nil
+}
+
+/// Replaces a node's record.
+public nonisolated struct Flotilla_V1_NodeUpsert: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The record; its id says which node. The node must exist and not be revoked.
+  public var node: Flotilla_V1_NodeRecord {
+    get {_node ?? Flotilla_V1_NodeRecord()}
+    set {_node = newValue}
+  }
+  /// Returns true if `node` has been explicitly set.
+  public var hasNode: Bool {self._node != nil}
+  /// Clears the value of `node`. Subsequent reads from it will return its default value.
+  public mutating func clearNode() {self._node = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _node: Flotilla_V1_NodeRecord? = nil
+}
+
+/// Removes a node from the nodes table and revokes its id.
+public nonisolated struct Flotilla_V1_NodeRemove: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The node's id.
+  public var id: String = String()
+
+  /// When, in Unix milliseconds (leader's clock).
+  public var nowMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Creates a join token.
+public nonisolated struct Flotilla_V1_TokenCreate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The token's record. Its id must be new.
+  public var token: Flotilla_V1_JoinTokenRecord {
+    get {_token ?? Flotilla_V1_JoinTokenRecord()}
+    set {_token = newValue}
+  }
+  /// Returns true if `token` has been explicitly set.
+  public var hasToken: Bool {self._token != nil}
+  /// Clears the value of `token`. Subsequent reads from it will return its default value.
+  public mutating func clearToken() {self._token = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _token: Flotilla_V1_JoinTokenRecord? = nil
+}
+
+/// Revokes a join token: joins with it are refused from then on.
+public nonisolated struct Flotilla_V1_TokenRevoke: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The token's id.
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Installs the cluster CA.
+public nonisolated struct Flotilla_V1_ClusterCASet: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The CA.
+  public var ca: Flotilla_V1_ClusterCA {
+    get {_ca ?? Flotilla_V1_ClusterCA()}
+    set {_ca = newValue}
+  }
+  /// Returns true if `ca` has been explicitly set.
+  public var hasCa: Bool {self._ca != nil}
+  /// Clears the value of `ca`. Subsequent reads from it will return its default value.
+  public mutating func clearCa() {self._ca = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _ca: Flotilla_V1_ClusterCA? = nil
+}
+
+/// A key/value label on a node (`--labels zone=a,disk=ssd`), used by placement constraints.
+public nonisolated struct Flotilla_V1_Label: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 1 to 63 characters: letters, digits, '-', '_', '.'.
+  public var key: String = String()
+
+  /// Up to 253 characters, no ',' or '='.
+  public var value: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A node that runs an agent.
+public nonisolated struct Flotilla_V1_NodeRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The node's id (from its certificate).
+  public var id: String = String()
+
+  /// A human name (`--name`, else the host name); unique in the cluster.
+  public var name: String = String()
+
+  /// "agent" (controllers are in the controllers table).
+  public var role: String = String()
+
+  /// Labels, sorted by key.
+  public var labels: [Flotilla_V1_Label] = []
+
+  /// The IP address other nodes reach this node's tasks and load balancer on.
+  public var address: String = String()
+
+  /// Heartbeat status, written by the leader.
+  public var status: Flotilla_V1_NodeStatus = .unknown
+
+  /// The operator's availability setting.
+  public var availability: Flotilla_V1_NodeAvailability = .active
+
+  /// When the node joined, Unix milliseconds.
+  public var joinedAtMs: UInt64 = 0
+
+  /// When `status` last changed, Unix milliseconds (leader's clock).
+  public var statusChangedAtMs: UInt64 = 0
+
+  /// The agent's software version, as it reported it.
+  public var agentVersion: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A node whose identity was revoked (`flotilla node rm`, `controller remove`).
+public nonisolated struct Flotilla_V1_RevokedNode: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Its id.
+  public var id: String = String()
+
+  /// When, Unix milliseconds.
+  public var revokedAtMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A join token as the store keeps it: never the secret, only its SHA-256.
+public nonisolated struct Flotilla_V1_JoinTokenRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The public id (8 characters of base-32), shown by `token ls`.
+  public var id: String = String()
+
+  /// "agent" or "controller".
+  public var role: String = String()
+
+  /// SHA-256 of the token's secret.
+  public var secretSha256: Data = Data()
+
+  /// Created, Unix milliseconds.
+  public var createdAtMs: UInt64 = 0
+
+  /// Expires, Unix milliseconds.
+  public var expiresAtMs: UInt64 = 0
+
+  /// How many joins it admits; 0 means no limit.
+  public var maxUses: UInt32 = 0
+
+  /// How many joins it admitted.
+  public var used: UInt32 = 0
+
+  /// Revoked by `flotilla token revoke`.
+  public var revoked: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The cluster's certificate authority. Replicated so that any leader can sign node certificates; it lives
+/// only on controllers (in their logs and snapshots) and in backups.
+public nonisolated struct Flotilla_V1_ClusterCA: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The CA certificate, DER.
+  public var certificateDer: Data = Data()
+
+  /// The CA's P-256 private key, DER (SEC1).
+  public var privateKeyDer: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A variable: a small value under a key, like Nomad's Variables.
 public nonisolated struct Flotilla_V1_Variable: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -264,18 +687,48 @@ public nonisolated struct Flotilla_V1_ClusterSnapshot: Sendable {
   /// Every controller, sorted by id (byte order).
   public var controllers: [Flotilla_V1_ControllerRecord] = []
 
+  /// Every node, sorted by id.
+  public var nodes: [Flotilla_V1_NodeRecord] = []
+
+  /// Numbers 6 and 7 are kept for services and tasks (issue 5).
+  /// Every join token, sorted by id.
+  public var tokens: [Flotilla_V1_JoinTokenRecord] = []
+
+  /// The cluster CA, once installed.
+  public var ca: Flotilla_V1_ClusterCA {
+    get {_ca ?? Flotilla_V1_ClusterCA()}
+    set {_ca = newValue}
+  }
+  /// Returns true if `ca` has been explicitly set.
+  public var hasCa: Bool {self._ca != nil}
+  /// Clears the value of `ca`. Subsequent reads from it will return its default value.
+  public mutating func clearCa() {self._ca = nil}
+
+  /// Every revoked node id, sorted.
+  public var revokedNodes: [Flotilla_V1_RevokedNode] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _ca: Flotilla_V1_ClusterCA? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "flotilla.v1"
 
+nonisolated extension Flotilla_V1_NodeStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNKNOWN\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_DOWN\0")
+}
+
+nonisolated extension Flotilla_V1_NodeAvailability: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_AVAILABILITY_ACTIVE\0\u{1}NODE_AVAILABILITY_PAUSE\0\u{1}NODE_AVAILABILITY_DRAIN\0")
+}
+
 nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterCommand"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{9}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{9}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0\u{4}\u{9}node_join\0\u{3}node_upsert\0\u{3}node_remove\0\u{4}\u{1c}token_create\0\u{3}token_revoke\0\u{4}\u{9}cluster_ca_set\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -336,6 +789,84 @@ nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftPr
           self.command = .controllerRemove(v)
         }
       }()
+      case 30: try {
+        var v: Flotilla_V1_NodeJoin?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .nodeJoin(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .nodeJoin(v)
+        }
+      }()
+      case 31: try {
+        var v: Flotilla_V1_NodeUpsert?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .nodeUpsert(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .nodeUpsert(v)
+        }
+      }()
+      case 32: try {
+        var v: Flotilla_V1_NodeRemove?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .nodeRemove(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .nodeRemove(v)
+        }
+      }()
+      case 60: try {
+        var v: Flotilla_V1_TokenCreate?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .tokenCreate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .tokenCreate(v)
+        }
+      }()
+      case 61: try {
+        var v: Flotilla_V1_TokenRevoke?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .tokenRevoke(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .tokenRevoke(v)
+        }
+      }()
+      case 70: try {
+        var v: Flotilla_V1_ClusterCASet?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .clusterCaSet(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .clusterCaSet(v)
+        }
+      }()
       default: break
       }
     }
@@ -365,6 +896,30 @@ nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftPr
     case .controllerRemove?: try {
       guard case .controllerRemove(let v)? = self.command else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    }()
+    case .nodeJoin?: try {
+      guard case .nodeJoin(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    }()
+    case .nodeUpsert?: try {
+      guard case .nodeUpsert(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+    }()
+    case .nodeRemove?: try {
+      guard case .nodeRemove(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+    }()
+    case .tokenCreate?: try {
+      guard case .tokenCreate(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+    }()
+    case .tokenRevoke?: try {
+      guard case .tokenRevoke(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+    }()
+    case .clusterCaSet?: try {
+      guard case .clusterCaSet(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
     }()
     case nil: break
     }
@@ -526,6 +1081,472 @@ nonisolated extension Flotilla_V1_ControllerRemove: SwiftProtobuf.Message, Swift
   }
 }
 
+nonisolated extension Flotilla_V1_NodeJoin: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeJoin"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}token_id\0\u{3}now_ms\0\u{3}node_id\0\u{1}role\0\u{1}node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tokenID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.nowMs) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._node) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.tokenID.isEmpty {
+      try visitor.visitSingularStringField(value: self.tokenID, fieldNumber: 1)
+    }
+    if self.nowMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nowMs, fieldNumber: 2)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 3)
+    }
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 4)
+    }
+    try { if let v = self._node {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_NodeJoin, rhs: Flotilla_V1_NodeJoin) -> Bool {
+    if lhs.tokenID != rhs.tokenID {return false}
+    if lhs.nowMs != rhs.nowMs {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.role != rhs.role {return false}
+    if lhs._node != rhs._node {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_NodeUpsert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeUpsert"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._node) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._node {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_NodeUpsert, rhs: Flotilla_V1_NodeUpsert) -> Bool {
+    if lhs._node != rhs._node {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_NodeRemove: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeRemove"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}now_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.nowMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.nowMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nowMs, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_NodeRemove, rhs: Flotilla_V1_NodeRemove) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.nowMs != rhs.nowMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TokenCreate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TokenCreate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._token) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._token {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TokenCreate, rhs: Flotilla_V1_TokenCreate) -> Bool {
+    if lhs._token != rhs._token {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TokenRevoke: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TokenRevoke"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TokenRevoke, rhs: Flotilla_V1_TokenRevoke) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ClusterCASet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClusterCASet"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ca\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._ca) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._ca {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ClusterCASet, rhs: Flotilla_V1_ClusterCASet) -> Bool {
+    if lhs._ca != rhs._ca {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_Label: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Label"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.value) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
+    }
+    if !self.value.isEmpty {
+      try visitor.visitSingularStringField(value: self.value, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_Label, rhs: Flotilla_V1_Label) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}role\0\u{1}labels\0\u{1}address\0\u{1}status\0\u{1}availability\0\u{3}joined_at_ms\0\u{3}status_changed_at_ms\0\u{3}agent_version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.labels) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.availability) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.joinedAtMs) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.statusChangedAtMs) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 3)
+    }
+    if !self.labels.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.labels, fieldNumber: 4)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 5)
+    }
+    if self.status != .unknown {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 6)
+    }
+    if self.availability != .active {
+      try visitor.visitSingularEnumField(value: self.availability, fieldNumber: 7)
+    }
+    if self.joinedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.joinedAtMs, fieldNumber: 8)
+    }
+    if self.statusChangedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.statusChangedAtMs, fieldNumber: 9)
+    }
+    if !self.agentVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.agentVersion, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_NodeRecord, rhs: Flotilla_V1_NodeRecord) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.role != rhs.role {return false}
+    if lhs.labels != rhs.labels {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.availability != rhs.availability {return false}
+    if lhs.joinedAtMs != rhs.joinedAtMs {return false}
+    if lhs.statusChangedAtMs != rhs.statusChangedAtMs {return false}
+    if lhs.agentVersion != rhs.agentVersion {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_RevokedNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RevokedNode"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}revoked_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.revokedAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.revokedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.revokedAtMs, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_RevokedNode, rhs: Flotilla_V1_RevokedNode) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.revokedAtMs != rhs.revokedAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_JoinTokenRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JoinTokenRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}role\0\u{3}secret_sha256\0\u{3}created_at_ms\0\u{3}expires_at_ms\0\u{3}max_uses\0\u{1}used\0\u{1}revoked\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.secretSha256) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.createdAtMs) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.expiresAtMs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.maxUses) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.used) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.revoked) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 2)
+    }
+    if !self.secretSha256.isEmpty {
+      try visitor.visitSingularBytesField(value: self.secretSha256, fieldNumber: 3)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.createdAtMs, fieldNumber: 4)
+    }
+    if self.expiresAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.expiresAtMs, fieldNumber: 5)
+    }
+    if self.maxUses != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxUses, fieldNumber: 6)
+    }
+    if self.used != 0 {
+      try visitor.visitSingularUInt32Field(value: self.used, fieldNumber: 7)
+    }
+    if self.revoked != false {
+      try visitor.visitSingularBoolField(value: self.revoked, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_JoinTokenRecord, rhs: Flotilla_V1_JoinTokenRecord) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.role != rhs.role {return false}
+    if lhs.secretSha256 != rhs.secretSha256 {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.expiresAtMs != rhs.expiresAtMs {return false}
+    if lhs.maxUses != rhs.maxUses {return false}
+    if lhs.used != rhs.used {return false}
+    if lhs.revoked != rhs.revoked {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ClusterCA: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClusterCA"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}certificate_der\0\u{3}private_key_der\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.certificateDer) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.privateKeyDer) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.certificateDer.isEmpty {
+      try visitor.visitSingularBytesField(value: self.certificateDer, fieldNumber: 1)
+    }
+    if !self.privateKeyDer.isEmpty {
+      try visitor.visitSingularBytesField(value: self.privateKeyDer, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ClusterCA, rhs: Flotilla_V1_ClusterCA) -> Bool {
+    if lhs.certificateDer != rhs.certificateDer {return false}
+    if lhs.privateKeyDer != rhs.privateKeyDer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Flotilla_V1_Variable: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Variable"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0\u{3}create_index\0\u{3}modify_index\0")
@@ -613,7 +1634,7 @@ nonisolated extension Flotilla_V1_ControllerRecord: SwiftProtobuf.Message, Swift
 
 nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}format_version\0\u{3}applied_index\0\u{1}variables\0\u{1}controllers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}format_version\0\u{3}applied_index\0\u{1}variables\0\u{1}controllers\0\u{1}nodes\0\u{2}\u{3}tokens\0\u{1}ca\0\u{3}revoked_nodes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -625,12 +1646,20 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.appliedIndex) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.variables) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.controllers) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.tokens) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._ca) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.revokedNodes) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.formatVersion != 0 {
       try visitor.visitSingularUInt32Field(value: self.formatVersion, fieldNumber: 1)
     }
@@ -643,6 +1672,18 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
     if !self.controllers.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.controllers, fieldNumber: 4)
     }
+    if !self.nodes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 5)
+    }
+    if !self.tokens.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tokens, fieldNumber: 8)
+    }
+    try { if let v = self._ca {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
+    if !self.revokedNodes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.revokedNodes, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -651,6 +1692,10 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
     if lhs.appliedIndex != rhs.appliedIndex {return false}
     if lhs.variables != rhs.variables {return false}
     if lhs.controllers != rhs.controllers {return false}
+    if lhs.nodes != rhs.nodes {return false}
+    if lhs.tokens != rhs.tokens {return false}
+    if lhs._ca != rhs._ca {return false}
+    if lhs.revokedNodes != rhs.revokedNodes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
