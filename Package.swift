@@ -97,6 +97,8 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -131,7 +133,7 @@ let package = Package(
         .executableTarget(
             name: "flotilla-controller",
             dependencies: [
-                "Controller", "PKI", "Wire", "ClusterModel",
+                "Controller", "PKI", "Wire", "Transport", "ClusterModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -118,8 +118,14 @@ run_flotilla() {
     local t=0
     while [ ! -f "$work/c1/admin.creds" ] && [ $t -lt 600 ]; do sleep 0.1; t=$((t + 1)); done
     [ -f "$work/c1/admin.creds" ] || { say "controller 1 did not initialize; log:"; tail -20 "$work/c1.log" >&2; return 1; }
-    "$work/start.sh" 2 --join "127.0.0.1:${ports[0]}" --ca "$work/c1/ca.pem"
-    "$work/start.sh" 3 --join "127.0.0.1:${ports[0]}" --ca "$work/c1/ca.pem"
+    # The founder prints its first join tokens once it leads; controllers join with the controller token.
+    t=0
+    while ! grep -q '^  controller: FLTKN-' "$work/c1.log" 2>/dev/null && [ $t -lt 300 ]; do sleep 0.1; t=$((t + 1)); done
+    local token
+    token="$(awk '/^  controller: FLTKN-/ {print $2; exit}' "$work/c1.log")"
+    [ -n "$token" ] || { say "controller 1 printed no join token; log:"; tail -20 "$work/c1.log" >&2; return 1; }
+    "$work/start.sh" 2 --join "127.0.0.1:${ports[0]}" --token "$token"
+    "$work/start.sh" 3 --join "127.0.0.1:${ports[0]}" --token "$token"
     "$bench" wait-ready --addresses "$addresses" --credentials "$work/c1/admin.creds" --timeout 120 >/dev/null
     say "Flotilla: cluster ready; load (1, 16, 64 writers, ${warmup}s warm-up + ${duration}s each)"
     "$bench" load --addresses "$addresses" --credentials "$work/c1/admin.creds" --conc 1,16,64 \

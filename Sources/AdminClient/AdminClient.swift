@@ -169,6 +169,29 @@ public final class AdminClient: Sendable {
         _ = try await call(Methods.controllerRemove, request, kind: .write, timeout: timeout)
     }
 
+    /// Creates a join token for `role` ("agent" or "controller"). `ttlSeconds` 0 means the default (24 h);
+    /// `maxUses` 0 means no limit. A write: an unknown outcome is reported, not retried (a retry would mint a
+    /// second token).
+    public func tokenCreate(role: String, ttlSeconds: UInt64 = 0, maxUses: UInt32 = 0, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_TokenCreateResponse {
+        var request = Flotilla_V1_TokenCreateRequest()
+        request.role = role
+        request.ttlSeconds = ttlSeconds
+        request.maxUses = maxUses
+        return try await call(Methods.tokenCreate, request, kind: .write, timeout: timeout)
+    }
+
+    /// Every join token (never the secrets), sorted by id.
+    public func tokenList(timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_TokenInfo] {
+        try await call(Methods.tokenList, Flotilla_V1_TokenListRequest(), kind: .read, timeout: timeout).tokens
+    }
+
+    /// Revokes join token `id`.
+    public func tokenRevoke(id: String, timeout: Duration = .seconds(10)) async throws {
+        var request = Flotilla_V1_TokenRevokeRequest()
+        request.id = id
+        _ = try await call(Methods.tokenRevoke, request, kind: .write, timeout: timeout)
+    }
+
     /// Moves leadership to the voter `id` (nil: the most up-to-date other voter). Returns the new leader's id.
     /// A write: an outcome that is unknown is reported, not retried (retrying could move leadership twice).
     public func transferLeadership(to id: String? = nil, timeout: Duration = .seconds(10)) async throws -> String {

@@ -20,6 +20,12 @@ public enum NodeRole: String, Sendable, Hashable, CaseIterable, Codable {
     case agent
     /// A person or script driving the cluster with the `flotilla` CLI.
     case admin
+    /// A caller without a certificate yet, holding a join token: it may call the join method and nothing
+    /// else. Never written into a certificate.
+    case joiner
+
+    /// The roles a certificate may carry.
+    public static let certificateRoles: [NodeRole] = [.controller, .agent, .admin]
 }
 
 /// Who is on the other end of a connection, as proven by its certificate.

@@ -59,7 +59,7 @@ public struct JoinTokenRecord: Sendable, Hashable {
     }
 }
 
-/// The cluster's certificate authority, as replicated: DER certificate and DER (SEC1) P-256 private key.
+/// The cluster's certificate authority, as replicated: DER certificate and DER (PKCS#8) P-256 private key.
 public struct ClusterCARecord: Sendable, Hashable {
     public var certificateDER: [UInt8]
     public var privateKeyDER: [UInt8]

@@ -13,8 +13,8 @@ struct AdminService: Sendable {
     let listenAddress: String
     let startedAt: ContinuousClock.Instant
     let raft: ControllerRaft
-    /// The CA file a backup carries.
-    let caPath: String
+    /// The cluster CA: its pin goes into join tokens, and a backup carries it.
+    let authority: ClusterAuthority
 
     func register(into router: inout RPCRouter) {
         router.register(Methods.adminStatus) { _, _ in status() }
@@ -25,6 +25,9 @@ struct AdminService: Sendable {
         router.register(Methods.controllerList) { _, _ in await controllerList() }
         router.register(Methods.controllerRemove) { request, _ in try await controllerRemove(request) }
         router.register(Methods.transferLeadership) { request, _ in try await transferLeadership(request) }
+        router.register(Methods.tokenCreate) { request, _ in try await tokenCreate(request) }
+        router.register(Methods.tokenList) { _, _ in try await tokenList() }
+        router.register(Methods.tokenRevoke) { request, _ in try await tokenRevoke(request) }
         router.register(Methods.snapshotSave) { (_: Flotilla_V1_SnapshotSaveRequest, writer: ResponseWriter<Flotilla_V1_SnapshotChunk>, _: ServerContext) in
             try await snapshotSave(writer)
         }
@@ -40,6 +43,63 @@ struct AdminService: Sendable {
         response.clusterID = credentials.clusterID
         response.listenAddress = listenAddress
         return response
+    }
+
+    // MARK: - Join tokens
+
+    static let defaultTokenLifetimeSeconds: UInt64 = 24 * 3600
+    static let maxTokenLifetimeSeconds: UInt64 = 365 * 24 * 3600
+
+    func tokenCreate(_ request: Flotilla_V1_TokenCreateRequest) async throws -> Flotilla_V1_TokenCreateResponse {
+        guard let role = NodeRole(rawValue: request.role), role == .agent || role == .controller else {
+            throw RPCError(.invalidArgument, "--role must be agent or controller, not '\(request.role)'")
+        }
+        let ttl = request.ttlSeconds == 0 ? Self.defaultTokenLifetimeSeconds : request.ttlSeconds
+        guard ttl <= Self.maxTokenLifetimeSeconds else {
+            throw RPCError(.invalidArgument, "--ttl \(ttl)s is longer than the limit of one year; tokens are meant to be short-lived")
+        }
+        let token = try JoinToken.generate(role: role, caPinHex: try authority.current().pin)
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let record = JoinTokenRecord(
+            id: token.id, role: role, secretSHA256: token.secretSHA256, createdAtMs: now, expiresAtMs: now + ttl * 1000,
+            maxUses: request.maxUses)
+        switch try await raft.propose(ClusterCommands.tokenCreate(record)) {
+        case .ok: break
+        case .invalid(let why): throw RPCError(.invalidArgument, why)
+        case .notFound, .casFailed: throw RPCError(.internalError, "the token was not stored; retry")
+        }
+        var response = Flotilla_V1_TokenCreateResponse()
+        response.token = token.text
+        response.info = Self.info(record)
+        return response
+    }
+
+    func tokenList() async throws -> Flotilla_V1_TokenListResponse {
+        try await raft.linearizable()
+        var response = Flotilla_V1_TokenListResponse()
+        response.tokens = raft.store.read { $0.tokens }.map(Self.info)
+        return response
+    }
+
+    func tokenRevoke(_ request: Flotilla_V1_TokenRevokeRequest) async throws -> Flotilla_V1_TokenRevokeResponse {
+        switch try await raft.propose(ClusterCommands.tokenRevoke(id: request.id)) {
+        case .ok: return Flotilla_V1_TokenRevokeResponse()
+        case .notFound: throw RPCError(.notFound, "no join token with id '\(request.id)' (flotilla token ls lists them)")
+        case .invalid(let why): throw RPCError(.invalidArgument, why)
+        case .casFailed: throw RPCError(.internalError, "unexpected compare-and-set result")
+        }
+    }
+
+    static func info(_ record: JoinTokenRecord) -> Flotilla_V1_TokenInfo {
+        var info = Flotilla_V1_TokenInfo()
+        info.id = record.id
+        info.role = record.role.rawValue
+        info.createdAtMs = record.createdAtMs
+        info.expiresAtMs = record.expiresAtMs
+        info.used = record.used
+        info.maxUses = record.maxUses
+        info.revoked = record.revoked
+        return info
     }
 
     // MARK: - Variables
@@ -123,7 +183,7 @@ struct AdminService: Sendable {
         let status = await raft.driver.status
         let (storeSnapshot, applied) = raft.store.read { ($0.snapshot(), $0.appliedIndex) }
         var backup = Flotilla_V1_BackupRecord()
-        backup.caPem = try String(contentsOfFile: caPath, encoding: .utf8)
+        backup.caPem = try authority.current().pemBundle()
         backup.storeSnapshot = Data(storeSnapshot)
         backup.clusterID = credentials.clusterID
         let file = try SnapshotStore.encode(Snapshot(

@@ -123,27 +123,21 @@ public struct ControllerDataDirectory: Sendable {
             adminCredentialsPath: adminCredentialsPath)
     }
 
-    /// Prepares the data directory of a controller that will join an existing cluster: copies the cluster CA
-    /// (until join tokens arrive, a joining controller is given the CA file) and issues this controller's own
-    /// certificate for a fresh node id. Refuses a directory that already holds a controller.
-    public func prepareJoin(caPath sourceCA: String, addresses: [String], now: Date) throws -> NodeID {
+    /// Prepares the data directory of a controller that joined with a token: stores the credentials the leader
+    /// issued for the key generated here. The CA's key is not among them: it arrives through Raft. Refuses a
+    /// directory that already holds a controller.
+    public func adoptJoinCredentials(_ credentials: Credentials) throws {
         guard !isInitialized else {
             throw ControllerError(
                 .alreadyInitialized,
                 "\(path) already holds a Flotilla controller; start it without --join, or choose an empty --data-dir")
         }
+        guard credentials.identity.role == .controller else {
+            throw ControllerError(.invalidConfiguration, "the credentials are for \(credentials.identity), not a controller")
+        }
         try FileManager.default.createDirectory(
             atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let authority = try CertificateAuthority.load(from: sourceCA)
-        try authority.write(to: caPath)
-        var rng = SystemRandomNumberGenerator()
-        let id = NodeID.random(using: &rng)
-        let (dnsNames, ipAddresses) = Self.subjectAlternativeNames(addresses)
-        let credentials = try Credentials.issue(
-            by: authority, identity: PeerIdentity(nodeID: id, role: .controller),
-            dnsNames: dnsNames, ipAddresses: ipAddresses, now: now, validity: Self.controllerCertificateLifetime)
         try credentials.write(to: credentialsPath)
-        return id
     }
 
     /// Loads this controller's credentials, re-issuing them from the local CA when more than half of their

@@ -22,11 +22,18 @@ public struct ControllerConfiguration: Sendable {
     public var joinAddresses: [String] = []
     public var transport: TransportConfiguration
     public var raft: RaftDriverConfiguration
+    /// How long certificates issued to joining nodes last (they renew themselves well before).
+    public var nodeCertificateLifetime: Duration = .seconds(30 * 86_400)
+    /// Set on a cluster's first start (`--init`): once leader, create one join token per role and hand them
+    /// to this closure (agent token, controller token).
+    public var announceJoinTokens: (@Sendable (_ agent: String, _ controller: String) -> Void)?
 
     public init(
         dataDirectory: String, listenAddress: String, advertiseAddress: String? = nil, joinAddresses: [String] = [],
+        announceJoinTokens: (@Sendable (_ agent: String, _ controller: String) -> Void)? = nil,
         transport: TransportConfiguration = .init(), raft: RaftDriverConfiguration = .init()
     ) {
+        self.announceJoinTokens = announceJoinTokens
         self.dataDirectory = dataDirectory
         self.listenAddress = listenAddress
         self.advertiseAddress = advertiseAddress
@@ -46,6 +53,7 @@ public final class ControllerServer: Service {
     private let raft: ControllerRaft
     private let peers: RaftPeers
     private let membership: MembershipService
+    private let admin: AdminService
     private let advertise: String
 
     /// Opens the Raft storage and binds the listening socket, so a bad address or a damaged disk fails
@@ -91,20 +99,28 @@ public final class ControllerServer: Service {
             }
             if peers.inboundStreamClosed(from: peer) { await driver.peerUnreachable(peer) }
         }
+        // Joiners (no certificate yet, a join token instead) may connect and call the join method only.
         let server = try await RPCServer.bind(
-            host: host, port: port, tls: try TLSContexts.server(credentials: credentials), router: router,
-            configuration: configuration.transport, logger: logger)
+            host: host, port: port, tls: try TLSContexts.server(credentials: credentials, acceptingJoiners: true), router: router,
+            allowedPeerRoles: Set(NodeRole.certificateRoles + [.joiner]), configuration: configuration.transport, logger: logger)
         // The advertised address needs the real port when 0 was asked for.
         let boundPort = server.localAddress.port ?? port
         let advertise = configuration.advertiseAddress
             ?? ((host == "0.0.0.0" || host == "::") ? "127.0.0.1:\(boundPort)" : (host.contains(":") ? "[\(host)]:\(boundPort)" : "\(host):\(boundPort)"))
         self.advertise = advertise
         peers.setAdvertiseAddress(advertise)
-        let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, logger: logger)
+        let authority = ClusterAuthority(store: store, localCAPath: directory.caPath)
+        let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)
         self.membership = membership
-        AdminService(
+        let admin = AdminService(
             credentials: credentials, listenAddress: advertise, startedAt: ContinuousClock.now, raft: raft,
-            caPath: directory.caPath)
+            authority: authority)
+        admin.register(into: &router)
+        self.admin = admin
+        NodeJoinService(
+            raft: raft, authority: authority, limiter: JoinRateLimiter(),
+            agentCertificateLifetime: configuration.nodeCertificateLifetime,
+            controllerCertificateLifetime: configuration.nodeCertificateLifetime, logger: logger)
             .register(into: &router)
         membership.register(into: &router)
         server.setRouter(router)
@@ -136,6 +152,9 @@ public final class ControllerServer: Service {
             if !configuration.joinAddresses.isEmpty {
                 group.addTask { await self.joinUntilMember() }
             }
+            if let announce = configuration.announceJoinTokens {
+                group.addTask { await self.createFirstJoinTokens(announce) }
+            }
             try await withGracefulShutdownHandler {
                 try await server.run()
             } onGracefulShutdown: {
@@ -145,6 +164,27 @@ public final class ControllerServer: Service {
             try await group.waitForAll()
         }
         logger.info("controller stopped")
+    }
+
+    /// A new cluster's first join tokens, one per role, handed to `announce` (the founder prints them).
+    private func createFirstJoinTokens(_ announce: @escaping @Sendable (_ agent: String, _ controller: String) -> Void) async {
+        while !Task.isCancelled {
+            if await raft.driver.status.role == .leader {
+                var agent = Flotilla_V1_TokenCreateRequest()
+                agent.role = NodeRole.agent.rawValue
+                var controller = Flotilla_V1_TokenCreateRequest()
+                controller.role = NodeRole.controller.rawValue
+                do {
+                    let agentToken = try await admin.tokenCreate(agent).token
+                    let controllerToken = try await admin.tokenCreate(controller).token
+                    announce(agentToken, controllerToken)
+                    return
+                } catch {
+                    logger.warning("could not create the first join tokens yet", metadata: ["error": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
     }
 
     /// Asks the given controllers (following NOT_LEADER) to admit this one until it is in the configuration.

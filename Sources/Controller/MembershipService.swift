@@ -12,6 +12,7 @@ struct MembershipService: Sendable {
     let raft: ControllerRaft
     let peers: RaftPeers
     let advertiseAddress: String
+    let authority: ClusterAuthority
     let logger: Logger
 
     func register(into router: inout RPCRouter) {
@@ -60,6 +61,11 @@ struct MembershipService: Sendable {
             let own = ControllerRecord(id: raft.id, address: advertiseAddress, isVoter: status.configuration.voters.contains(raft.id))
             if raft.store.read({ $0.controller(raft.id) }) != own {
                 _ = try? await raft.propose(ClusterCommands.controllerUpsert(own))
+                continue
+            }
+            // The founder replicates the cluster CA once, so that any later leader can sign joins.
+            if raft.store.read({ $0.ca }) == nil, let record = try? authority.localRecord() {
+                _ = try? await raft.propose(ClusterCommands.clusterCASet(record))
                 continue
             }
             // A member that came back on another address announced it on its Raft stream: record it.

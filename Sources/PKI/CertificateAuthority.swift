@@ -132,6 +132,9 @@ public struct CertificateAuthority: Sendable {
         guard !identity.nodeID.rawValue.isEmpty else {
             throw PKIError(code: .invalidRequest, message: "cannot issue a certificate for \(identity.role.rawValue): the node id is empty")
         }
+        guard NodeRole.certificateRoles.contains(identity.role) else {
+            throw PKIError(code: .invalidRequest, message: "cannot issue a certificate for the \(identity.role.rawValue) role: it is for callers without a certificate")
+        }
         try Self.requirePositive(validity, for: "a certificate for \(identity)")
         let names = try dnsNames.map(GeneralName.dnsName) + ipAddresses.map { text in
             guard let bytes = IPAddress.bytes(text) else {
@@ -214,8 +217,8 @@ extension Duration {
 }
 
 /// DER serialization, which X509 leaves to SwiftASN1.
-enum DERCoding {
-    static func serialize(_ certificate: Certificate) throws -> [UInt8] {
+public enum DERCoding {
+    public static func serialize(_ certificate: Certificate) throws -> [UInt8] {
         try CertificateAuthority.x509 {
             var serializer = DER.Serializer()
             try serializer.serialize(certificate)

@@ -30,6 +30,13 @@ public struct PKIError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let fileAccess = Code("fileAccess")
         /// The underlying X.509 or ASN.1 library failed to build or serialize a certificate.
         public static let encoding = Code("encoding")
+        /// A join token is malformed or of an unknown format.
+        public static let invalidToken = Code("invalidToken")
+        /// The server's CA is not the one a join token pins: another cluster.
+        public static let wrongCluster = Code("wrongCluster")
+        /// A certificate signing request is malformed, not self-signed by its key, or for a key the cluster
+        /// does not use.
+        public static let invalidSigningRequest = Code("invalidSigningRequest")
     }
 
     /// What kind of failure this is.

@@ -31,11 +31,11 @@ struct SubjectIdentity {
     init(_ subject: DistinguishedName) throws {
         let nodeID = try Self.single(.commonName, in: subject)
         let roleName = try Self.single(.organizationalUnit, in: subject)
-        guard let role = NodeRole(rawValue: roleName) else {
+        guard let role = NodeRole(rawValue: roleName), NodeRole.certificateRoles.contains(role) else {
             throw PKIError(
                 code: .invalidIdentity,
                 message: "certificate subject '\(subject)' has OU '\(roleName)', which is not a role; "
-                    + "expected one of \(NodeRole.allCases.map(\.rawValue).joined(separator: ", "))"
+                    + "expected one of \(NodeRole.certificateRoles.map(\.rawValue).joined(separator: ", "))"
             )
         }
         self.clusterID = try Self.single(.organization, in: subject)
@@ -65,7 +65,7 @@ struct SubjectIdentity {
         var label: String {
             switch self {
             case .commonName: "CN (the node id)"
-            case .organizationalUnit: "OU (the role: \(NodeRole.allCases.map(\.rawValue).joined(separator: ", ")))"
+            case .organizationalUnit: "OU (the role: \(NodeRole.certificateRoles.map(\.rawValue).joined(separator: ", ")))"
             case .organization: "O (the cluster id)"
             }
         }

@@ -16,6 +16,8 @@ struct IncomingCall: Sendable {
     let deadline: NIODeadline?
     let metadata: [String: String]
     let peer: PeerIdentity
+    /// The caller's IP address (rate limits for callers without a certificate).
+    let remoteAddress: String?
     let inbox: StreamInbox
     let lifecycle: CallLifecycle
     let connection: ConnectionPort
@@ -186,7 +188,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         if case TLSUserEvent.handshakeCompleted = event, case .certificate(let allowedRoles) = identification {
             do {
                 guard let certificate = try context.pipeline.syncOperations.nioSSL_peerCertificate() else {
-                    throw RPCError(.unauthenticated, "the peer presented no certificate")
+                    // A server that takes joins lets a caller without a certificate in as a joiner, which may
+                    // call the join method and nothing else (the router checks).
+                    guard allowedRoles.contains(.joiner) else {
+                        throw RPCError(.unauthenticated, "the peer presented no certificate")
+                    }
+                    peer = PeerIdentity(nodeID: NodeID("(joiner)"), role: .joiner)
+                    completeHandshakeIfReady()
+                    context.fireUserInboundEventTriggered(event)
+                    return
                 }
                 let identity = try PKI.identity(of: Certificate(derEncoded: certificate.toDERBytes()))
                 guard allowedRoles.contains(identity.role) else {
@@ -359,7 +369,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         let call = IncomingCall(
             streamID: id, method: head.method, deadline: deadline, metadata: head.metadata, peer: peer,
-            inbox: inbox, lifecycle: lifecycle, connection: port)
+            remoteAddress: context.channel.remoteAddress?.ipAddress, inbox: inbox, lifecycle: lifecycle, connection: port)
         context.fireChannelRead(wrapInboundOut(call))
     }
 

@@ -5,6 +5,8 @@ public import NIOPosix
 public import NIOSSL
 public import SwiftProtobuf
 public import Wire
+import PKI
+import Synchronization
 
 /// Per-call options.
 public struct CallOptions: Sendable {
@@ -75,21 +77,29 @@ public final class RPCClient: Sendable {
         expectedServerRoles: Set<NodeRole> = [.controller],
         configuration: TransportConfiguration = .init(),
         connectTimeout: Duration = .seconds(5),
+        pinnedCA: [UInt8]? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "flotilla.transport")
     ) async throws -> RPCClient {
+        let pinFailure = PinFailure()
         do {
             return try await connectOrThrow(
                 host: host, port: port, tls: tls, expectedServerRoles: expectedServerRoles,
-                configuration: configuration, connectTimeout: connectTimeout, group: group, logger: logger)
+                configuration: configuration, connectTimeout: connectTimeout, pinnedCA: pinnedCA, pinFailure: pinFailure,
+                group: group, logger: logger)
         } catch {
+            // A pin mismatch surfaces from TLS as a bare handshake failure; say what it was.
+            if let failure = pinFailure.error.withLock({ $0 }) {
+                throw RPCError(failure.code == .wrongCluster ? .permissionDenied : .unauthenticated, "\(host):\(port): \(failure.message)")
+            }
             throw ConnectionFailure.describe(error, host: host, port: port)
         }
     }
 
     private static func connectOrThrow(
         host: String, port: Int, tls: NIOSSLContext, expectedServerRoles: Set<NodeRole>,
-        configuration: TransportConfiguration, connectTimeout: Duration, group: any EventLoopGroup, logger: Logger
+        configuration: TransportConfiguration, connectTimeout: Duration, pinnedCA: [UInt8]?, pinFailure: PinFailure,
+        group: any EventLoopGroup, logger: Logger
     ) async throws -> RPCClient {
         let (channel, connectionPort, ready) = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -97,7 +107,23 @@ public final class RPCClient: Sendable {
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                    if let pinnedCA {
+                        // A joiner has no trust store yet: the token's CA pin is the trust.
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil) { certificates, promise in
+                            do {
+                                let chain = try certificates.map { try $0.toDERBytes() }
+                                _ = try Joining.verifyServerChain(chain, pin: pinnedCA)
+                                promise.succeed(.certificateVerified)
+                            } catch {
+                                pinFailure.error.withLock {
+                                    $0 = (error as? PKIError) ?? PKIError(code: .invalidCertificate, message: "the server's certificate chain does not parse: \(error)")
+                                }
+                                promise.succeed(.failed)
+                            }
+                        })
+                    } else {
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                    }
                     try sync.addHandler(ByteToMessageHandler(FrameToMessageDecoder(maxPayloadSize: configuration.maxFrameSize)))
                     let handler = ConnectionHandler(
                         role: .client, configuration: configuration,
@@ -193,4 +219,9 @@ public final class RPCClient: Sendable {
             throw error
         }
     }
+}
+
+/// Why a pinned-CA check refused the server, kept for the error the caller sees.
+final class PinFailure: Sendable {
+    let error = Mutex<PKIError?>(nil)
 }

@@ -11,6 +11,8 @@ public struct ServerContext: Sendable {
     /// When the caller stops waiting; nil without a deadline. The handler is cancelled when it passes.
     public let deadline: NIODeadline?
     public let metadata: [String: String]
+    /// The caller's IP address, when the connection has one.
+    public let remoteAddress: String?
     let lifecycle: CallLifecycle
 
     /// True once the caller cancelled, the deadline passed or the connection died.
@@ -129,7 +131,7 @@ public struct RPCRouter: Sendable {
         }
         let context = ServerContext(
             peer: call.peer, method: call.method, deadline: call.deadline, metadata: call.metadata,
-            lifecycle: call.lifecycle)
+            remoteAddress: call.remoteAddress, lifecycle: call.lifecycle)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {

@@ -38,7 +38,7 @@ public final class RPCServer: Sendable {
     /// Opens the listening socket. `port` 0 picks a free port (see `localAddress`).
     public static func bind(
         host: String, port: Int, tls: NIOSSLContext, router: RPCRouter,
-        allowedPeerRoles: Set<NodeRole> = Set(NodeRole.allCases),
+        allowedPeerRoles: Set<NodeRole> = Set(NodeRole.certificateRoles),
         configuration: TransportConfiguration = .init(),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "flotilla.transport")

@@ -14,13 +14,28 @@ public enum TLSContexts {
     ]
 
     /// A server context that requires and verifies a client certificate issued by the cluster CA.
-    public static func server(credentials: Credentials) throws -> NIOSSLContext {
+    ///
+    /// With `acceptingJoiners`, a client may also connect without a certificate (one it presents is still
+    /// verified): the connection then has the `joiner` role, which may call the join method only. The chain
+    /// sent includes the CA certificate, so a joiner can check it against its token's pin.
+    public static func server(credentials: Credentials, acceptingJoiners: Bool = false) throws -> NIOSSLContext {
+        let ca = try NIOSSLCertificate(bytes: credentials.caCertificateDER, format: .der)
         var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: [.certificate(try NIOSSLCertificate(bytes: credentials.certificateDER, format: .der))],
+            certificateChain: [.certificate(try NIOSSLCertificate(bytes: credentials.certificateDER, format: .der)), .certificate(ca)],
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: credentials.privateKeyDER, format: .der)))
-        configuration.trustRoots = .certificates([try NIOSSLCertificate(bytes: credentials.caCertificateDER, format: .der)])
-        // Any verification mode but `.none` makes the server demand a client certificate. Identity comes
-        // from the certificate's subject, not from a hostname.
+        configuration.trustRoots = .certificates([ca])
+        // `.noHostnameVerification` makes the server demand a client certificate; `.optionalVerification`
+        // verifies one if presented. Identity comes from the certificate's subject, not from a hostname.
+        configuration.certificateVerification = acceptingJoiners ? .optionalVerification : .noHostnameVerification
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.cipherSuiteValues = tls12Ciphers
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// A client context for a node that has no certificate yet: it presents none, and the server's chain is
+    /// checked against the join token's CA pin (see `RPCClient.connect(pinnedCA:)`), not against a trust store.
+    public static func joiner() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.certificateVerification = .noHostnameVerification
         configuration.minimumTLSVersion = .tlsv12
         configuration.cipherSuiteValues = tls12Ciphers

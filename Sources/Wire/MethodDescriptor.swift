@@ -32,7 +32,7 @@ public struct MethodDescriptor<Request: SwiftProtobuf.Message, Response: SwiftPr
 
 /// Every method of the protocol, with the roles that may call it.
 public enum Methods {
-    static let everyone = Set(NodeRole.allCases)
+    static let everyone = Set(NodeRole.certificateRoles)
 
     // MARK: - Health
     public static let healthCheck = MethodDescriptor<Flotilla_V1_HealthCheckRequest, Flotilla_V1_HealthCheckResponse>(
@@ -66,6 +66,16 @@ public enum Methods {
 
     public static let snapshotSave = MethodDescriptor<Flotilla_V1_SnapshotSaveRequest, Flotilla_V1_SnapshotChunk>(
         "flotilla.v1.Admin/SnapshotSave", kind: .serverStreaming, allowedRoles: [.admin])
+    public static let tokenCreate = MethodDescriptor<Flotilla_V1_TokenCreateRequest, Flotilla_V1_TokenCreateResponse>(
+        "flotilla.v1.Admin/TokenCreate", kind: .unary, allowedRoles: [.admin])
+    public static let tokenList = MethodDescriptor<Flotilla_V1_TokenListRequest, Flotilla_V1_TokenListResponse>(
+        "flotilla.v1.Admin/TokenList", kind: .unary, allowedRoles: [.admin])
+    public static let tokenRevoke = MethodDescriptor<Flotilla_V1_TokenRevokeRequest, Flotilla_V1_TokenRevokeResponse>(
+        "flotilla.v1.Admin/TokenRevoke", kind: .unary, allowedRoles: [.admin])
+
+    // MARK: - Joining: the one method a caller without a certificate may call
+    public static let nodeJoin = MethodDescriptor<Flotilla_V1_NodeJoinRequest, Flotilla_V1_NodeJoinResponse>(
+        "flotilla.v1.NodeMembership/Join", kind: .unary, allowedRoles: [.joiner])
 
     // MARK: - Between controllers
     public static let raftStream = MethodDescriptor<Flotilla_V1_RaftMessageRecord, Flotilla_V1_RaftStreamAck>(

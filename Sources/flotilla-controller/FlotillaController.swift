@@ -3,6 +3,8 @@ import ClusterModel
 import Controller
 import Foundation
 public import Logging
+import PKI
+import Transport
 import ServiceLifecycle
 import Wire
 
@@ -28,14 +30,14 @@ struct FlotillaController: AsyncParsableCommand {
     var `init` = false
 
     @Option(help: ArgumentHelp(
-        "Join the cluster of these controllers (host:port, comma-separated); with --ca on first start.",
+        "Join the cluster of these controllers (host:port, comma-separated); with --token on first start.",
         valueName: "host:port,..."))
     var join: String?
 
     @Option(help: ArgumentHelp(
-        "The cluster CA file (ca.pem from the first controller's data dir), for a controller's first --join. Join tokens replace this in a later release.",
-        valueName: "file"))
-    var ca: String?
+        "A controller join token (printed by --init, or `flotilla token create --role controller`), for the first --join.",
+        valueName: "token"))
+    var token: String?
 
     @Option(help: ArgumentHelp("Address other controllers and clients reach this one on (default: from --listen).", valueName: "host:port"))
     var advertise: String?
@@ -77,8 +79,20 @@ struct FlotillaController: AsyncParsableCommand {
         let logger = Logger(label: "flotilla.controller")
         let directory = ControllerDataDirectory(path: dataDirectory)
         do {
+            var announceTokens: (@Sendable (String, String) -> Void)?
             if `init` {
                 let created = try directory.initialize(addresses: [listen], now: Date())
+                let dial = Self.dialable(advertise ?? listen)
+                announceTokens = { agent, controller in
+                    FileHandle.standardOutput.write(Data("""
+                        Join tokens (valid 24 h; more with `flotilla token create`):
+                          agent:      \(agent)
+                          controller: \(controller)
+                        Join an agent:      flotilla-agent --data-dir DIR --controller \(dial) --token \(agent)
+                        Join a controller:  flotilla-controller --data-dir DIR --listen HOST:PORT --join \(dial) --token \(controller)
+
+                        """.utf8))
+                }
                 // Written straight to the file descriptor (not print's buffer), so a pipe or log file gets
                 // it before the server starts serving.
                 FileHandle.standardOutput.write(Data("""
@@ -98,19 +112,34 @@ struct FlotillaController: AsyncParsableCommand {
                     """.utf8))
             }
             if !joinAddresses.isEmpty && !directory.isInitialized {
-                guard let ca else {
+                guard let token else {
                     throw ControllerError(
                         .invalidConfiguration,
-                        "joining needs the cluster CA for now: pass --ca <first controller's data dir>/ca.pem")
+                        "joining needs a controller join token: pass --token (printed by the first controller's --init, or `flotilla token create --role controller`)")
                 }
-                let id = try directory.prepareJoin(caPath: ca, addresses: [listen] + (advertise.map { [$0] } ?? []), now: Date())
-                FileHandle.standardOutput.write(Data("Joining the cluster at \(joinAddresses.joined(separator: ",")) as controller \(id).\n".utf8))
+                let parsed: JoinToken
+                do {
+                    parsed = try JoinToken(parsing: token)
+                } catch let error as PKIError {
+                    throw ControllerError(.invalidConfiguration, error.message)
+                }
+                let credentials: Credentials
+                do {
+                    credentials = try await NodeJoiner.join(
+                        controllers: joinAddresses, token: parsed,
+                        request: .init(role: .controller, advertiseAddress: advertise ?? Self.dialable(listen), version: FlotillaVersion.current),
+                        logger: logger)
+                } catch let error as RPCError {
+                    throw ControllerError(.invalidConfiguration, "joining failed: \(error.message)")
+                }
+                try directory.adoptJoinCredentials(credentials)
+                FileHandle.standardOutput.write(Data("Joined the cluster at \(joinAddresses.joined(separator: ",")) as controller \(credentials.identity.nodeID).\n".utf8))
             }
             let credentials = try directory.loadCredentials(addresses: [listen], now: Date())
             let server = try await ControllerServer(
                 configuration: ControllerConfiguration(
                     dataDirectory: dataDirectory, listenAddress: listen, advertiseAddress: advertise,
-                    joinAddresses: joinAddresses),
+                    joinAddresses: joinAddresses, announceJoinTokens: announceTokens),
                 credentials: credentials, logger: logger)
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(

@@ -81,13 +81,19 @@ struct ControllerClusterTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let created = try ControllerDataDirectory(path: root + "/a").initialize(addresses: [], now: Date())
         let admin = try Credentials.load(from: created.adminCredentialsPath)
-        for name in ["b", "c"] {
-            _ = try ControllerDataDirectory(path: root + "/" + name).prepareJoin(caPath: root + "/a/ca.pem", addresses: [], now: Date())
-        }
 
         var a = try await Self.start(root + "/a")
         let firstA = a
         #expect(try await eventually(timeout: .seconds(30)) { await firstA.server.raftStatus.role == .leader })
+        // The joiners get their certificates with a controller token, as `flotilla-controller --join --token` does.
+        let adminClient = try await AdminClient.connect(to: [a.server.localAddress], credentials: admin)
+        let token = try JoinToken(parsing: try await adminClient.tokenCreate(role: "controller", maxUses: 2).token)
+        await adminClient.close()
+        for name in ["b", "c"] {
+            let credentials = try await NodeJoiner.join(
+                controllers: [a.server.localAddress], token: token, request: .init(role: .controller, advertiseAddress: "127.0.0.1:1", version: "test"))
+            try ControllerDataDirectory(path: root + "/" + name).adoptJoinCredentials(credentials)
+        }
         let b = try await Self.start(root + "/b", join: [a.server.localAddress])
         let c = try await Self.start(root + "/c", join: [a.server.localAddress])
         var all = [a, b, c]

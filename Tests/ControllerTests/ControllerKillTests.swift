@@ -51,12 +51,12 @@ struct ControllerKillTests {
             let credentialsPath = directories[0] + "/admin.creds"
             #expect(try await eventually(timeout: .seconds(120)) { FileManager.default.fileExists(atPath: credentialsPath) })
             let admin = try Credentials.load(from: credentialsPath)
+            let client = try await AdminClient.connect(to: addresses, credentials: admin)
+            let token = try await client.tokenCreate(role: "controller", maxUses: 2).token
             for index in 1...2 {
                 processes.append(try Self.controller(
-                    directories[index], port: ports[index],
-                    extra: ["--join", addresses[0], "--ca", directories[0] + "/ca.pem"]))
+                    directories[index], port: ports[index], extra: ["--join", addresses[0], "--token", token]))
             }
-            let client = try await AdminClient.connect(to: addresses, credentials: admin)
             let formed = try await eventually(timeout: .seconds(120)) {
                 let list = try? await client.controllerList()
                 return list?.controllers.filter { $0.membership == "voter" }.count == 3

@@ -10,7 +10,7 @@ struct CertificateAuthorityTests {
     @Test("a CA issues a certificate whose identity reads back")
     func identityRoundTrip() throws {
         let ca = try CertificateAuthority.create(clusterID: "cluster-a", now: fixedNow)
-        for role in NodeRole.allCases {
+        for role in NodeRole.certificateRoles {
             let peer = PeerIdentity(nodeID: NodeID("node-\(role.rawValue)"), role: role)
             let credentials = try Credentials.issue(by: ca, identity: peer, now: fixedNow, validity: oneDay)
             #expect(try identity(of: credentials.certificate) == peer)
@@ -18,6 +18,9 @@ struct CertificateAuthorityTests {
             #expect(credentials.identity == peer)
             #expect(credentials.clusterID == "cluster-a")
         }
+        // The joiner role is what a caller without a certificate has; no certificate ever carries it.
+        let joiner = PeerIdentity(nodeID: NodeID("j"), role: .joiner)
+        #expect(throws: PKIError.self) { try Credentials.issue(by: ca, identity: joiner, now: fixedNow, validity: oneDay) }
         #expect(ca.clusterID == "cluster-a")
     }
 

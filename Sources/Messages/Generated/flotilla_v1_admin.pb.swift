@@ -119,7 +119,7 @@ public nonisolated struct Flotilla_V1_TokenListResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Every token, sorted by id (expired and revoked ones too, until the leader prunes them a day later).
+  /// Every token, sorted by id (expired and revoked ones too).
   public var tokens: [Flotilla_V1_TokenInfo] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

@@ -615,7 +615,7 @@ public nonisolated struct Flotilla_V1_ClusterCA: Sendable {
   /// The CA certificate, DER.
   public var certificateDer: Data = Data()
 
-  /// The CA's P-256 private key, DER (SEC1).
+  /// The CA's P-256 private key, DER (PKCS#8).
   public var privateKeyDer: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
