@@ -179,7 +179,12 @@ let package = Package(
         .testTarget(name: "RaftTests", dependencies: ["Raft", "ClusterModel"], swiftSettings: strict + optimized),
         .testTarget(
             name: "ControllerTests",
-            dependencies: ["Controller", "AdminClient", "TestSupport"],
+            dependencies: [
+                "Controller", "AdminClient", "TestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
             swiftSettings: strict
         ),
     ]
