@@ -65,6 +65,9 @@ let package = Package(
             dependencies: ["ClusterModel", "Messages", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strict
         ),
+        // The leader's control loops as pure decisions over the store: node liveness now; services, tasks
+        // and autoscaling with their issues.
+        .target(name: "Orchestrator", dependencies: ["ClusterModel", "ClusterStore"], swiftSettings: strict),
 
         // MARK: - Wire and transport
         .target(
@@ -110,10 +113,20 @@ let package = Package(
         .target(
             name: "Controller",
             dependencies: [
-                "Wire", "Transport", "PKI", "ClusterModel", "Raft", "RaftRuntime", "ClusterStore",
+                "Wire", "Transport", "PKI", "ClusterModel", "Raft", "RaftRuntime", "ClusterStore", "Orchestrator",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
+        // The agent: joining, the session with the leader (containers and the load balancer join it later).
+        .target(
+            name: "Agent",
+            dependencies: [
+                "Wire", "Transport", "PKI", "ClusterModel",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict
         ),
@@ -143,7 +156,10 @@ let package = Package(
         .executableTarget(
             name: "flotilla-agent",
             dependencies: [
+                "Agent", "Transport", "PKI", "Wire", "ClusterModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -171,6 +187,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
+        .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel"], swiftSettings: strict),
         .testTarget(
             name: "RaftRuntimeTests",
             dependencies: ["RaftRuntime", "Raft", "ClusterModel", "TestSupport"],
@@ -180,7 +197,7 @@ let package = Package(
         .testTarget(
             name: "ControllerTests",
             dependencies: [
-                "Controller", "AdminClient", "TestSupport",
+                "Controller", "AdminClient", "TestSupport", "Agent",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -192,6 +192,32 @@ public final class AdminClient: Sendable {
         _ = try await call(Methods.tokenRevoke, request, kind: .write, timeout: timeout)
     }
 
+    /// Every node (agent), sorted by name.
+    public func nodeList(timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_NodeInfo] {
+        try await call(Methods.nodeList, Flotilla_V1_NodeListRequest(), kind: .read, timeout: timeout).nodes
+    }
+
+    /// Changes node `node`'s (id or name) availability and labels; returns the node as it is now.
+    public func nodeUpdate(
+        _ node: String, availability: String? = nil, addLabels: [String: String] = [:], removeLabels: [String] = [],
+        timeout: Duration = .seconds(10)
+    ) async throws -> Flotilla_V1_NodeInfo {
+        var request = Flotilla_V1_NodeUpdateRequest()
+        request.node = node
+        request.availability = availability ?? ""
+        request.addLabels = Flotilla_V1_Label.list(addLabels)
+        request.removeLabels = removeLabels
+        return try await call(Methods.nodeUpdate, request, kind: .write, timeout: timeout)
+    }
+
+    /// Removes node `node` (id or name) and revokes its certificate; returns its id.
+    public func nodeRemove(_ node: String, force: Bool = false, timeout: Duration = .seconds(10)) async throws -> String {
+        var request = Flotilla_V1_NodeRemoveRequest()
+        request.node = node
+        request.force = force
+        return try await call(Methods.nodeRemove, request, kind: .write, timeout: timeout).id
+    }
+
     /// Moves leadership to the voter `id` (nil: the most up-to-date other voter). Returns the new leader's id.
     /// A write: an outcome that is unknown is reported, not retried (retrying could move leadership twice).
     public func transferLeadership(to id: String? = nil, timeout: Duration = .seconds(10)) async throws -> String {

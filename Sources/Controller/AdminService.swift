@@ -15,6 +15,8 @@ struct AdminService: Sendable {
     let raft: ControllerRaft
     /// The cluster CA: its pin goes into join tokens, and a backup carries it.
     let authority: ClusterAuthority
+    /// Node heartbeats, for `node ls`.
+    let monitor: NodeMonitor
 
     func register(into router: inout RPCRouter) {
         router.register(Methods.adminStatus) { _, _ in status() }
@@ -28,6 +30,9 @@ struct AdminService: Sendable {
         router.register(Methods.tokenCreate) { request, _ in try await tokenCreate(request) }
         router.register(Methods.tokenList) { _, _ in try await tokenList() }
         router.register(Methods.tokenRevoke) { request, _ in try await tokenRevoke(request) }
+        router.register(Methods.nodeList) { _, _ in try await nodeList() }
+        router.register(Methods.nodeUpdate) { request, _ in try await nodeUpdate(request) }
+        router.register(Methods.nodeRemove) { request, _ in try await nodeRemove(request) }
         router.register(Methods.snapshotSave) { (_: Flotilla_V1_SnapshotSaveRequest, writer: ResponseWriter<Flotilla_V1_SnapshotChunk>, _: ServerContext) in
             try await snapshotSave(writer)
         }
@@ -100,6 +105,77 @@ struct AdminService: Sendable {
         info.maxUses = record.maxUses
         info.revoked = record.revoked
         return info
+    }
+
+    // MARK: - Nodes
+
+    func nodeInfo(_ node: NodeRecord) -> Flotilla_V1_NodeInfo {
+        var info = Flotilla_V1_NodeInfo()
+        info.id = node.id.rawValue
+        info.name = node.name
+        info.role = NodeRole.agent.rawValue
+        info.address = node.address
+        info.status = node.status.rawValue
+        info.availability = node.availability.rawValue
+        info.labels = Flotilla_V1_Label.list(node.labels)
+        info.joinedAtMs = node.joinedAtMs
+        info.statusChangedAtMs = node.statusChangedAtMs
+        info.lastHeartbeatMs = monitor.lastHeartbeatMs(of: node.id) ?? 0
+        info.agentVersion = node.agentVersion
+        return info
+    }
+
+    func nodeList() async throws -> Flotilla_V1_NodeListResponse {
+        try await raft.linearizable()
+        var response = Flotilla_V1_NodeListResponse()
+        response.nodes = raft.store.read { $0.nodes }.sorted { $0.name < $1.name }.map(nodeInfo)
+        return response
+    }
+
+    /// A node by id or, failing that, by name.
+    func findNode(_ reference: String) throws -> NodeRecord {
+        let found = raft.store.read { state in
+            state.node(NodeID(reference)) ?? state.nodes.first { $0.name == reference }
+        }
+        guard let found else { throw RPCError(.notFound, "no node with id or name '\(reference)' (flotilla node ls lists them)") }
+        return found
+    }
+
+    func nodeUpdate(_ request: Flotilla_V1_NodeUpdateRequest) async throws -> Flotilla_V1_NodeInfo {
+        try await raft.linearizable()
+        var node = try findNode(request.node)
+        if !request.availability.isEmpty {
+            guard let availability = NodeRecord.Availability(rawValue: request.availability) else {
+                throw RPCError(.invalidArgument, "availability must be active, pause or drain, not '\(request.availability)'")
+            }
+            node.availability = availability
+        }
+        for label in request.addLabels {
+            if let problem = NodeRecord.labelProblem(key: label.key, value: label.value) { throw RPCError(.invalidArgument, problem) }
+            node.labels[label.key] = label.value
+        }
+        for key in request.removeLabels { node.labels[key] = nil }
+        switch try await raft.propose(ClusterCommands.nodeUpsert(node)) {
+        case .ok: return nodeInfo(try findNode(node.id.rawValue))
+        case .notFound: throw RPCError(.notFound, "node \(node.name) was removed meanwhile")
+        case .invalid(let why): throw RPCError(.invalidArgument, why)
+        case .casFailed: throw RPCError(.internalError, "unexpected compare-and-set result")
+        }
+    }
+
+    func nodeRemove(_ request: Flotilla_V1_NodeRemoveRequest) async throws -> Flotilla_V1_NodeRemoveResponse {
+        try await raft.linearizable()
+        let node = try findNode(request.node)
+        if node.status == .ready && !request.force {
+            throw RPCError(
+                .failedPrecondition,
+                "node \(node.name) is ready (its agent is running); stop the agent first, or pass --force to remove it anyway (its certificate is refused from then on)")
+        }
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        _ = try await raft.propose(ClusterCommands.nodeRemove(id: node.id, nowMs: now))
+        var response = Flotilla_V1_NodeRemoveResponse()
+        response.id = node.id.rawValue
+        return response
     }
 
     // MARK: - Variables
@@ -235,8 +311,12 @@ struct AdminService: Sendable {
         } catch {
             throw raft.translate(error)
         }
-        // The address-book entry goes too; if this controller was the one removed, a new leader does it.
-        _ = try? await raft.propose(ClusterCommands.controllerRemove(id: id))
+        // Its certificate is refused from now on, and the address-book entry goes too; if this controller was
+        // the one removed, the next leader does both (MembershipService.maintain).
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        if (try? await raft.propose(ClusterCommands.nodeRemove(id: id, nowMs: now))) != nil {
+            _ = try? await raft.propose(ClusterCommands.controllerRemove(id: id))
+        }
         return Flotilla_V1_ControllerRemoveResponse()
     }
 

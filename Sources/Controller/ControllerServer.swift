@@ -22,6 +22,8 @@ public struct ControllerConfiguration: Sendable {
     public var joinAddresses: [String] = []
     public var transport: TransportConfiguration
     public var raft: RaftDriverConfiguration
+    /// How often agents heartbeat; a node that misses three periods is marked down.
+    public var heartbeatPeriod: Duration = .seconds(1)
     /// How long certificates issued to joining nodes last (they renew themselves well before).
     public var nodeCertificateLifetime: Duration = .seconds(30 * 86_400)
     /// Set on a cluster's first start (`--init`): once leader, create one join token per role and hand them
@@ -54,6 +56,7 @@ public final class ControllerServer: Service {
     private let peers: RaftPeers
     private let membership: MembershipService
     private let admin: AdminService
+    private let monitor: NodeMonitor
     private let advertise: String
 
     /// Opens the Raft storage and binds the listening socket, so a bad address or a damaged disk fails
@@ -110,11 +113,19 @@ public final class ControllerServer: Service {
         self.advertise = advertise
         peers.setAdvertiseAddress(advertise)
         let authority = ClusterAuthority(store: store, localCAPath: directory.caPath)
+        let monitor = NodeMonitor(raft: raft, heartbeatPeriod: configuration.heartbeatPeriod, logger: logger)
+        self.monitor = monitor
+        // A removed node's certificate stays valid cryptographically; the cluster refuses it by id.
+        router.admission = { peer in
+            guard peer.role != .joiner, peer.role != .admin, store.read({ $0.isRevoked(peer.nodeID) }) else { return nil }
+            return RPCError(.permissionDenied, "\(peer) was removed from the cluster; its certificate is no longer accepted")
+        }
+        NodeSessionService(raft: raft, monitor: monitor, logger: logger).register(into: &router)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)
         self.membership = membership
         let admin = AdminService(
             credentials: credentials, listenAddress: advertise, startedAt: ContinuousClock.now, raft: raft,
-            authority: authority)
+            authority: authority, monitor: monitor)
         admin.register(into: &router)
         self.admin = admin
         NodeJoinService(
@@ -149,6 +160,7 @@ public final class ControllerServer: Service {
             }
             group.addTask { await self.peers.run() }
             group.addTask { await self.membership.maintain() }
+            group.addTask { await self.monitor.run() }
             if !configuration.joinAddresses.isEmpty {
                 group.addTask { await self.joinUntilMember() }
             }

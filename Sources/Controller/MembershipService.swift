@@ -1,4 +1,5 @@
 import ClusterModel
+import Foundation
 import ClusterStore
 import Logging
 import Raft
@@ -80,6 +81,12 @@ struct MembershipService: Sendable {
                 let since = orphanedSince[record.id, default: .now]
                 orphanedSince[record.id] = since
                 if ContinuousClock.now - since > .seconds(10) {
+                    // A former voter was removed (possibly while it led): revoke it too. A learner's record may
+                    // be a joiner between its two steps that gave up; it is only forgotten.
+                    if record.isVoter {
+                        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+                        _ = try? await raft.propose(ClusterCommands.nodeRemove(id: record.id, nowMs: now))
+                    }
                     _ = try? await raft.propose(ClusterCommands.controllerRemove(id: record.id))
                     orphanedSince[record.id] = nil
                 }

@@ -42,12 +42,7 @@ public enum NodeJoiner {
         message.role = request.role.rawValue
         message.csrDer = .init(try Joining.signingRequest(for: key))
         message.name = request.name
-        message.labels = request.labels.sorted { $0.key < $1.key }.map { key, value in
-            var label = Flotilla_V1_Label()
-            label.key = key
-            label.value = value
-            return label
-        }
+        message.labels = Flotilla_V1_Label.list(request.labels)
         message.advertiseAddress = request.advertiseAddress
         message.version = request.version
 

@@ -64,6 +64,9 @@ public struct RPCRouter: Sendable {
     }
 
     private var routes: [String: Route] = [:]
+    /// Asked about every caller before any method: a refusal (e.g. a removed node's certificate, still valid
+    /// cryptographically but revoked by the cluster) ends the call with that error.
+    public var admission: (@Sendable (PeerIdentity) -> RPCError?)?
 
     public init() {}
 
@@ -120,6 +123,9 @@ public struct RPCRouter: Sendable {
             return call.connection.finish(
                 streamID: call.streamID, lastMessage: nil,
                 status: Flotilla_V1_Status(RPCError(.unimplemented, "this server has no method \(call.method)")))
+        }
+        if let refusal = admission?(call.peer) {
+            return call.connection.finish(streamID: call.streamID, lastMessage: nil, status: Flotilla_V1_Status(refusal))
         }
         guard route.allowedRoles.contains(call.peer.role) else {
             let allowed = route.allowedRoles.map(\.rawValue).sorted().joined(separator: " or ")

@@ -73,6 +73,17 @@ public enum Methods {
     public static let tokenRevoke = MethodDescriptor<Flotilla_V1_TokenRevokeRequest, Flotilla_V1_TokenRevokeResponse>(
         "flotilla.v1.Admin/TokenRevoke", kind: .unary, allowedRoles: [.admin])
 
+    public static let nodeList = MethodDescriptor<Flotilla_V1_NodeListRequest, Flotilla_V1_NodeListResponse>(
+        "flotilla.v1.Admin/NodeList", kind: .unary, allowedRoles: [.admin])
+    public static let nodeUpdate = MethodDescriptor<Flotilla_V1_NodeUpdateRequest, Flotilla_V1_NodeInfo>(
+        "flotilla.v1.Admin/NodeUpdate", kind: .unary, allowedRoles: [.admin])
+    public static let nodeRemove = MethodDescriptor<Flotilla_V1_NodeRemoveRequest, Flotilla_V1_NodeRemoveResponse>(
+        "flotilla.v1.Admin/NodeRemove", kind: .unary, allowedRoles: [.admin])
+
+    // MARK: - Agents
+    public static let agentSession = MethodDescriptor<Flotilla_V1_AgentHeartbeat, Flotilla_V1_SessionUpdate>(
+        "flotilla.v1.NodeMembership/Session", kind: .bidirectionalStreaming, allowedRoles: [.agent])
+
     // MARK: - Joining: the one method a caller without a certificate may call
     public static let nodeJoin = MethodDescriptor<Flotilla_V1_NodeJoinRequest, Flotilla_V1_NodeJoinResponse>(
         "flotilla.v1.NodeMembership/Join", kind: .unary, allowedRoles: [.joiner])

@@ -1,14 +1,136 @@
-import ArgumentParser
+public import ArgumentParser
+import Agent
+import ClusterModel
+import Foundation
+public import Logging
+import PKI
+import Transport
+import Wire
 
 @main
-struct FlotillaAgent: ParsableCommand {
+struct FlotillaAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flotilla-agent",
-        abstract: "Run a Flotilla agent: joins the cluster, runs the tasks assigned to this node, and runs its load balancer.",
-        discussion: "Joining a cluster (--controller, --token) arrives with the membership work; this build has no agent functions yet.",
-        version: "0.1.0")
+        abstract: "Run a Flotilla agent: joins the cluster and keeps a session with its leader.",
+        discussion: """
+            First start: --controller and --token (an agent token from `flotilla token create --role agent`, or \
+            the one the first controller's --init printed). The agent makes its key here, proves the cluster is \
+            the one the token pins, and stores its certificate in --data-dir. Later starts reuse that identity \
+            without a token. Running containers and the node's load balancer arrive with later releases.
+            """,
+        version: FlotillaVersion.current)
 
-    func run() throws {
-        throw ValidationError("this build of flotilla-agent cannot join a cluster yet (see docs/architecture.md, 'Roadmap')")
+    @Option(name: .customLong("data-dir"), help: "Directory for the agent's identity and state.")
+    var dataDirectory: String
+
+    @Option(help: ArgumentHelp("Controllers to reach (host:port, comma-separated).", valueName: "host:port,..."))
+    var controller: String?
+
+    @Option(help: ArgumentHelp("An agent join token, for the first start.", valueName: "token"))
+    var token: String?
+
+    @Option(help: ArgumentHelp("This node's name (default: the host name).", valueName: "name"))
+    var name: String?
+
+    @Option(help: ArgumentHelp("Node labels, e.g. zone=a,disk=ssd.", valueName: "k=v,..."))
+    var labels: String?
+
+    @Option(name: .customLong("advertise-ip"), help: ArgumentHelp("The IP other nodes reach this one on (default: as the controller sees it).", valueName: "ip"))
+    var advertiseIP: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    var controllers: [String] {
+        (controller ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    func parsedLabels() throws -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in (labels ?? "").split(separator: ",") where !pair.isEmpty {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--labels: '\(pair)' is not key=value") }
+            result[String(parts[0])] = String(parts[1])
+        }
+        return result
+    }
+
+    func validate() throws {
+        for address in controllers where HostPort.parse(address) == nil {
+            throw ValidationError("--controller address '\(address)' is not host:port")
+        }
+        _ = try parsedLabels()
+    }
+
+    func run() async throws {
+        ProcessLogging.bootstrap(level: logLevel)
+        let logger = Logger(label: "flotilla.agent")
+        let directory = AgentDataDirectory(path: dataDirectory)
+        do {
+            let credentials: Credentials
+            if directory.hasJoined {
+                credentials = try directory.loadCredentials()
+            } else {
+                guard let token else {
+                    throw CleanError("\(dataDirectory) holds no agent identity yet: pass --controller and --token to join (an agent token from `flotilla token create --role agent`)")
+                }
+                guard !controllers.isEmpty else { throw CleanError("joining needs --controller host:port of at least one controller") }
+                let parsed = try JoinToken(parsing: token)
+                let request = NodeJoiner.Request(
+                    role: .agent, name: name ?? Self.hostName(), labels: try parsedLabels(), advertiseAddress: advertiseIP ?? "",
+                    version: FlotillaVersion.current)
+                credentials = try await NodeJoiner.join(controllers: controllers, token: parsed, request: request, logger: logger)
+                try directory.saveCredentials(credentials)
+                directory.saveControllers(controllers)
+                FileHandle.standardOutput.write(Data("Joined cluster \(credentials.clusterID) as node \(credentials.identity.nodeID).\n".utf8))
+            }
+            let known = controllers + directory.knownControllers().filter { !controllers.contains($0) }
+            guard !known.isEmpty else { throw CleanError("no controller to reach: pass --controller host:port") }
+            let session = AgentSession(credentials: credentials, controllers: known, directory: directory, logger: logger)
+            logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])
+            try await withTaskCancellationOnSignals { try await session.run() }
+        } catch let error as RPCError {
+            throw CleanError("joining failed: \(error.message)")
+        } catch let error as PKIError {
+            throw CleanError(error.message)
+        } catch let error as AgentSession.Ending {
+            throw CleanError(error.description)
+        }
+    }
+
+    static func hostName() -> String {
+        let name = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
+        return name.isEmpty ? "node" : name
     }
 }
+
+/// Runs `body` until it returns or SIGTERM/SIGINT arrives (then cancels it and returns).
+func withTaskCancellationOnSignals(_ body: @escaping @Sendable () async throws -> Void) async throws {
+    let signals = [SIGTERM, SIGINT]
+    for signal in signals { Foundation.signal(signal, SIG_IGN) }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await body() }
+        let sources = signals.map { DispatchSource.makeSignalSource(signal: $0) }
+        let stream = AsyncStream<Void> { continuation in
+            for source in sources {
+                source.setEventHandler { continuation.yield() }
+                source.resume()
+            }
+        }
+        group.addTask {
+            for await _ in stream { return }
+        }
+        try await group.next()
+        group.cancelAll()
+        for source in sources { source.cancel() }
+    }
+}
+
+/// An error whose message is the whole story: printed as "Error: <message>", exit status 1.
+struct CleanError: Error, CustomStringConvertible {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

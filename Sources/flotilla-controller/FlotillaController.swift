@@ -70,12 +70,7 @@ struct FlotillaController: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        ProcessLogging.bootstrap(level: logLevel)
         let logger = Logger(label: "flotilla.controller")
         let directory = ControllerDataDirectory(path: dataDirectory)
         do {

@@ -1,0 +1,148 @@
+public import ClusterModel
+import Foundation
+import NIOSSL
+public import Logging
+public import PKI
+import Synchronization
+import Transport
+import Wire
+
+/// An agent's one session with the leader: finds it from any controller it knows (following NOT_LEADER),
+/// heartbeats on the period the leader sets (with up to 10 % jitter, so agents do not beat in step), and
+/// reconnects with jittered backoff when the leader goes away. Everything the agent runs keeps running while
+/// it is disconnected (static stability).
+public final class AgentSession: Sendable {
+    /// Why a session ended for good.
+    public enum Ending: Error, Sendable, CustomStringConvertible {
+        /// The cluster removed this node: its certificate is refused.
+        case removed(String)
+
+        public var description: String {
+            switch self {
+            case .removed(let why): why
+            }
+        }
+    }
+
+    public let credentials: Credentials
+    private let directory: AgentDataDirectory?
+    private let logger: Logger
+    private let state: Mutex<State>
+
+    struct State {
+        var controllers: [String]
+        var connectedTo: String?
+        var heartbeatsSent = 0
+    }
+
+    public init(credentials: Credentials, controllers: [String], directory: AgentDataDirectory?, logger: Logger) {
+        self.credentials = credentials
+        self.directory = directory
+        self.logger = logger
+        self.state = Mutex(State(controllers: controllers))
+    }
+
+    /// The controller the session is on now, nil while disconnected.
+    public var connectedTo: String? { state.withLock { $0.connectedTo } }
+    public var heartbeatsSent: Int { state.withLock { $0.heartbeatsSent } }
+
+    /// Runs until cancelled; throws `Ending.removed` when the cluster has removed this node.
+    public func run() async throws {
+        let tls = try TLSContexts.client(credentials: credentials)
+        var leaderHint: String?
+        var next = 0
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            let controllers = state.withLock { $0.controllers }
+            guard !controllers.isEmpty || leaderHint != nil else { return }
+            let target: String
+            if let hint = leaderHint {
+                target = hint
+                leaderHint = nil
+            } else {
+                target = controllers[next % controllers.count]
+                next += 1
+            }
+            do {
+                try await session(with: target, tls: tls)
+                backoff = .milliseconds(100)
+            } catch let error as RPCError where error.code == .notLeader {
+                leaderHint = error.leaderAddress
+                state.withLock { $0.connectedTo = nil }
+                if leaderHint != nil { continue }  // straight to the leader
+            } catch let error as RPCError where error.code == .permissionDenied {
+                state.withLock { $0.connectedTo = nil }
+                throw Ending.removed("\(target) refused this node: \(error.message)")
+            } catch {
+                state.withLock { $0.connectedTo = nil }
+                logger.debug("session ended", metadata: ["controller": "\(target)", "error": "\(error)"])
+            }
+            // Jittered backoff: agents that lost the same leader do not all come back at the same instant.
+            let jittered = backoff * Double.random(in: 0.5...1.0)
+            try? await Task.sleep(for: jittered)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+    }
+
+    private func session(with target: String, tls: NIOSSLContext) async throws {
+        guard let (host, port) = HostPort.parse(target) else {
+            throw RPCError(.invalidArgument, "controller address '\(target)' is not host:port")
+        }
+        let client = try await RPCClient.connect(host: host, port: port, tls: tls, connectTimeout: .seconds(2), logger: logger)
+        defer { Task { await client.close() } }
+        try await client.bidirectional(Methods.agentSession) { writer, updates in
+            var iterator = updates.makeAsyncIterator()
+            guard let first = try await iterator.next() else {
+                throw RPCError(.unavailable, "the leader ended the session before it began")
+            }
+            let period = HeartbeatPeriod(Self.period(first))
+            self.learn(first)
+            self.state.withLock { $0.connectedTo = target }
+            self.logger.info("session with the leader", metadata: ["controller": "\(target)"])
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var sequence: UInt64 = 0
+                    while !Task.isCancelled {
+                        sequence += 1
+                        var heartbeat = Flotilla_V1_AgentHeartbeat()
+                        heartbeat.sequence = sequence
+                        heartbeat.version = FlotillaVersion.current
+                        try await writer.write(heartbeat)
+                        self.state.withLock { $0.heartbeatsSent += 1 }
+                        let base = period.get()
+                        try await Task.sleep(for: base * Double.random(in: 0.9...1.0))
+                    }
+                }
+                while let update = try await iterator.next() {
+                    period.set(Self.period(update))
+                    self.learn(update)
+                }
+                group.cancelAll()
+                throw RPCError(.unavailable, "the leader ended the session")
+            }
+        }
+    }
+
+    private func learn(_ update: Flotilla_V1_SessionUpdate) {
+        guard !update.controllers.isEmpty else { return }
+        let configured = state.withLock { state -> [String] in
+            var merged = state.controllers
+            for address in update.controllers where !merged.contains(address) { merged.append(address) }
+            state.controllers = merged
+            return merged
+        }
+        directory?.saveControllers(configured)
+    }
+
+    static func period(_ update: Flotilla_V1_SessionUpdate) -> Duration {
+        update.heartbeatPeriodMs == 0 ? .seconds(1) : .milliseconds(Int(update.heartbeatPeriodMs))
+    }
+}
+
+/// The heartbeat period the leader set, shared between the session's reader and its heartbeat task.
+final class HeartbeatPeriod: Sendable {
+    private let value: Mutex<Duration>
+    init(_ period: Duration) { value = Mutex(period) }
+    func get() -> Duration { value.withLock { $0 } }
+    func set(_ period: Duration) { value.withLock { $0 = period } }
+}
