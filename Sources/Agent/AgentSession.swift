@@ -24,7 +24,7 @@ public final class AgentSession: Sendable {
         }
     }
 
-    public let credentials: Credentials
+    public let identity: AgentIdentity
     private let directory: AgentDataDirectory?
     private let logger: Logger
     private let state: Mutex<State>
@@ -33,10 +33,11 @@ public final class AgentSession: Sendable {
         var controllers: [String]
         var connectedTo: String?
         var heartbeatsSent = 0
+        var sessionsOpened = 0
     }
 
-    public init(credentials: Credentials, controllers: [String], directory: AgentDataDirectory?, logger: Logger) {
-        self.credentials = credentials
+    public init(identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, logger: Logger) {
+        self.identity = identity
         self.directory = directory
         self.logger = logger
         self.state = Mutex(State(controllers: controllers))
@@ -45,10 +46,14 @@ public final class AgentSession: Sendable {
     /// The controller the session is on now, nil while disconnected.
     public var connectedTo: String? { state.withLock { $0.connectedTo } }
     public var heartbeatsSent: Int { state.withLock { $0.heartbeatsSent } }
+    /// Sessions opened since start: one while the connection to the leader holds (a renewed certificate does
+    /// not reopen it).
+    public var sessionsOpened: Int { state.withLock { $0.sessionsOpened } }
+    /// The controllers this agent knows of.
+    public var controllers: [String] { state.withLock { $0.controllers } }
 
     /// Runs until cancelled; throws `Ending.removed` when the cluster has removed this node.
     public func run() async throws {
-        let tls = try TLSContexts.client(credentials: credentials)
         var leaderHint: String?
         var next = 0
         var backoff = Duration.milliseconds(100)
@@ -64,7 +69,8 @@ public final class AgentSession: Sendable {
                 next += 1
             }
             do {
-                try await session(with: target, tls: tls)
+                // The current credentials: a renewed certificate serves every connection made after it.
+                try await session(with: target, tls: try TLSContexts.client(credentials: identity.current))
                 backoff = .milliseconds(100)
             } catch let error as RPCError where error.code == .notLeader {
                 leaderHint = error.leaderAddress
@@ -97,7 +103,10 @@ public final class AgentSession: Sendable {
             }
             let period = HeartbeatPeriod(Self.period(first))
             self.learn(first)
-            self.state.withLock { $0.connectedTo = target }
+            self.state.withLock {
+                $0.connectedTo = target
+                $0.sessionsOpened += 1
+            }
             self.logger.info("session with the leader", metadata: ["controller": "\(target)"])
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {

@@ -1,4 +1,5 @@
 import ClusterModel
+import Synchronization
 import ClusterStore
 import Foundation
 public import Logging
@@ -49,7 +50,11 @@ public struct ControllerConfiguration: Sendable {
 /// between controllers, membership) until shut down gracefully.
 public final class ControllerServer: Service {
     public let configuration: ControllerConfiguration
-    public let credentials: Credentials
+    /// This controller's credentials now (renewed while it runs).
+    public var credentials: Credentials { currentCredentials.withLock { $0 } }
+    private let currentCredentials: Mutex<Credentials>
+    private let authority: ClusterAuthority
+    private let credentialsPath: String
     private let logger: Logger
     private let server: RPCServer
     private let raft: ControllerRaft
@@ -67,7 +72,7 @@ public final class ControllerServer: Service {
                 .invalidConfiguration, "--listen \(configuration.listenAddress) is not host:port (e.g. 0.0.0.0:7400)")
         }
         self.configuration = configuration
-        self.credentials = credentials
+        self.currentCredentials = Mutex(credentials)
         self.logger = logger
         let id = credentials.identity.nodeID
         let store = StoreApplication()
@@ -113,6 +118,8 @@ public final class ControllerServer: Service {
         self.advertise = advertise
         peers.setAdvertiseAddress(advertise)
         let authority = ClusterAuthority(store: store, localCAPath: directory.caPath)
+        self.authority = authority
+        self.credentialsPath = directory.credentialsPath
         let monitor = NodeMonitor(raft: raft, heartbeatPeriod: configuration.heartbeatPeriod, logger: logger)
         self.monitor = monitor
         // A removed node's certificate stays valid cryptographically; the cluster refuses it by id.
@@ -161,6 +168,7 @@ public final class ControllerServer: Service {
             group.addTask { await self.peers.run() }
             group.addTask { await self.membership.maintain() }
             group.addTask { await self.monitor.run() }
+            group.addTask { await self.renewOwnCertificate() }
             if !configuration.joinAddresses.isEmpty {
                 group.addTask { await self.joinUntilMember() }
             }
@@ -176,6 +184,36 @@ public final class ControllerServer: Service {
             try await group.waitForAll()
         }
         logger.info("controller stopped")
+    }
+
+    /// Renews this controller's certificate at a random point in 50–80 % of its life, from the cluster CA (the
+    /// replicated one, or the founder's file), and serves new connections with it; open ones are untouched.
+    private func renewOwnCertificate() async {
+        var due = CertificateRenewal.renewalDate(for: credentials.certificate)
+        while !Task.isCancelled {
+            let wait = due.timeIntervalSinceNow
+            if wait > 0 {
+                try? await Task.sleep(for: .milliseconds(Int(min(wait, 60) * 1000) + 1))
+                continue
+            }
+            do {
+                let current = credentials
+                let (dnsNames, ipAddresses) = ControllerDataDirectory.subjectAlternativeNames(
+                    [configuration.listenAddress] + (configuration.advertiseAddress.map { [$0] } ?? []))
+                let renewed = try Credentials.issue(
+                    by: try authority.current(), identity: current.identity, dnsNames: dnsNames, ipAddresses: ipAddresses,
+                    now: Date(), validity: configuration.nodeCertificateLifetime)
+                try renewed.write(to: credentialsPath)
+                server.replaceTLS(try TLSContexts.server(credentials: renewed, acceptingJoiners: true))
+                peers.replaceTLS(try TLSContexts.client(credentials: renewed))
+                currentCredentials.withLock { $0 = renewed }
+                due = CertificateRenewal.renewalDate(for: renewed.certificate)
+                logger.info("certificate renewed", metadata: ["not_after": "\(renewed.certificate.notValidAfter)"])
+            } catch {
+                logger.warning("certificate renewal failed; retrying", metadata: ["error": "\(error)"])
+                due = Date().addingTimeInterval(5)
+            }
+        }
     }
 
     /// A new cluster's first join tokens, one per role, handed to `announce` (the founder prints them).

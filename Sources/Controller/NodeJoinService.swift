@@ -79,6 +79,9 @@ struct NodeJoinService: Sendable {
     let logger: Logger
 
     func register(into router: inout RPCRouter) {
+        router.register(Methods.renewCertificate) { request, context in
+            try await renew(request, caller: context.peer)
+        }
         router.register(Methods.nodeJoin) { request, context in
             let source = context.remoteAddress ?? "unknown"
             try limiter.check(source)
@@ -90,6 +93,31 @@ struct NodeJoinService: Sendable {
                 throw error
             }
         }
+    }
+
+    /// A new certificate for an agent's own identity (revoked callers never get here: the router refuses them).
+    func renew(_ request: Flotilla_V1_RenewRequest, caller: PeerIdentity) async throws -> Flotilla_V1_RenewResponse {
+        let status = await raft.driver.status
+        guard status.role == .leader else { throw raft.translate(RaftDriverError.notLeader(leader: status.leader)) }
+        try await raft.linearizable()
+        guard let node = raft.store.read({ $0.node(caller.nodeID) }) else {
+            throw RPCError(.permissionDenied, "node \(caller.nodeID) is not in this cluster (it was removed); join it again with a new token")
+        }
+        let publicKey: Certificate.PublicKey
+        do {
+            publicKey = try Joining.verifiedPublicKey(ofSigningRequest: Array(request.csrDer))
+        } catch let error as PKIError {
+            throw RPCError(.invalidArgument, error.message)
+        }
+        let ca = try authority.current()
+        let certificate = try ca.issue(
+            identity: caller, publicKey: publicKey, dnsNames: [], ipAddresses: [node.address], now: Date(),
+            validity: agentCertificateLifetime)
+        logger.info("certificate renewed", metadata: ["node.id": "\(caller.nodeID)", "not_after": "\(certificate.notValidAfter)"])
+        var response = Flotilla_V1_RenewResponse()
+        response.certificateDer = .init(try DERCoding.serialize(certificate))
+        response.caCertificateDer = .init(try DERCoding.serialize(ca.certificate))
+        return response
     }
 
     func join(_ request: Flotilla_V1_NodeJoinRequest, source: String) async throws -> Flotilla_V1_NodeJoinResponse {

@@ -16,7 +16,7 @@ final class RaftPeers: RaftTransport {
     }
 
     private let selfID: NodeID
-    private let tls: NIOSSLContext
+    private let tls: CurrentTLS
     private let logger: Logger
     /// Who is where, from the replicated controller table.
     private let addresses: @Sendable () -> [NodeID: String]
@@ -33,10 +33,13 @@ final class RaftPeers: RaftTransport {
 
     init(selfID: NodeID, tls: NIOSSLContext, logger: Logger, addresses: @escaping @Sendable () -> [NodeID: String]) {
         self.selfID = selfID
-        self.tls = tls
+        self.tls = CurrentTLS(tls)
         self.logger = logger
         self.addresses = addresses
     }
+
+    /// New connections use `context` (this controller's certificate was renewed).
+    func replaceTLS(_ context: NIOSSLContext) { tls.replace(context) }
 
     func setAdvertiseAddress(_ address: String) { advertise.withLock { $0 = address } }
 
@@ -117,7 +120,7 @@ final class RaftPeers: RaftTransport {
             }
             do {
                 let client = try await RPCClient.connect(
-                    host: host, port: port, tls: tls, expectedServerRoles: [.controller], connectTimeout: .seconds(2),
+                    host: host, port: port, tls: tls.current, expectedServerRoles: [.controller], connectTimeout: .seconds(2),
                     logger: logger)
                 backoff = .milliseconds(50)
                 do {

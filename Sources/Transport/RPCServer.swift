@@ -17,6 +17,7 @@ public final class RPCServer: Sendable {
     private let router: Mutex<RPCRouter>
     private let logger: Logger
     private let connections = Mutex(ConnectionRegistry())
+    private let tls: CurrentTLS
 
     private struct ConnectionRegistry {
         var ports: [ObjectIdentifier: ConnectionPort] = [:]
@@ -24,9 +25,10 @@ public final class RPCServer: Sendable {
     }
 
     private init(
-        serverChannel: NIOAsyncChannel<NIOAsyncChannel<IncomingCall, Never>, Never>, router: RPCRouter, logger: Logger
+        serverChannel: NIOAsyncChannel<NIOAsyncChannel<IncomingCall, Never>, Never>, router: RPCRouter, tls: CurrentTLS, logger: Logger
     ) throws {
         self.serverChannel = serverChannel
+        self.tls = tls
         self.router = Mutex(router)
         self.logger = logger
         guard let address = serverChannel.channel.localAddress else {
@@ -44,6 +46,7 @@ public final class RPCServer: Sendable {
         logger: Logger = Logger(label: "flotilla.transport")
     ) async throws -> RPCServer {
         let holder = ServerHolder()
+        let currentTLS = CurrentTLS(tls)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -51,7 +54,7 @@ public final class RPCServer: Sendable {
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOSSLServerHandler(context: tls))
+                    try sync.addHandler(NIOSSLServerHandler(context: currentTLS.current))
                     try sync.addHandler(ByteToMessageHandler(FrameToMessageDecoder(maxPayloadSize: configuration.maxFrameSize)))
                     let handler = ConnectionHandler(
                         role: .server, configuration: configuration,
@@ -62,7 +65,7 @@ public final class RPCServer: Sendable {
                     return try NIOAsyncChannel<IncomingCall, Never>(wrappingChannelSynchronously: channel)
                 }
             }
-        let server = try RPCServer(serverChannel: channel, router: router, logger: logger)
+        let server = try RPCServer(serverChannel: channel, router: router, tls: currentTLS, logger: logger)
         holder.server.withLock { $0 = server }
         return server
     }
@@ -101,6 +104,11 @@ public final class RPCServer: Sendable {
         } catch {
             logger.debug("connection ended with an error", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Serves new connections with `context` (a renewed certificate); open connections keep theirs.
+    public func replaceTLS(_ context: NIOSSLContext) {
+        tls.replace(context)
     }
 
     /// Replaces the methods served, for servers whose handlers need to know the bound port. Call before `run`.

@@ -84,6 +84,9 @@ public enum Methods {
     public static let agentSession = MethodDescriptor<Flotilla_V1_AgentHeartbeat, Flotilla_V1_SessionUpdate>(
         "flotilla.v1.NodeMembership/Session", kind: .bidirectionalStreaming, allowedRoles: [.agent])
 
+    public static let renewCertificate = MethodDescriptor<Flotilla_V1_RenewRequest, Flotilla_V1_RenewResponse>(
+        "flotilla.v1.NodeMembership/Renew", kind: .unary, allowedRoles: [.agent])
+
     // MARK: - Joining: the one method a caller without a certificate may call
     public static let nodeJoin = MethodDescriptor<Flotilla_V1_NodeJoinRequest, Flotilla_V1_NodeJoinResponse>(
         "flotilla.v1.NodeMembership/Join", kind: .unary, allowedRoles: [.joiner])
