@@ -47,11 +47,8 @@ public struct CertificateRenewer: Sendable {
         var due = CertificateRenewal.renewalDate(for: identity.current.certificate)
         var retry = Duration.seconds(1)
         while !Task.isCancelled {
-            let wait = due.timeIntervalSinceNow
-            if wait > 0 {
-                try? await Task.sleep(for: .milliseconds(Int(min(wait, 60) * 1000) + 1))
-                continue
-            }
+            await CertificateRenewal.sleep(until: due)
+            guard !Task.isCancelled else { return }
             do {
                 let renewed = try await renew()
                 try directory?.saveCredentials(renewed)

@@ -191,11 +191,8 @@ public final class ControllerServer: Service {
     private func renewOwnCertificate() async {
         var due = CertificateRenewal.renewalDate(for: credentials.certificate)
         while !Task.isCancelled {
-            let wait = due.timeIntervalSinceNow
-            if wait > 0 {
-                try? await Task.sleep(for: .milliseconds(Int(min(wait, 60) * 1000) + 1))
-                continue
-            }
+            await CertificateRenewal.sleep(until: due)
+            guard !Task.isCancelled else { return }
             do {
                 let current = credentials
                 let (dnsNames, ipAddresses) = ControllerDataDirectory.subjectAlternativeNames(

@@ -27,4 +27,14 @@ public enum CertificateRenewal {
     public static func renewalDate(for certificate: Certificate) -> Date {
         renewalDate(for: certificate, fraction: Double.random(in: earliestFraction...latestFraction))
     }
+
+    /// Waits until `date`, checking the wall clock at least once a minute (so a clock step is noticed);
+    /// returns early when the task is cancelled.
+    public static func sleep(until date: Date) async {
+        while !Task.isCancelled {
+            let wait = date.timeIntervalSinceNow
+            guard wait > 0 else { return }
+            try? await Task.sleep(for: .milliseconds(Int(min(wait, 60) * 1000) + 1))
+        }
+    }
 }
