@@ -1,8 +1,10 @@
 import AdminClient
+import Agent
 import ClusterModel
 import Controller
 import Crypto
 import Foundation
+import Logging
 import PKI
 import TestSupport
 import Testing
@@ -164,6 +166,41 @@ struct JoinTests {
             })
             #expect(error.code == .permissionDenied)
             await client.close()
+        }
+    }
+
+    @Test("a removed node is refused on reconnecting: its session ends for good and every call is denied")
+    func removedNodeRefused() async throws {
+        try await Self.withCluster { address, admin in
+            let token = try JoinToken(parsing: try await admin.tokenCreate(role: "agent").token)
+            let credentials = try await NodeJoiner.join(controllers: [address], token: token, request: Self.agent("doomed"))
+            let session = AgentSession(
+                identity: AgentIdentity(credentials), controllers: [address], directory: nil, logger: Logger(label: "test-agent"))
+            let running = Task { try await session.run() }
+            #expect(try await eventually { (try? await admin.nodeList())?.first { $0.name == "doomed" }?.status == "ready" })
+
+            // Refused while ready, unless forced.
+            let refusal = try #require(await #expect(throws: RPCError.self) { _ = try await admin.nodeRemove("doomed") })
+            #expect(refusal.code == .failedPrecondition)
+            #expect(try await admin.nodeRemove("doomed", force: true) == credentials.identity.nodeID.rawValue)
+
+            // The session's next heartbeat is refused, and the agent stops: it was removed.
+            let ending = await running.result
+            guard case .failure(let error) = ending, error is AgentSession.Ending else {
+                Issue.record("the session did not end with a removal: \(ending)")
+                return
+            }
+            #expect("\(error)".contains("was removed"))
+            // Its certificate is still valid cryptographically, yet every call is denied.
+            let (host, port) = try #require(HostPort.parse(address))
+            let client = try await RPCClient.connect(host: host, port: port, tls: try TLSContexts.client(credentials: credentials))
+            let denied = try #require(await #expect(throws: RPCError.self) {
+                try await client.unary(Methods.healthCheck, Flotilla_V1_HealthCheckRequest())
+            })
+            #expect(denied.code == .permissionDenied)
+            #expect(denied.message.contains("was removed from the cluster"))
+            await client.close()
+            #expect(try await admin.nodeList().allSatisfy { $0.name != "doomed" })
         }
     }
 
