@@ -115,6 +115,15 @@ struct ControllerClusterTests {
             #expect(try await eventually(timeout: .seconds(30)) { await Self.leader(survivors) != nil })
             let newLeader = try #require(await Self.leader(survivors))
             for i in 20..<30 { _ = try await Self.put("k\(i)", "v\(i)", via: newLeader.server.localAddress, admin: admin) }
+            // The new leader joined with a token and never had the CA file: it signs with the replicated CA.
+            #expect(!FileManager.default.fileExists(atPath: root + "/b/ca.pem"))
+            let leaderClient = try await AdminClient.connect(to: [newLeader.server.localAddress], credentials: admin)
+            let agentToken = try JoinToken(parsing: try await leaderClient.tokenCreate(role: "agent").token)
+            await leaderClient.close()
+            let agent = try await NodeJoiner.join(
+                controllers: [newLeader.server.localAddress], token: agentToken,
+                request: .init(role: .agent, name: "after-failover", advertiseAddress: "127.0.0.1", version: "test"))
+            #expect(agent.caCertificate == admin.caCertificate)
 
             // The old leader restarts from its data directory and catches up on what it missed.
             a = try await Self.start(root + "/a")
