@@ -1,0 +1,211 @@
+public import Messages
+
+/// One thing wrong with a service spec: which field, and what is wrong with it.
+public struct SpecProblem: Sendable, Hashable, CustomStringConvertible {
+    /// The field's path, e.g. "ports[1].published_port".
+    public var field: String
+    public var message: String
+
+    public init(_ field: String, _ message: String) {
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String { "\(field): \(message)" }
+}
+
+/// The rules of a service spec, and its defaults. Pure: the leader checks a spec before it commits it, the CLI
+/// before it sends it, and the store again when it applies it.
+public enum ServiceSpecRules {
+    public static let drivers = ["oci", "process"]
+    public static let policies = ["round-robin", "weighted-round-robin", "least-connections", "ip-hash", "random", "p2c"]
+    public static let protocols = ["tcp", "http"]
+    public static let restartConditions = ["any", "on-failure", "none"]
+    public static let updateOrders = ["stop-first", "start-first"]
+    public static let failureActions = ["pause", "rollback", "continue"]
+    public static let maxReplicas: UInt32 = 10_000
+    public static let maxNameLength = 63
+
+    /// The spec with every unset field at its default (driver "oci", policy "round-robin", protocol "tcp",
+    /// restart "any" after 1 s, updates one at a time stop-first pausing on failure, 5 s monitor, health
+    /// checks every 5 s with a 2 s timeout and 3 retries). Validating a normalized spec gives the same answer.
+    public static func normalized(_ spec: Flotilla_V1_ServiceSpec) -> Flotilla_V1_ServiceSpec {
+        var spec = spec
+        if spec.driver.isEmpty { spec.driver = "oci" }
+        if spec.lbPolicy.isEmpty { spec.lbPolicy = "round-robin" }
+        for index in spec.ports.indices where spec.ports[index].protocol.isEmpty { spec.ports[index].protocol = "tcp" }
+        if spec.restartPolicy.condition.isEmpty { spec.restartPolicy.condition = "any" }
+        if spec.restartPolicy.delayMs == 0 { spec.restartPolicy.delayMs = 1_000 }
+        spec.updateConfig = normalized(spec.updateConfig)
+        spec.rollbackConfig = normalized(spec.rollbackConfig)
+        if spec.hasHealthCheck {
+            if spec.healthCheck.intervalMs == 0 { spec.healthCheck.intervalMs = 5_000 }
+            if spec.healthCheck.timeoutMs == 0 { spec.healthCheck.timeoutMs = 2_000 }
+            if spec.healthCheck.retries == 0 { spec.healthCheck.retries = 3 }
+        }
+        return spec
+    }
+
+    static func normalized(_ update: Flotilla_V1_UpdateConfig) -> Flotilla_V1_UpdateConfig {
+        var update = update
+        if update.order.isEmpty { update.order = "stop-first" }
+        if update.failureAction.isEmpty { update.failureAction = "pause" }
+        if update.monitorMs == 0 { update.monitorMs = 5_000 }
+        if update.parallelism == 0 && update.delayMs == 0 && update.maxFailureRatio == 0 { update.parallelism = 1 }
+        return update
+    }
+
+    /// Everything wrong with `spec`, in field order; empty when it is valid.
+    public static func problems(in spec: Flotilla_V1_ServiceSpec) -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        func check(_ condition: Bool, _ field: String, _ message: @autoclosure () -> String) {
+            if !condition { problems.append(SpecProblem(field, message())) }
+        }
+        check(isDNSLabel(spec.name), "name", "'\(spec.name)' must be 1 to \(maxNameLength) lowercase letters, digits and '-', starting with a letter and not ending with '-'")
+        check(spec.driver.isEmpty || drivers.contains(spec.driver), "driver", "'\(spec.driver)' is not a driver; use \(drivers.joined(separator: " or "))")
+        if spec.driver.isEmpty || spec.driver == "oci" {
+            check(!spec.image.isEmpty, "image", "an oci service needs an image (e.g. registry.local:5000/hello:1)")
+        } else {
+            check(!spec.command.isEmpty, "command", "a process service needs a command")
+        }
+        check(!spec.image.contains(where: \.isWhitespace), "image", "'\(spec.image)' may not contain spaces")
+        check(!spec.command.contains("\0") && spec.args.allSatisfy { !$0.contains("\0") }, "command", "may not contain NUL characters")
+        var names: Set<String> = []
+        for (index, variable) in spec.env.enumerated() {
+            check(isEnvName(variable.name), "env[\(index)].name", "'\(variable.name)' is not a variable name (letters, digits and '_', not starting with a digit)")
+            check(!variable.value.contains("\0"), "env[\(index)].value", "may not contain NUL characters")
+            check(names.insert(variable.name).inserted, "env[\(index)].name", "\(variable.name) is set twice")
+        }
+        switch spec.mode {
+        case .replicated:
+            check(spec.replicas <= maxReplicas, "replicas", "\(spec.replicas) is more than the limit of \(maxReplicas)")
+        case .global:
+            check(spec.replicas == 0, "replicas", "a global service runs one task per eligible node; do not set replicas")
+        case .UNRECOGNIZED(let value):
+            problems.append(SpecProblem("mode", "\(value) is not a mode; use replicated or global"))
+        }
+        let resources = spec.resources
+        if resources.cpuLimitMillis > 0 && resources.cpuReservationMillis > resources.cpuLimitMillis {
+            problems.append(SpecProblem("resources.cpu_limit_millis", "\(resources.cpuLimitMillis) is below the reservation \(resources.cpuReservationMillis)"))
+        }
+        if resources.memoryLimitBytes > 0 && resources.memoryReservationBytes > resources.memoryLimitBytes {
+            problems.append(SpecProblem("resources.memory_limit_bytes", "\(resources.memoryLimitBytes) is below the reservation \(resources.memoryReservationBytes)"))
+        }
+        if resources.memoryLimitBytes > 0 {
+            check(resources.memoryLimitBytes >= 4 << 20, "resources.memory_limit_bytes", "\(resources.memoryLimitBytes) bytes is too little to run anything; at least 4 MiB")
+        }
+        for (index, constraint) in spec.constraints.enumerated() {
+            if let problem = PlacementConstraint.parse(constraint).problem {
+                problems.append(SpecProblem("constraints[\(index)]", problem))
+            }
+        }
+        if !spec.spreadOver.isEmpty {
+            check(spec.spreadOver.hasPrefix("node.labels.") && spec.spreadOver.count > "node.labels.".count,
+                  "spread_over", "'\(spec.spreadOver)' must name a node label: node.labels.KEY")
+        }
+        if spec.mode == .global {
+            check(spec.maxReplicasPerNode == 0, "max_replicas_per_node", "a global service runs one task per node already")
+        }
+        var published: Set<UInt32> = []
+        var targets: Set<UInt32> = []
+        for (index, port) in spec.ports.enumerated() {
+            check((1...65_535).contains(port.targetPort), "ports[\(index)].target_port", "\(port.targetPort) is not a port (1-65535)")
+            check(port.publishedPort <= 65_535, "ports[\(index)].published_port", "\(port.publishedPort) is not a port (1-65535)")
+            check(port.protocol.isEmpty || protocols.contains(port.protocol), "ports[\(index)].protocol", "'\(port.protocol)' is not a protocol; use tcp or http")
+            check(targets.insert(port.targetPort).inserted, "ports[\(index)].target_port", "\(port.targetPort) is listed twice")
+            if port.publishedPort != 0 {
+                check(published.insert(port.publishedPort).inserted, "ports[\(index)].published_port", "\(port.publishedPort) is published twice")
+            }
+        }
+        check(spec.lbPolicy.isEmpty || policies.contains(spec.lbPolicy), "lb_policy", "'\(spec.lbPolicy)' is not a policy; use one of \(policies.joined(separator: ", "))")
+        if spec.hasHealthCheck {
+            let health = spec.healthCheck
+            check(health.command.isEmpty != health.httpPath.isEmpty, "health_check", "set exactly one of command and http_path")
+            if !health.httpPath.isEmpty {
+                check(health.httpPath.hasPrefix("/"), "health_check.http_path", "'\(health.httpPath)' must start with '/'")
+                check(!spec.ports.isEmpty, "health_check.http_path", "an HTTP check needs a port to check")
+            }
+            if health.intervalMs > 0 && health.timeoutMs > 0 {
+                check(health.timeoutMs < health.intervalMs, "health_check.timeout_ms", "\(health.timeoutMs) ms must be less than the interval (\(health.intervalMs) ms)")
+            }
+        }
+        let restart = spec.restartPolicy
+        check(restart.condition.isEmpty || restartConditions.contains(restart.condition), "restart_policy.condition", "'\(restart.condition)' is not a condition; use any, on-failure or none")
+        problems += updateProblems(spec.updateConfig, field: "update_config")
+        problems += updateProblems(spec.rollbackConfig, field: "rollback_config")
+        return problems
+    }
+
+    static func updateProblems(_ update: Flotilla_V1_UpdateConfig, field: String) -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        if !update.order.isEmpty && !updateOrders.contains(update.order) {
+            problems.append(SpecProblem("\(field).order", "'\(update.order)' is not an order; use stop-first or start-first"))
+        }
+        if !update.failureAction.isEmpty && !failureActions.contains(update.failureAction) {
+            problems.append(SpecProblem("\(field).failure_action", "'\(update.failureAction)' is not an action; use pause, rollback or continue"))
+        }
+        if !(0...1).contains(update.maxFailureRatio) || update.maxFailureRatio.isNaN {
+            problems.append(SpecProblem("\(field).max_failure_ratio", "\(update.maxFailureRatio) must be between 0 and 1"))
+        }
+        return problems
+    }
+
+    static func isDNSLabel(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...maxNameLength).contains(bytes.count), (0x61...0x7A).contains(bytes[0]), bytes.last != 0x2D else { return false }
+        return bytes.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D }
+    }
+
+    static func isEnvName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard let first = bytes.first, !(0x30...0x39).contains(first) else { return false }
+        return bytes.allSatisfy { (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F }
+    }
+}
+
+/// A placement constraint: a node attribute compared with `==` or `!=`.
+public struct PlacementConstraint: Sendable, Hashable {
+    public enum Attribute: Sendable, Hashable {
+        case label(String)
+        case name
+        case role
+    }
+
+    public var attribute: Attribute
+    public var equals: Bool
+    public var value: String
+
+    public init(attribute: Attribute, equals: Bool, value: String) {
+        self.attribute = attribute
+        self.equals = equals
+        self.value = value
+    }
+
+    /// Parses "node.labels.zone==a", "node.name!=n1", "node.role==agent"; the problem is set when it does not.
+    public static func parse(_ text: String) -> (constraint: PlacementConstraint?, problem: String?) {
+        let isNotEqual = text.contains("!=")
+        let separator = isNotEqual ? "!=" : "=="
+        let parts = text.split(separator: separator, maxSplits: 1, omittingEmptySubsequences: false).map {
+            String($0).trimmingSpaces
+        }
+        guard parts.count == 2, !parts[1].isEmpty else {
+            return (nil, "'\(text)' is not a constraint; write node.labels.KEY==VALUE, node.name!=NAME or node.role==agent")
+        }
+        let attribute: Attribute
+        switch parts[0] {
+        case "node.name": attribute = .name
+        case "node.role": attribute = .role
+        case let key where key.hasPrefix("node.labels.") && key.count > "node.labels.".count:
+            attribute = .label(String(key.dropFirst("node.labels.".count)))
+        default:
+            return (nil, "'\(parts[0])' is not a node attribute; use node.labels.KEY, node.name or node.role")
+        }
+        return (PlacementConstraint(attribute: attribute, equals: !isNotEqual, value: parts[1]), nil)
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        String(drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+    }
+}
