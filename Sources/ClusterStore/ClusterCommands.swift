@@ -1,5 +1,5 @@
 public import ClusterModel
-internal import Messages
+public import Messages
 
 /// Encoders for the commands the store applies, so that callers never build protobuf by hand.
 ///
@@ -93,6 +93,50 @@ public enum ClusterCommands {
         var set = Flotilla_V1_ClusterCASet()
         set.ca = ca.proto
         return envelope(requestID, .clusterCaSet(set))
+    }
+
+    /// Creates a service (version 1).
+    public static func serviceCreate(_ service: Flotilla_V1_ServiceRecord, requestID: UInt64 = 0) -> [UInt8] {
+        var create = Flotilla_V1_ServiceCreate()
+        create.service = service
+        return envelope(requestID, .serviceCreate(create))
+    }
+
+    /// Replaces service `id`'s spec; `expectedVersion` 0 means unconditionally; `rollback` marks a rollback.
+    public static func serviceUpdate(
+        id: String, spec: Flotilla_V1_ServiceSpec, expectedVersion: UInt64, nowMs: UInt64, rollback: Bool = false,
+        requestID: UInt64 = 0
+    ) -> [UInt8] {
+        var update = Flotilla_V1_ServiceUpdate()
+        update.id = id
+        update.spec = spec
+        update.expectedVersion = expectedVersion
+        update.nowMs = nowMs
+        update.rollback = rollback
+        return envelope(requestID, .serviceUpdate(update))
+    }
+
+    /// Removes service `id`'s record.
+    public static func serviceRemove(id: String, requestID: UInt64 = 0) -> [UInt8] {
+        var remove = Flotilla_V1_ServiceRemove()
+        remove.id = id
+        return envelope(requestID, .serviceRemove(remove))
+    }
+
+    /// The orchestrator's plan: these tasks written whole, those deleted; all or nothing.
+    public static func tasksWrite(_ tasks: [Flotilla_V1_TaskRecord], deleting ids: [String] = [], requestID: UInt64 = 0) -> [UInt8] {
+        var write = Flotilla_V1_TasksWrite()
+        write.tasks = tasks
+        write.deleteIds = ids
+        return envelope(requestID, .tasksWrite(write))
+    }
+
+    /// What node `nodeID`'s agent saw its tasks do.
+    public static func taskStatusReport(nodeID: NodeID, _ statuses: [Flotilla_V1_TaskStatus], requestID: UInt64 = 0) -> [UInt8] {
+        var report = Flotilla_V1_TaskStatusReport()
+        report.nodeID = nodeID.rawValue
+        report.statuses = statuses
+        return envelope(requestID, .taskStatusReport(report))
     }
 
     private static func envelope(_ requestID: UInt64, _ command: Flotilla_V1_ClusterCommand.OneOf_Command) -> [UInt8] {

@@ -19,6 +19,8 @@ extension ClusterState {
         snapshot.tokens = tokens.map(\.proto)
         snapshot.revokedNodes = revokedNodes.map(\.proto)
         if let caRecord { snapshot.ca = caRecord.proto }
+        snapshot.services = serviceTable.values.sorted { $0.id < $1.id }
+        snapshot.tasks = tasks
         return snapshot.storeBytes
     }
 
@@ -93,6 +95,14 @@ extension ClusterState {
             revokedTable[revoked.id] = revoked
         }
         if snapshot.hasCa { caRecord = ClusterCARecord(proto: snapshot.ca) }
+        for service in snapshot.services {
+            guard serviceTable[service.id] == nil else { throw Self.invalid("holds service \(quoted(service.id, limit: 64)) twice") }
+            serviceTable[service.id] = service
+        }
+        for task in snapshot.tasks {
+            guard taskTable[task.id] == nil else { throw Self.invalid("holds task \(quoted(task.id, limit: 64)) twice") }
+            taskTable[task.id] = task
+        }
     }
 
     private static func invalid(_ problem: String) -> StoreError {

@@ -29,9 +29,10 @@ public struct ClusterState: Sendable, Equatable {
     var revokedTable: [NodeID: RevokedNode]
     /// The cluster CA, once the founder installed it.
     var caRecord: ClusterCARecord?
-
-    // Services and tasks (issue 5) arrive with the commands that write them; their snapshot fields are kept
-    // free in store.proto (ClusterSnapshot fields 6–7).
+    /// Services by id: the desired state.
+    var serviceTable: [String: Flotilla_V1_ServiceRecord]
+    /// Tasks by id.
+    var taskTable: [String: Flotilla_V1_TaskRecord]
 
     /// An empty state, before the first entry.
     public init() {
@@ -42,6 +43,8 @@ public struct ClusterState: Sendable, Equatable {
         tokenTable = [:]
         revokedTable = [:]
         caRecord = nil
+        serviceTable = [:]
+        taskTable = [:]
     }
 
     // MARK: - Applying the log
@@ -100,6 +103,16 @@ public struct ClusterState: Sendable, Equatable {
             result = applyTokenRevoke(revoke, at: index, changes: &changes)
         case .clusterCaSet(let set):
             result = applyClusterCASet(set, at: index, changes: &changes)
+        case .serviceCreate(let create):
+            result = applyServiceCreate(create, at: index, changes: &changes)
+        case .serviceUpdate(let update):
+            result = applyServiceUpdate(update, at: index, changes: &changes)
+        case .serviceRemove(let remove):
+            result = applyServiceRemove(remove, at: index, changes: &changes)
+        case .tasksWrite(let write):
+            result = applyTasksWrite(write, at: index, changes: &changes)
+        case .taskStatusReport(let report):
+            result = applyTaskStatusReport(report, at: index, changes: &changes)
         }
         appliedIndex = index
         return ApplyOutcome(index: index, requestID: command.requestID, result: result, changes: changes)

@@ -66,6 +66,20 @@ extension Flotilla_V1_ClusterCommand {
         case .clusterCaSet(let set):
             if let field = set.firstUnknownField { return "field \(field) of ClusterCASet" }
             return set.ca.firstUnknownField.map { "field \($0) of ClusterCA" }
+        case .serviceCreate(let create):
+            if let field = create.firstUnknownField { return "field \(field) of ServiceCreate" }
+            return create.service.unknownFieldDescription
+        case .serviceUpdate(let update):
+            if let field = update.firstUnknownField { return "field \(field) of ServiceUpdate" }
+            return update.spec.unknownFieldDescription
+        case .serviceRemove(let remove):
+            return remove.firstUnknownField.map { "field \($0) of ServiceRemove" }
+        case .tasksWrite(let write):
+            if let field = write.firstUnknownField { return "field \(field) of TasksWrite" }
+            return write.tasks.lazy.compactMap { $0.firstUnknownField.map { "field \($0) of TaskRecord" } }.first
+        case .taskStatusReport(let report):
+            if let field = report.firstUnknownField { return "field \(field) of TaskStatusReport" }
+            return report.statuses.lazy.compactMap { $0.firstUnknownField.map { "field \($0) of TaskStatus" } }.first
         }
     }
 }
@@ -89,6 +103,12 @@ extension Flotilla_V1_ClusterSnapshot {
         for revoked in revokedNodes {
             if let field = revoked.firstUnknownField { return "field \(field) of RevokedNode" }
         }
+        for service in services {
+            if let unknown = service.unknownFieldDescription { return unknown }
+        }
+        for task in tasks {
+            if let field = task.firstUnknownField { return "field \(field) of TaskRecord" }
+        }
         return ca.firstUnknownField.map { "field \($0) of ClusterCA" }
     }
 }
@@ -100,5 +120,26 @@ extension Flotilla_V1_NodeRecord {
             if let field = label.firstUnknownField { return "field \(field) of Label" }
         }
         return nil
+    }
+}
+
+extension Flotilla_V1_ServiceRecord {
+    var unknownFieldDescription: String? {
+        if let field = firstUnknownField { return "field \(field) of ServiceRecord" }
+        if let field = updateStatus.firstUnknownField { return "field \(field) of UpdateStatus" }
+        return spec.unknownFieldDescription ?? previousSpec.unknownFieldDescription
+    }
+}
+
+extension Flotilla_V1_ServiceSpec {
+    /// A field this version does not know, anywhere in the spec; nil when none.
+    var unknownFieldDescription: String? {
+        if let field = firstUnknownField { return "field \(field) of ServiceSpec" }
+        let parts: [(String, UInt64?)] = [
+            ("Resources", resources.firstUnknownField), ("HealthCheck", healthCheck.firstUnknownField),
+            ("RestartPolicy", restartPolicy.firstUnknownField), ("UpdateConfig", updateConfig.firstUnknownField),
+            ("UpdateConfig", rollbackConfig.firstUnknownField),
+        ] + env.map { ("EnvVar", $0.firstUnknownField) } + ports.map { ("PortSpec", $0.firstUnknownField) }
+        return parts.first { $0.1 != nil }.map { "field \($0.1!) of \($0.0)" }
     }
 }

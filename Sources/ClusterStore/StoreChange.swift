@@ -3,7 +3,6 @@
 public struct StoreChange: Sendable, Hashable, CustomStringConvertible {
     /// The tables of the store.
     ///
-    /// Services and tasks join this list with the issue that adds their commands (issue 5).
     public enum Table: String, Sendable, Hashable, CaseIterable {
         /// Variables, by key.
         case variables
@@ -17,6 +16,10 @@ public struct StoreChange: Sendable, Hashable, CustomStringConvertible {
         case revokedNodes
         /// The cluster CA (one row, key "ca").
         case ca
+        /// Services, by id.
+        case services
+        /// Tasks, by id.
+        case tasks
     }
 
     /// Whether the row now exists.

@@ -119,6 +119,12 @@ struct DeterminismTests {
             changes.append(StoreChange(table: .revokedNodes, key: id.rawValue, kind: new.isRevoked(id) ? .put : .delete, index: index))
         }
         if old.ca != new.ca { changes.append(StoreChange(table: .ca, key: "ca", kind: new.ca == nil ? .delete : .put, index: index)) }
+        for id in Set(old.services.map(\.id) + new.services.map(\.id)).sorted() where old.service(id) != new.service(id) {
+            changes.append(StoreChange(table: .services, key: id, kind: new.service(id) == nil ? .delete : .put, index: index))
+        }
+        for id in Set(old.tasks.map(\.id) + new.tasks.map(\.id)).sorted() where old.task(id) != new.task(id) {
+            changes.append(StoreChange(table: .tasks, key: id, kind: new.task(id) == nil ? .delete : .put, index: index))
+        }
         return changes
     }
 }

@@ -1,5 +1,6 @@
 import ClusterModel
 import ClusterStore
+import Messages
 
 /// One log entry of a generated workload.
 enum Entry {
@@ -67,7 +68,34 @@ struct Workload {
                     tokenID: tokenIDs.randomElement(using: &rng)!, nowMs: 1_000 + UInt64(rng.below(6_000)), nodeID: id,
                     role: .agent, node: node, requestID: requestID))
             }
-        case 90..<92:
+        case 90..<91:
+            let id = ["svc-a", "svc-b"].randomElement(using: &rng)!
+            var service = Flotilla_V1_ServiceRecord()
+            service.id = id
+            var spec = Flotilla_V1_ServiceSpec()
+            spec.name = rng.below(3) == 0 ? "web" : id
+            spec.driver = "process"
+            spec.command = "run"
+            spec.replicas = UInt32(rng.below(4))
+            service.spec = spec
+            service.version = 1
+            switch rng.below(3) {
+            case 0: return .command(ClusterCommands.serviceCreate(service, requestID: requestID))
+            case 1:
+                let version = state.service(id)?.version ?? 0
+                return .command(ClusterCommands.serviceUpdate(
+                    id: id, spec: spec, expectedVersion: rng.below(2) == 0 ? version : 0, nowMs: 5_000, requestID: requestID))
+            default:
+                var task = Flotilla_V1_TaskRecord()
+                task.id = "task-\(rng.below(6))"
+                task.serviceID = id
+                task.serviceVersion = state.service(id)?.version ?? 1
+                task.slot = UInt32(rng.below(4))
+                task.nodeID = rng.below(2) == 0 ? "" : nodeIDs.randomElement(using: &rng)!
+                task.desiredState = rng.below(4) == 0 ? .shutdown : .running
+                return .command(ClusterCommands.tasksWrite([task], deleting: rng.below(5) == 0 ? ["task-\(rng.below(6))"] : [], requestID: requestID))
+            }
+        case 91..<92:
             let id = controllerIDs.randomElement(using: &rng)!
             let address = rng.below(20) == 0 ? "no-port" : "10.0.0.\(rng.below(4)):7400"
             let record = ControllerRecord(id: NodeID(id), address: address, isVoter: Bool.random(using: &rng))

@@ -37,6 +37,81 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// The lifecycle of a task. Desired states use running and shutdown only.
+public nonisolated enum Flotilla_V1_TaskState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Created; not placed yet (or cannot be: see the message).
+  case pending // = 0
+
+  /// Placed on a node; its agent has not started it yet.
+  case assigned // = 1
+
+  /// The agent is starting it.
+  case starting // = 2
+
+  /// Running (and healthy, if it has a health check).
+  case running // = 3
+
+  /// Exited with status 0.
+  case complete // = 4
+
+  /// Exited otherwise, failed its health check, or could not start.
+  case failed // = 5
+
+  /// Stopped because it was asked to.
+  case shutdown // = 6
+
+  /// Its node went down: it is presumed lost and replaced.
+  case orphaned // = 7
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .pending
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .pending
+    case 1: self = .assigned
+    case 2: self = .starting
+    case 3: self = .running
+    case 4: self = .complete
+    case 5: self = .failed
+    case 6: self = .shutdown
+    case 7: self = .orphaned
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .pending: return 0
+    case .assigned: return 1
+    case .starting: return 2
+    case .running: return 3
+    case .complete: return 4
+    case .failed: return 5
+    case .shutdown: return 6
+    case .orphaned: return 7
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Flotilla_V1_TaskState] = [
+    .pending,
+    .assigned,
+    .starting,
+    .running,
+    .complete,
+    .failed,
+    .shutdown,
+    .orphaned,
+  ]
+
+}
+
 /// Whether the leader hears from a node.
 public nonisolated enum Flotilla_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
@@ -231,6 +306,51 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
     set {command = .clusterCaSet(newValue)}
   }
 
+  /// Create a service.
+  public var serviceCreate: Flotilla_V1_ServiceCreate {
+    get {
+      if case .serviceCreate(let v)? = command {return v}
+      return Flotilla_V1_ServiceCreate()
+    }
+    set {command = .serviceCreate(newValue)}
+  }
+
+  /// Replace a service's spec (a new version).
+  public var serviceUpdate: Flotilla_V1_ServiceUpdate {
+    get {
+      if case .serviceUpdate(let v)? = command {return v}
+      return Flotilla_V1_ServiceUpdate()
+    }
+    set {command = .serviceUpdate(newValue)}
+  }
+
+  /// Remove a service (its tasks are shut down by the orchestrator).
+  public var serviceRemove: Flotilla_V1_ServiceRemove {
+    get {
+      if case .serviceRemove(let v)? = command {return v}
+      return Flotilla_V1_ServiceRemove()
+    }
+    set {command = .serviceRemove(newValue)}
+  }
+
+  /// The orchestrator's plan: create or change tasks, all or nothing.
+  public var tasksWrite: Flotilla_V1_TasksWrite {
+    get {
+      if case .tasksWrite(let v)? = command {return v}
+      return Flotilla_V1_TasksWrite()
+    }
+    set {command = .tasksWrite(newValue)}
+  }
+
+  /// Agents' reports of what their tasks are doing.
+  public var taskStatusReport: Flotilla_V1_TaskStatusReport {
+    get {
+      if case .taskStatusReport(let v)? = command {return v}
+      return Flotilla_V1_TaskStatusReport()
+    }
+    set {command = .taskStatusReport(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// What to change. Exactly one is set. Numbers are grouped by table: 10–19 variables, 20–29 controllers,
@@ -256,6 +376,16 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
     case tokenRevoke(Flotilla_V1_TokenRevoke)
     /// Install the cluster CA (certificate and key), so whichever controller leads can sign.
     case clusterCaSet(Flotilla_V1_ClusterCASet)
+    /// Create a service.
+    case serviceCreate(Flotilla_V1_ServiceCreate)
+    /// Replace a service's spec (a new version).
+    case serviceUpdate(Flotilla_V1_ServiceUpdate)
+    /// Remove a service (its tasks are shut down by the orchestrator).
+    case serviceRemove(Flotilla_V1_ServiceRemove)
+    /// The orchestrator's plan: create or change tasks, all or nothing.
+    case tasksWrite(Flotilla_V1_TasksWrite)
+    /// Agents' reports of what their tasks are doing.
+    case taskStatusReport(Flotilla_V1_TaskStatusReport)
 
   }
 
@@ -495,6 +625,260 @@ public nonisolated struct Flotilla_V1_ClusterCASet: Sendable {
   fileprivate var _ca: Flotilla_V1_ClusterCA? = nil
 }
 
+/// Creates a service.
+public nonisolated struct Flotilla_V1_ServiceCreate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The new service (version 1); its id and name must be new.
+  public var service: Flotilla_V1_ServiceRecord {
+    get {_service ?? Flotilla_V1_ServiceRecord()}
+    set {_service = newValue}
+  }
+  /// Returns true if `service` has been explicitly set.
+  public var hasService: Bool {self._service != nil}
+  /// Clears the value of `service`. Subsequent reads from it will return its default value.
+  public mutating func clearService() {self._service = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _service: Flotilla_V1_ServiceRecord? = nil
+}
+
+/// Replaces a service's spec: its version goes up by one and the old spec is kept for rollback.
+public nonisolated struct Flotilla_V1_ServiceUpdate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The service's id.
+  public var id: String = String()
+
+  /// The new spec (validated and normalized by the leader).
+  public var spec: Flotilla_V1_ServiceSpec {
+    get {_spec ?? Flotilla_V1_ServiceSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  /// Apply only if the service is at this version (the leader read it); 0: unconditionally.
+  public var expectedVersion: UInt64 = 0
+
+  /// Leader's clock, Unix ms.
+  public var nowMs: UInt64 = 0
+
+  /// True for a rollback: the spec is the previous one, and the previous becomes the current.
+  public var rollback: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Flotilla_V1_ServiceSpec? = nil
+}
+
+/// Removes a service record.
+public nonisolated struct Flotilla_V1_ServiceRemove: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The service's id.
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Creates or replaces tasks, all or nothing: refused if any task's service is gone or at another version
+/// than the plan was made for (a stale plan).
+public nonisolated struct Flotilla_V1_TasksWrite: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The tasks, whole.
+  public var tasks: [Flotilla_V1_TaskRecord] = []
+
+  /// Tasks to delete (finished tasks the orchestrator no longer keeps).
+  public var deleteIds: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Agents report task states; reports for tasks that are gone or not on the reporting node are ignored.
+public nonisolated struct Flotilla_V1_TaskStatusReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The reporting node.
+  public var nodeID: String = String()
+
+  /// One entry per task that changed.
+  public var statuses: [Flotilla_V1_TaskStatus] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One task's observed state.
+public nonisolated struct Flotilla_V1_TaskStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The task.
+  public var taskID: String = String()
+
+  /// What it is doing.
+  public var state: Flotilla_V1_TaskState = .pending
+
+  /// Why (an error, an exit), for `service ps`.
+  public var message: String = String()
+
+  /// Its exit code when it exited.
+  public var exitCode: Int32 = 0
+
+  /// When the agent saw it, Unix ms (agent's clock).
+  public var atMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A service as the store keeps it: the spec (desired state) and its versions; status lives in tasks.
+public nonisolated struct Flotilla_V1_ServiceRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A random id.
+  public var id: String = String()
+
+  /// The current spec.
+  public var spec: Flotilla_V1_ServiceSpec {
+    get {_spec ?? Flotilla_V1_ServiceSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  /// 1 at creation, +1 at every update or rollback.
+  public var version: UInt64 = 0
+
+  /// The spec before the last update (what `service rollback` returns to); absent before any update.
+  public var previousSpec: Flotilla_V1_ServiceSpec {
+    get {_previousSpec ?? Flotilla_V1_ServiceSpec()}
+    set {_previousSpec = newValue}
+  }
+  /// Returns true if `previousSpec` has been explicitly set.
+  public var hasPreviousSpec: Bool {self._previousSpec != nil}
+  /// Clears the value of `previousSpec`. Subsequent reads from it will return its default value.
+  public mutating func clearPreviousSpec() {self._previousSpec = nil}
+
+  /// Created, Unix ms.
+  public var createdAtMs: UInt64 = 0
+
+  /// Last updated, Unix ms.
+  public var updatedAtMs: UInt64 = 0
+
+  /// The rolling update's progress.
+  public var updateStatus: Flotilla_V1_UpdateStatus {
+    get {_updateStatus ?? Flotilla_V1_UpdateStatus()}
+    set {_updateStatus = newValue}
+  }
+  /// Returns true if `updateStatus` has been explicitly set.
+  public var hasUpdateStatus: Bool {self._updateStatus != nil}
+  /// Clears the value of `updateStatus`. Subsequent reads from it will return its default value.
+  public mutating func clearUpdateStatus() {self._updateStatus = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Flotilla_V1_ServiceSpec? = nil
+  fileprivate var _previousSpec: Flotilla_V1_ServiceSpec? = nil
+  fileprivate var _updateStatus: Flotilla_V1_UpdateStatus? = nil
+}
+
+/// Where a rolling update stands.
+public nonisolated struct Flotilla_V1_UpdateStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "" (none), "updating", "paused", "completed", "rolling-back", "rolled-back".
+  public var state: String = String()
+
+  /// Why it paused or rolled back.
+  public var message: String = String()
+
+  /// When it started, Unix ms.
+  public var startedAtMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One task: a slot of a service (replicated) or a node's instance (global), at one spec version.
+public nonisolated struct Flotilla_V1_TaskRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A random id.
+  public var id: String = String()
+
+  /// Its service.
+  public var serviceID: String = String()
+
+  /// The service version it runs.
+  public var serviceVersion: UInt64 = 0
+
+  /// Replicated: the slot, 1..replicas. Global: 0.
+  public var slot: UInt32 = 0
+
+  /// The node it is placed on; empty while pending.
+  public var nodeID: String = String()
+
+  /// What the orchestrator wants: running or shutdown.
+  public var desiredState: Flotilla_V1_TaskState = .pending
+
+  /// What the agent last reported (or pending/assigned/orphaned from the orchestrator).
+  public var state: Flotilla_V1_TaskState = .pending
+
+  /// Why it is in that state (scheduler explanation, error, exit).
+  public var message: String = String()
+
+  /// Exit code, when it exited.
+  public var exitCode: Int32 = 0
+
+  /// Created, Unix ms.
+  public var createdAtMs: UInt64 = 0
+
+  /// Last state change, Unix ms.
+  public var stateChangedAtMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A key/value label on a node (`--labels zone=a,disk=ssd`), used by placement constraints.
 public nonisolated struct Flotilla_V1_Label: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -690,7 +1074,12 @@ public nonisolated struct Flotilla_V1_ClusterSnapshot: Sendable {
   /// Every node, sorted by id.
   public var nodes: [Flotilla_V1_NodeRecord] = []
 
-  /// Numbers 6 and 7 are kept for services and tasks (issue 5).
+  /// Every service, sorted by id.
+  public var services: [Flotilla_V1_ServiceRecord] = []
+
+  /// Every task, sorted by id.
+  public var tasks: [Flotilla_V1_TaskRecord] = []
+
   /// Every join token, sorted by id.
   public var tokens: [Flotilla_V1_JoinTokenRecord] = []
 
@@ -718,6 +1107,10 @@ public nonisolated struct Flotilla_V1_ClusterSnapshot: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "flotilla.v1"
 
+nonisolated extension Flotilla_V1_TaskState: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TASK_STATE_PENDING\0\u{1}TASK_STATE_ASSIGNED\0\u{1}TASK_STATE_STARTING\0\u{1}TASK_STATE_RUNNING\0\u{1}TASK_STATE_COMPLETE\0\u{1}TASK_STATE_FAILED\0\u{1}TASK_STATE_SHUTDOWN\0\u{1}TASK_STATE_ORPHANED\0")
+}
+
 nonisolated extension Flotilla_V1_NodeStatus: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNKNOWN\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_DOWN\0")
 }
@@ -728,7 +1121,7 @@ nonisolated extension Flotilla_V1_NodeAvailability: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterCommand"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{9}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0\u{4}\u{9}node_join\0\u{3}node_upsert\0\u{3}node_remove\0\u{4}\u{1c}token_create\0\u{3}token_revoke\0\u{4}\u{9}cluster_ca_set\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{9}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0\u{4}\u{9}node_join\0\u{3}node_upsert\0\u{3}node_remove\0\u{4}\u{8}service_create\0\u{3}service_update\0\u{3}service_remove\0\u{4}\u{8}tasks_write\0\u{3}task_status_report\0\u{4}\u{9}token_create\0\u{3}token_revoke\0\u{4}\u{9}cluster_ca_set\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -828,6 +1221,71 @@ nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftPr
           self.command = .nodeRemove(v)
         }
       }()
+      case 40: try {
+        var v: Flotilla_V1_ServiceCreate?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .serviceCreate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .serviceCreate(v)
+        }
+      }()
+      case 41: try {
+        var v: Flotilla_V1_ServiceUpdate?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .serviceUpdate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .serviceUpdate(v)
+        }
+      }()
+      case 42: try {
+        var v: Flotilla_V1_ServiceRemove?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .serviceRemove(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .serviceRemove(v)
+        }
+      }()
+      case 50: try {
+        var v: Flotilla_V1_TasksWrite?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .tasksWrite(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .tasksWrite(v)
+        }
+      }()
+      case 51: try {
+        var v: Flotilla_V1_TaskStatusReport?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .taskStatusReport(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .taskStatusReport(v)
+        }
+      }()
       case 60: try {
         var v: Flotilla_V1_TokenCreate?
         var hadOneofValue = false
@@ -908,6 +1366,26 @@ nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftPr
     case .nodeRemove?: try {
       guard case .nodeRemove(let v)? = self.command else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+    }()
+    case .serviceCreate?: try {
+      guard case .serviceCreate(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+    }()
+    case .serviceUpdate?: try {
+      guard case .serviceUpdate(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+    }()
+    case .serviceRemove?: try {
+      guard case .serviceRemove(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+    }()
+    case .tasksWrite?: try {
+      guard case .tasksWrite(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
+    }()
+    case .taskStatusReport?: try {
+      guard case .taskStatusReport(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
     }()
     case .tokenCreate?: try {
       guard case .tokenCreate(let v)? = self.command else { preconditionFailure() }
@@ -1302,6 +1780,428 @@ nonisolated extension Flotilla_V1_ClusterCASet: SwiftProtobuf.Message, SwiftProt
   }
 }
 
+nonisolated extension Flotilla_V1_ServiceCreate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceCreate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._service) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._service {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceCreate, rhs: Flotilla_V1_ServiceCreate) -> Bool {
+    if lhs._service != rhs._service {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ServiceUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceUpdate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{3}expected_version\0\u{3}now_ms\0\u{1}rollback\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.expectedVersion) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.nowMs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.rollback) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.expectedVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.expectedVersion, fieldNumber: 3)
+    }
+    if self.nowMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nowMs, fieldNumber: 4)
+    }
+    if self.rollback != false {
+      try visitor.visitSingularBoolField(value: self.rollback, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceUpdate, rhs: Flotilla_V1_ServiceUpdate) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.expectedVersion != rhs.expectedVersion {return false}
+    if lhs.nowMs != rhs.nowMs {return false}
+    if lhs.rollback != rhs.rollback {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ServiceRemove: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceRemove"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceRemove, rhs: Flotilla_V1_ServiceRemove) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TasksWrite: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TasksWrite"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tasks\0\u{3}delete_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.tasks) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.deleteIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tasks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tasks, fieldNumber: 1)
+    }
+    if !self.deleteIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.deleteIds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TasksWrite, rhs: Flotilla_V1_TasksWrite) -> Bool {
+    if lhs.tasks != rhs.tasks {return false}
+    if lhs.deleteIds != rhs.deleteIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TaskStatusReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TaskStatusReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}statuses\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.statuses) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.statuses.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.statuses, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TaskStatusReport, rhs: Flotilla_V1_TaskStatusReport) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.statuses != rhs.statuses {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TaskStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TaskStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.taskID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.taskID.isEmpty {
+      try visitor.visitSingularStringField(value: self.taskID, fieldNumber: 1)
+    }
+    if self.state != .pending {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 2)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 3)
+    }
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 4)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TaskStatus, rhs: Flotilla_V1_TaskStatus) -> Bool {
+    if lhs.taskID != rhs.taskID {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}previous_spec\0\u{3}created_at_ms\0\u{3}updated_at_ms\0\u{3}update_status\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._previousSpec) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.createdAtMs) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.updatedAtMs) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._updateStatus) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 3)
+    }
+    try { if let v = self._previousSpec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.createdAtMs, fieldNumber: 5)
+    }
+    if self.updatedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.updatedAtMs, fieldNumber: 6)
+    }
+    try { if let v = self._updateStatus {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceRecord, rhs: Flotilla_V1_ServiceRecord) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs._previousSpec != rhs._previousSpec {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.updatedAtMs != rhs.updatedAtMs {return false}
+    if lhs._updateStatus != rhs._updateStatus {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UpdateStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}message\0\u{3}started_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.startedAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 1)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
+    }
+    if self.startedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.startedAtMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_UpdateStatus, rhs: Flotilla_V1_UpdateStatus) -> Bool {
+    if lhs.state != rhs.state {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.startedAtMs != rhs.startedAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TaskRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_version\0\u{1}slot\0\u{3}node_id\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at_ms\0\u{3}state_changed_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.serviceID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.serviceVersion) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.slot) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.desiredState) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.state) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.createdAtMs) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.stateChangedAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.serviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.serviceID, fieldNumber: 2)
+    }
+    if self.serviceVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.serviceVersion, fieldNumber: 3)
+    }
+    if self.slot != 0 {
+      try visitor.visitSingularUInt32Field(value: self.slot, fieldNumber: 4)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 5)
+    }
+    if self.desiredState != .pending {
+      try visitor.visitSingularEnumField(value: self.desiredState, fieldNumber: 6)
+    }
+    if self.state != .pending {
+      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 7)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 8)
+    }
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 9)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.createdAtMs, fieldNumber: 10)
+    }
+    if self.stateChangedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stateChangedAtMs, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TaskRecord, rhs: Flotilla_V1_TaskRecord) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.serviceID != rhs.serviceID {return false}
+    if lhs.serviceVersion != rhs.serviceVersion {return false}
+    if lhs.slot != rhs.slot {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.desiredState != rhs.desiredState {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.stateChangedAtMs != rhs.stateChangedAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Flotilla_V1_Label: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Label"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
@@ -1634,7 +2534,7 @@ nonisolated extension Flotilla_V1_ControllerRecord: SwiftProtobuf.Message, Swift
 
 nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}format_version\0\u{3}applied_index\0\u{1}variables\0\u{1}controllers\0\u{1}nodes\0\u{2}\u{3}tokens\0\u{1}ca\0\u{3}revoked_nodes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}format_version\0\u{3}applied_index\0\u{1}variables\0\u{1}controllers\0\u{1}nodes\0\u{1}services\0\u{1}tasks\0\u{1}tokens\0\u{1}ca\0\u{3}revoked_nodes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1647,6 +2547,8 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.variables) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.controllers) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.tasks) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.tokens) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._ca) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.revokedNodes) }()
@@ -1675,6 +2577,12 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
     if !self.nodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 5)
     }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 6)
+    }
+    if !self.tasks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tasks, fieldNumber: 7)
+    }
     if !self.tokens.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.tokens, fieldNumber: 8)
     }
@@ -1693,6 +2601,8 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
     if lhs.variables != rhs.variables {return false}
     if lhs.controllers != rhs.controllers {return false}
     if lhs.nodes != rhs.nodes {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.tasks != rhs.tasks {return false}
     if lhs.tokens != rhs.tokens {return false}
     if lhs._ca != rhs._ca {return false}
     if lhs.revokedNodes != rhs.revokedNodes {return false}
