@@ -68,6 +68,8 @@ let package = Package(
         // The leader's control loops as pure decisions over the store: node liveness now; services, tasks
         // and autoscaling with their issues.
         .target(name: "Orchestrator", dependencies: ["ClusterModel", "ClusterStore"], swiftSettings: strict),
+        // Task placement as a pure function: filters, then scores (spread, binpack, spread over a label).
+        .target(name: "Scheduler", dependencies: ["ClusterModel", "ClusterStore"], swiftSettings: strict),
 
         // MARK: - Wire and transport
         .target(
@@ -188,6 +190,7 @@ let package = Package(
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ClusterStore", "ClusterModel"], swiftSettings: strict),
         .testTarget(
             name: "RaftRuntimeTests",
             dependencies: ["RaftRuntime", "Raft", "ClusterModel", "TestSupport"],

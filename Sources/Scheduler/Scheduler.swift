@@ -1,0 +1,217 @@
+public import ClusterModel
+public import ClusterStore
+
+/// A node as the scheduler sees it: what it is, what it can hold, and what it already holds.
+public struct SchedulingNode: Sendable, Hashable {
+    public var id: NodeID
+    public var name: String
+    public var labels: [String: String]
+    public var isReady: Bool
+    public var availability: NodeRecord.Availability
+    /// Capacity; nil when the agent has not reported it (then nothing is refused for lack of it).
+    public var cpuCapacityMillis: UInt64?
+    public var memoryCapacityBytes: UInt64?
+    public var reservedCPUMillis: UInt64 = 0
+    public var reservedMemoryBytes: UInt64 = 0
+    /// Tasks of each service on this node (desired running).
+    public var tasksByService: [String: Int] = [:]
+    public var totalTasks: Int = 0
+    /// Services whose tasks failed here recently: their new tasks avoid this node when they can.
+    public var recentFailures: [String: Int] = [:]
+
+    public init(
+        id: NodeID, name: String, labels: [String: String] = [:], isReady: Bool = true, availability: NodeRecord.Availability = .active,
+        cpuCapacityMillis: UInt64? = nil, memoryCapacityBytes: UInt64? = nil
+    ) {
+        self.id = id
+        self.name = name
+        self.labels = labels
+        self.isReady = isReady
+        self.availability = availability
+        self.cpuCapacityMillis = cpuCapacityMillis
+        self.memoryCapacityBytes = memoryCapacityBytes
+    }
+
+    var freeCPU: UInt64? { cpuCapacityMillis.map { $0 > reservedCPUMillis ? $0 - reservedCPUMillis : 0 } }
+    var freeMemory: UInt64? { memoryCapacityBytes.map { $0 > reservedMemoryBytes ? $0 - reservedMemoryBytes : 0 } }
+}
+
+/// What one service asks of a placement.
+public struct PlacementRequest: Sendable, Hashable {
+    public enum Strategy: String, Sendable, Hashable {
+        /// Fewest tasks of this service, then fewest tasks overall (the default).
+        case spread
+        /// Fill the fullest node that fits first, keeping others free for large tasks.
+        case binpack
+    }
+
+    public var serviceID: String
+    public var cpuMillis: UInt64
+    public var memoryBytes: UInt64
+    public var constraints: [PlacementConstraint]
+    /// 0: no limit.
+    public var maxPerNode: Int
+    /// A node label to spread over (zone), nil for none.
+    public var spreadOverLabel: String?
+    public var strategy: Strategy
+
+    public init(
+        serviceID: String, cpuMillis: UInt64 = 0, memoryBytes: UInt64 = 0, constraints: [PlacementConstraint] = [],
+        maxPerNode: Int = 0, spreadOverLabel: String? = nil, strategy: Strategy = .spread
+    ) {
+        self.serviceID = serviceID
+        self.cpuMillis = cpuMillis
+        self.memoryBytes = memoryBytes
+        self.constraints = constraints
+        self.maxPerNode = maxPerNode
+        self.spreadOverLabel = spreadOverLabel
+        self.strategy = strategy
+    }
+}
+
+/// The outcome of placing some tasks.
+public struct Placement: Sendable, Hashable {
+    /// One node per task placed, in placement order.
+    public var nodes: [NodeID]
+    /// How many could not be placed.
+    public var unplaced: Int
+    /// Why not, when some could not: "3 nodes lack memory; 1 node is draining".
+    public var explanation: String?
+}
+
+/// Places tasks on nodes: filters (ready, active, resources fit, constraints, max per node), then scores
+/// (spread or binpack, spread over a label, avoiding nodes where the service failed recently). Pure and
+/// deterministic: ties break by node id.
+public enum Scheduler {
+    /// Why a node cannot take a task, for the explanation.
+    enum Refusal: Hashable, Comparable {
+        case notReady, paused, draining, lacksCPU, lacksMemory, constraint(String), atMaxPerNode
+
+        var phrase: (one: String, many: String) {
+            switch self {
+            case .notReady: ("node is not ready", "nodes are not ready")
+            case .paused: ("node is paused", "nodes are paused")
+            case .draining: ("node is draining", "nodes are draining")
+            case .lacksCPU: ("node lacks CPU", "nodes lack CPU")
+            case .lacksMemory: ("node lacks memory", "nodes lack memory")
+            case .constraint(let text): ("node does not meet \(text)", "nodes do not meet \(text)")
+            case .atMaxPerNode: ("node already runs the most tasks of this service it may", "nodes already run the most tasks of this service they may")
+            }
+        }
+    }
+
+    /// Places `count` tasks of `request`, updating `nodes` with what it placed (so a caller placing several
+    /// services in turn sees each placement).
+    public static func place(_ count: Int, _ request: PlacementRequest, on nodes: inout [SchedulingNode]) -> Placement {
+        var placed: [NodeID] = []
+        for _ in 0..<max(0, count) {
+            guard let index = best(for: request, among: nodes) else {
+                return Placement(nodes: placed, unplaced: count - placed.count, explanation: explain(request, nodes))
+            }
+            nodes[index].reservedCPUMillis += request.cpuMillis
+            nodes[index].reservedMemoryBytes += request.memoryBytes
+            nodes[index].tasksByService[request.serviceID, default: 0] += 1
+            nodes[index].totalTasks += 1
+            placed.append(nodes[index].id)
+        }
+        return Placement(nodes: placed, unplaced: 0, explanation: nil)
+    }
+
+    /// The first reason a node cannot take one more task of `request`; nil when it can.
+    static func refusal(_ node: SchedulingNode, _ request: PlacementRequest) -> Refusal? {
+        guard node.isReady else { return .notReady }
+        switch node.availability {
+        case .active: break
+        case .pause: return .paused
+        case .drain: return .draining
+        }
+        if let free = node.freeCPU, free < request.cpuMillis { return .lacksCPU }
+        if let free = node.freeMemory, free < request.memoryBytes { return .lacksMemory }
+        for constraint in request.constraints where !satisfies(node, constraint) {
+            return .constraint(describe(constraint))
+        }
+        if request.maxPerNode > 0 && node.tasksByService[request.serviceID, default: 0] >= request.maxPerNode {
+            return .atMaxPerNode
+        }
+        return nil
+    }
+
+    public static func satisfies(_ node: SchedulingNode, _ constraint: PlacementConstraint) -> Bool {
+        let actual: String?
+        switch constraint.attribute {
+        case .label(let key): actual = node.labels[key]
+        case .name: actual = node.name
+        case .role: actual = "agent"
+        }
+        return (actual == constraint.value) == constraint.equals
+    }
+
+    static func describe(_ constraint: PlacementConstraint) -> String {
+        let attribute: String
+        switch constraint.attribute {
+        case .label(let key): attribute = "node.labels.\(key)"
+        case .name: attribute = "node.name"
+        case .role: attribute = "node.role"
+        }
+        return "\(attribute)\(constraint.equals ? "==" : "!=")\(constraint.value)"
+    }
+
+    /// The index of the best feasible node, or nil.
+    static func best(for request: PlacementRequest, among nodes: [SchedulingNode]) -> Int? {
+        let feasible = nodes.indices.filter { refusal(nodes[$0], request) == nil }
+        guard !feasible.isEmpty else { return nil }
+        // Spread over a label first: among the label's values present on feasible nodes, the one with the fewest
+        // tasks of this service (counted over all nodes carrying it); nodes without the label come last.
+        var candidates = feasible
+        if let key = request.spreadOverLabel {
+            var perValue: [String: Int] = [:]
+            for node in nodes {
+                guard let value = node.labels[key] else { continue }
+                perValue[value, default: 0] += node.tasksByService[request.serviceID, default: 0]
+            }
+            let labelled = feasible.filter { nodes[$0].labels[key] != nil }
+            if let value = labelled.map({ nodes[$0].labels[key]! }).min(by: { (perValue[$0, default: 0], $0) < (perValue[$1, default: 0], $1) }) {
+                candidates = labelled.filter { nodes[$0].labels[key] == value }
+            }
+        }
+        return candidates.min { score(nodes[$0], request) < score(nodes[$1], request) }
+    }
+
+    /// Lower is better. Ties break by node id, so placement is deterministic.
+    static func score(_ node: SchedulingNode, _ request: PlacementRequest) -> Score {
+        let failures = node.recentFailures[request.serviceID, default: 0]
+        let mine = node.tasksByService[request.serviceID, default: 0]
+        switch request.strategy {
+        case .spread:
+            return Score(failures: failures, primary: mine, secondary: node.totalTasks, id: node.id.rawValue)
+        case .binpack:
+            // The least free memory (then CPU) first: fill nodes up; unknown capacity counts as empty.
+            let freeMemory = node.freeMemory.map { Int(clamping: $0 >> 20) } ?? Int.max
+            let freeCPU = node.freeCPU.map { Int(clamping: $0) } ?? Int.max
+            return Score(failures: failures, primary: freeMemory, secondary: freeCPU, id: node.id.rawValue)
+        }
+    }
+
+    struct Score: Comparable {
+        var failures: Int
+        var primary: Int
+        var secondary: Int
+        var id: String
+
+        static func < (a: Score, b: Score) -> Bool {
+            (a.failures, a.primary, a.secondary, a.id) < (b.failures, b.primary, b.secondary, b.id)
+        }
+    }
+
+    /// "3 nodes lack memory; 1 node is draining" — every node's first refusal, counted, most common first.
+    static func explain(_ request: PlacementRequest, _ nodes: [SchedulingNode]) -> String {
+        guard !nodes.isEmpty else { return "no nodes have joined the cluster" }
+        var counts: [Refusal: Int] = [:]
+        for node in nodes {
+            if let refusal = refusal(node, request) { counts[refusal, default: 0] += 1 }
+        }
+        return counts.sorted { ($1.value, $0.key) < ($0.value, $1.key) }
+            .map { refusal, count in "\(count) \(count == 1 ? refusal.phrase.one : refusal.phrase.many)" }
+            .joined(separator: "; ")
+    }
+}
