@@ -65,11 +65,11 @@ let package = Package(
             dependencies: ["ClusterModel", "Messages", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strict
         ),
-        // The leader's control loops as pure decisions over the store: node liveness now; services, tasks
-        // and autoscaling with their issues.
-        .target(name: "Orchestrator", dependencies: ["ClusterModel", "ClusterStore"], swiftSettings: strict),
         // Task placement as a pure function: filters, then scores (spread, binpack, spread over a label).
         .target(name: "Scheduler", dependencies: ["ClusterModel", "ClusterStore"], swiftSettings: strict),
+        // The leader's control loops as pure decisions over the store: node liveness, reconciling services
+        // into tasks (autoscaling joins with its issue).
+        .target(name: "Orchestrator", dependencies: ["ClusterModel", "ClusterStore", "Scheduler", "Messages"], swiftSettings: strict),
 
         // MARK: - Wire and transport
         .target(
@@ -189,7 +189,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
-        .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel"], swiftSettings: strict),
+        .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ClusterStore", "ClusterModel"], swiftSettings: strict),
         .testTarget(
             name: "RaftRuntimeTests",

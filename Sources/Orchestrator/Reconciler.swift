@@ -1,0 +1,250 @@
+public import ClusterModel
+public import ClusterStore
+public import Messages
+import Scheduler
+
+/// What the orchestrator wants committed: tasks to write whole, and finished tasks to forget.
+public struct TaskPlan: Sendable, Equatable {
+    public var writes: [Flotilla_V1_TaskRecord] = []
+    public var deletes: [String] = []
+
+    public var isEmpty: Bool { writes.isEmpty && deletes.isEmpty }
+}
+
+/// Reconciles services into tasks, as a pure function of the store (Nomad's and Swarm's orchestrators, minus
+/// the I/O). A task never moves: a task that must go elsewhere is shut down and a new task takes its slot.
+///
+/// - Replicated services: slots 1…replicas each have one live task; surplus slots are shut down.
+/// - Global services: one live task per eligible node (ready, not draining, constraints met); paused nodes keep
+///   theirs but get no new one.
+/// - Tasks on a node that is down are orphaned and replaced; tasks on a draining node are shut down and replaced;
+///   tasks that stopped are replaced as the restart policy says.
+/// - New tasks are placed by the `Scheduler`; what cannot be placed stays pending with the reason.
+/// - Removed services have their tasks shut down. Finished tasks are kept as history (the last
+///   `historyPerSlot` per slot), older ones are deleted.
+///
+/// Rolling updates (tasks at an older service version) are the `RollingUpdate` state machine's job: the
+/// reconciler keeps old-version tasks as they are.
+public struct Reconciler: Sendable {
+    public var historyPerSlot = 3
+    private var random: SplitMix64
+
+    public init(seed: UInt64) {
+        random = SplitMix64(seed: seed)
+    }
+
+    /// A fresh task id (the leader's randomness, injected so tests are deterministic).
+    mutating func newID() -> String {
+        let alphabet = Array("abcdefghijkmnpqrstuvwxyz23456789")
+        var id = "t-"
+        for _ in 0..<14 { id.append(alphabet[Int(random.next() % UInt64(alphabet.count))]) }
+        return id
+    }
+
+    public mutating func plan(for state: ClusterState, nowMs: UInt64) -> TaskPlan {
+        var plan = TaskPlan()
+        var changed: [String: Flotilla_V1_TaskRecord] = [:]
+        var created: [Flotilla_V1_TaskRecord] = []
+        let nodes = Dictionary(uniqueKeysWithValues: state.nodes.map { ($0.id.rawValue, $0) })
+        var scheduling = Self.schedulingNodes(state)
+
+        func stop(_ task: Flotilla_V1_TaskRecord, state newState: Flotilla_V1_TaskState? = nil, _ message: String) {
+            var task = changed[task.id] ?? task
+            guard task.desiredState != .shutdown || (newState != nil && task.state != newState) else { return }
+            task.desiredState = .shutdown
+            if let newState {
+                task.state = newState
+                task.stateChangedAtMs = nowMs
+            }
+            task.message = message
+            changed[task.id] = task
+            Self.release(task, from: &scheduling, state: state)
+        }
+
+        let tasksByService = Dictionary(grouping: state.tasks, by: \.serviceID)
+        // Tasks of removed services wind down.
+        for (serviceID, tasks) in tasksByService where state.service(serviceID) == nil {
+            for task in tasks where task.desiredState == .running { stop(task, "service removed") }
+        }
+
+        for service in state.services {
+            let spec = service.spec
+            let tasks = tasksByService[service.id] ?? []
+            let request = Self.request(service)
+            // 1. Tasks that can no longer run where they are.
+            for task in tasks where task.desiredState == .running {
+                if !task.nodeID.isEmpty, let node = nodes[task.nodeID] {
+                    if node.status == .down && !Self.isTerminal(task.state) {
+                        stop(task, state: .orphaned, "node \(node.name) is down")
+                    } else if node.availability == .drain {
+                        stop(task, "node \(node.name) is draining")
+                    }
+                } else if !task.nodeID.isEmpty {
+                    stop(task, state: .orphaned, "node \(task.nodeID) left the cluster")
+                }
+            }
+            // 2. Tasks that stopped by themselves: replaced, or not, as the restart policy says. One that is not
+            //    replaced keeps its slot (desired running, observed finished), so the slot stays empty, as Swarm does.
+            for task in tasks where task.desiredState == .running && changed[task.id] == nil && Self.isTerminal(task.state) {
+                let replace: Bool
+                switch spec.restartPolicy.condition {
+                case "none": replace = false
+                case "on-failure": replace = task.state == .failed
+                default: replace = true
+                }
+                if replace { stop(task, "replaced after it \(task.state == .failed ? "failed" : "exited")") }
+            }
+            let live = tasks.map { changed[$0.id] ?? $0 }.filter { $0.desiredState == .running }
+
+            switch spec.mode {
+            case .global:
+                let eligible = scheduling.filter { node in
+                    node.isReady && node.availability == .active && request.constraints.allSatisfy { Scheduler.satisfies(node, $0) }
+                }
+                let liveNodes = Set(live.map(\.nodeID))
+                // A node keeps its task while it is not draining and still meets the constraints (paused included).
+                func keeps(_ node: SchedulingNode) -> Bool {
+                    node.availability != .drain && request.constraints.allSatisfy { Scheduler.satisfies(node, $0) }
+                }
+                for task in live where !scheduling.contains(where: { $0.id.rawValue == task.nodeID && keeps($0) }) {
+                    stop(task, "node no longer eligible")
+                }
+                for node in eligible where !liveNodes.contains(node.id.rawValue) {
+                    var task = Self.newTask(id: newID(), service: service, slot: 0, nowMs: nowMs)
+                    task.nodeID = node.id.rawValue
+                    task.state = .assigned
+                    if let index = scheduling.firstIndex(where: { $0.id == node.id }) {
+                        Self.reserve(request, on: &scheduling[index])
+                    }
+                    created.append(task)
+                }
+            default:
+                let replicas = Int(spec.replicas)
+                // Surplus: the highest slots go first; a slot with two live tasks keeps the newest version.
+                var bySlot = Dictionary(grouping: live, by: \.slot)
+                for (slot, slotTasks) in bySlot {
+                    let ordered = slotTasks.sorted { ($0.serviceVersion, $0.createdAtMs, $0.id) > ($1.serviceVersion, $1.createdAtMs, $1.id) }
+                    if Int(slot) > replicas || slot == 0 {
+                        for task in ordered { stop(task, "scaled down") }
+                        bySlot[slot] = nil
+                    } else if ordered.count > 1 {
+                        for task in ordered.dropFirst() { stop(task, "duplicate in slot \(slot)") }
+                    }
+                }
+                let missing = (1...max(replicas, 1)).prefix(replicas).map(UInt32.init).filter { bySlot[$0] == nil }
+                let placement = Scheduler.place(missing.count, request, on: &scheduling)
+                for (position, slot) in missing.enumerated() {
+                    var task = Self.newTask(id: newID(), service: service, slot: slot, nowMs: nowMs)
+                    if position < placement.nodes.count {
+                        task.nodeID = placement.nodes[position].rawValue
+                        task.state = .assigned
+                    } else {
+                        task.message = placement.explanation ?? "no node can take it"
+                    }
+                    created.append(task)
+                }
+            }
+            // Pending tasks from earlier rounds: place them now if the cluster changed.
+            for task in live where task.nodeID.isEmpty && changed[task.id] == nil && task.state == .pending {
+                let placement = Scheduler.place(1, request, on: &scheduling)
+                var updated = task
+                if let node = placement.nodes.first {
+                    updated.nodeID = node.rawValue
+                    updated.state = .assigned
+                    updated.stateChangedAtMs = nowMs
+                    updated.message = ""
+                } else {
+                    updated.message = placement.explanation ?? updated.message
+                }
+                if updated != task { changed[task.id] = updated }
+            }
+        }
+        plan.writes = changed.values.sorted { $0.id < $1.id } + created
+        plan.deletes = Self.expiredHistory(state, keep: historyPerSlot, changed: changed)
+        return plan
+    }
+
+    // MARK: - Helpers
+
+    static func isTerminal(_ state: Flotilla_V1_TaskState) -> Bool {
+        switch state {
+        case .complete, .failed, .shutdown, .orphaned: true
+        default: false
+        }
+    }
+
+    static func newTask(id: String, service: Flotilla_V1_ServiceRecord, slot: UInt32, nowMs: UInt64) -> Flotilla_V1_TaskRecord {
+        var task = Flotilla_V1_TaskRecord()
+        task.id = id
+        task.serviceID = service.id
+        task.serviceVersion = service.version
+        task.slot = slot
+        task.desiredState = .running
+        task.state = .pending
+        task.createdAtMs = nowMs
+        task.stateChangedAtMs = nowMs
+        return task
+    }
+
+    static func request(_ service: Flotilla_V1_ServiceRecord) -> PlacementRequest {
+        let spec = service.spec
+        return PlacementRequest(
+            serviceID: service.id, cpuMillis: spec.resources.cpuReservationMillis, memoryBytes: spec.resources.memoryReservationBytes,
+            constraints: spec.constraints.compactMap { PlacementConstraint.parse($0).constraint },
+            maxPerNode: Int(spec.maxReplicasPerNode),
+            spreadOverLabel: spec.spreadOver.hasPrefix("node.labels.") ? String(spec.spreadOver.dropFirst("node.labels.".count)) : nil)
+    }
+
+    /// The nodes with what their live tasks reserve.
+    static func schedulingNodes(_ state: ClusterState) -> [SchedulingNode] {
+        var nodes = state.nodes.map { node in
+            SchedulingNode(
+                id: node.id, name: node.name, labels: node.labels, isReady: node.status == .ready, availability: node.availability)
+        }
+        let index = Dictionary(uniqueKeysWithValues: nodes.enumerated().map { ($1.id.rawValue, $0) })
+        for task in state.tasks where task.desiredState == .running && !isTerminal(task.state) {
+            guard let position = index[task.nodeID], let service = state.service(task.serviceID) else { continue }
+            reserve(request(service), on: &nodes[position])
+            if task.state == .failed { nodes[position].recentFailures[task.serviceID, default: 0] += 1 }
+        }
+        for task in state.tasks where task.state == .failed {
+            guard let position = index[task.nodeID] else { continue }
+            nodes[position].recentFailures[task.serviceID, default: 0] += 1
+        }
+        return nodes
+    }
+
+    static func reserve(_ request: PlacementRequest, on node: inout SchedulingNode) {
+        node.reservedCPUMillis += request.cpuMillis
+        node.reservedMemoryBytes += request.memoryBytes
+        node.tasksByService[request.serviceID, default: 0] += 1
+        node.totalTasks += 1
+    }
+
+    static func release(_ task: Flotilla_V1_TaskRecord, from nodes: inout [SchedulingNode], state: ClusterState) {
+        guard let position = nodes.firstIndex(where: { $0.id.rawValue == task.nodeID }), let service = state.service(task.serviceID),
+              nodes[position].tasksByService[task.serviceID, default: 0] > 0 else { return }
+        let request = request(service)
+        nodes[position].reservedCPUMillis -= min(nodes[position].reservedCPUMillis, request.cpuMillis)
+        nodes[position].reservedMemoryBytes -= min(nodes[position].reservedMemoryBytes, request.memoryBytes)
+        nodes[position].tasksByService[task.serviceID]! -= 1
+        nodes[position].totalTasks -= 1
+    }
+
+    /// Finished tasks beyond the newest `keep` of each slot (global: of each node), and every finished task of
+    /// a removed service.
+    static func expiredHistory(_ state: ClusterState, keep: Int, changed: [String: Flotilla_V1_TaskRecord]) -> [String] {
+        let finished = state.tasks.filter { changed[$0.id] == nil && $0.desiredState == .shutdown && isTerminal($0.state) }
+        var deletes: [String] = []
+        let groups = Dictionary(grouping: finished) { "\($0.serviceID)/\($0.slot)/\($0.slot == 0 ? $0.nodeID : "")" }
+        for (_, tasks) in groups {
+            if let first = tasks.first, state.service(first.serviceID) == nil {
+                deletes += tasks.map(\.id)
+                continue
+            }
+            let ordered = tasks.sorted { ($0.stateChangedAtMs, $0.id) > ($1.stateChangedAtMs, $1.id) }
+            deletes += ordered.dropFirst(keep).map(\.id)
+        }
+        return deletes.sorted()
+    }
+}

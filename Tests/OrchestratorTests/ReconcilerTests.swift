@@ -1,0 +1,284 @@
+import ClusterModel
+import ClusterStore
+import Messages
+import Orchestrator
+import Testing
+
+/// A store driven the way the leader drives it: orchestrator plans go in as TasksWrite, agents' reports as
+/// TaskStatusReport, operators' changes as the commands the admin API proposes.
+struct SimulatedCluster {
+    var state = ClusterState()
+    var reconciler: Reconciler
+    var now: UInt64 = 10_000
+
+    init(seed: UInt64) { reconciler = Reconciler(seed: seed) }
+
+    mutating func run(_ command: [UInt8]) {
+        let outcome = try! state.apply(index: state.appliedIndex + 1, command: command)
+        if case .invalid(let why) = outcome.result { Issue.record("refused: \(why)") }
+    }
+
+    mutating func addNode(_ id: String, labels: [String: String] = [:]) {
+        if state.token("tokaaaaa") == nil {
+            run(ClusterCommands.tokenCreate(JoinTokenRecord(
+                id: "tokaaaaa", role: .agent, secretSHA256: [UInt8](repeating: 1, count: 32), createdAtMs: 0, expiresAtMs: .max)))
+        }
+        let node = NodeRecord(id: NodeID(id), name: id, labels: labels, address: "10.0.0.1", status: .ready, joinedAtMs: now)
+        run(ClusterCommands.nodeJoin(tokenID: "tokaaaaa", nowMs: now, nodeID: NodeID(id), role: .agent, node: node))
+    }
+
+    mutating func setNode(_ id: String, status: NodeRecord.Status? = nil, availability: NodeRecord.Availability? = nil) {
+        var node = state.node(NodeID(id))!
+        if let status { node.status = status }
+        if let availability { node.availability = availability }
+        run(ClusterCommands.nodeUpsert(node))
+    }
+
+    mutating func createService(_ name: String, replicas: UInt32 = 0, global: Bool = false, restart: String = "any", constraints: [String] = []) {
+        var spec = Flotilla_V1_ServiceSpec()
+        spec.name = name
+        spec.driver = "process"
+        spec.command = "serve"
+        spec.replicas = replicas
+        spec.mode = global ? .global : .replicated
+        spec.restartPolicy.condition = restart
+        spec.constraints = constraints
+        var service = Flotilla_V1_ServiceRecord()
+        service.id = "svc-\(name)"
+        service.spec = ServiceSpecRules.normalized(spec)
+        service.version = 1
+        run(ClusterCommands.serviceCreate(service))
+    }
+
+    mutating func scale(_ name: String, to replicas: UInt32) {
+        let service = state.service(named: name)!
+        var spec = service.spec
+        spec.replicas = replicas
+        run(ClusterCommands.serviceUpdate(id: service.id, spec: spec, expectedVersion: service.version, nowMs: now))
+    }
+
+    /// Agents start what is assigned to them (on ready nodes) and report it running.
+    mutating func agentsReport() {
+        let byNode = Dictionary(grouping: state.tasks.filter { !$0.nodeID.isEmpty }, by: \.nodeID)
+        for (node, tasks) in byNode.sorted(by: { $0.key < $1.key }) where state.node(NodeID(node))?.status == .ready {
+            let statuses = tasks.compactMap { task -> Flotilla_V1_TaskStatus? in
+                var status = Flotilla_V1_TaskStatus()
+                status.taskID = task.id
+                status.atMs = now
+                switch (task.desiredState, task.state) {
+                case (.running, .assigned), (.running, .starting): status.state = .running
+                case (.shutdown, .running), (.shutdown, .assigned), (.shutdown, .starting): status.state = .shutdown
+                default: return nil
+                }
+                return status
+            }
+            if !statuses.isEmpty { run(ClusterCommands.taskStatusReport(nodeID: NodeID(node), statuses)) }
+        }
+    }
+
+    /// Plans and reports until nothing changes (at most `rounds`); returns how many rounds it took.
+    @discardableResult
+    mutating func converge(rounds: Int = 20) -> Int {
+        for round in 1...rounds {
+            now += 100
+            let plan = reconciler.plan(for: state, nowMs: now)
+            if !plan.isEmpty { run(ClusterCommands.tasksWrite(plan.writes, deleting: plan.deletes)) }
+            agentsReport()
+            if plan.isEmpty { return round }
+        }
+        return rounds + 1
+    }
+
+    func live(_ name: String) -> [Flotilla_V1_TaskRecord] {
+        guard let service = state.service(named: name) else { return [] }
+        return state.tasks(ofService: service.id).filter { $0.desiredState == .running }
+    }
+
+    func failTask(_ task: Flotilla_V1_TaskRecord) -> [UInt8] {
+        var status = Flotilla_V1_TaskStatus()
+        status.taskID = task.id
+        status.state = .failed
+        status.exitCode = 1
+        status.atMs = now
+        return ClusterCommands.taskStatusReport(nodeID: NodeID(task.nodeID), [status])
+    }
+}
+
+@Suite("Orchestrator: reconciling services into tasks")
+struct ReconcilerTests {
+    @Test("a replicated service gets one running task per slot, spread over the nodes")
+    func replicated() {
+        var cluster = SimulatedCluster(seed: 1)
+        for id in ["n1", "n2", "n3"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 6)
+        #expect(cluster.converge() < 5)
+        let live = cluster.live("web")
+        #expect(live.map(\.slot).sorted() == [1, 2, 3, 4, 5, 6])
+        #expect(live.allSatisfy { $0.state == .running })
+        #expect(Dictionary(grouping: live, by: \.nodeID).mapValues(\.count) == ["n1": 2, "n2": 2, "n3": 2])
+    }
+
+    @Test("a node that goes down has its tasks orphaned and replaced elsewhere; they never move")
+    func nodeDown() {
+        var cluster = SimulatedCluster(seed: 2)
+        for id in ["n1", "n2", "n3"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 3)
+        cluster.converge()
+        let onN1 = cluster.live("web").filter { $0.nodeID == "n1" }
+        cluster.setNode("n1", status: .down)
+        cluster.converge()
+        let live = cluster.live("web")
+        #expect(live.count == 3)
+        #expect(live.allSatisfy { $0.nodeID != "n1" && $0.state == .running })
+        for old in onN1 {
+            let now = cluster.state.task(old.id)
+            #expect(now?.state == .orphaned)
+            #expect(now?.nodeID == "n1", "a task never moves")
+            #expect(now?.desiredState == .shutdown)
+        }
+    }
+
+    @Test("drain moves tasks away; pause keeps them but takes no new ones; activate takes tasks again")
+    func drainAndPause() {
+        var cluster = SimulatedCluster(seed: 3)
+        for id in ["n1", "n2"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 4)
+        cluster.converge()
+        cluster.setNode("n1", availability: .drain)
+        cluster.converge()
+        #expect(cluster.live("web").allSatisfy { $0.nodeID == "n2" })
+        #expect(cluster.live("web").count == 4)
+        cluster.setNode("n1", availability: .pause)
+        cluster.scale("web", to: 6)
+        cluster.converge()
+        #expect(cluster.live("web").filter { $0.nodeID == "n1" }.isEmpty)
+        cluster.setNode("n1", availability: .active)
+        cluster.scale("web", to: 8)
+        cluster.converge()
+        #expect(!cluster.live("web").filter { $0.nodeID == "n1" }.isEmpty)
+    }
+
+    @Test("scaling down stops the highest slots; scaling up fills the gaps")
+    func scaling() {
+        var cluster = SimulatedCluster(seed: 4)
+        for id in ["n1", "n2"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 5)
+        cluster.converge()
+        cluster.scale("web", to: 2)
+        cluster.converge()
+        #expect(cluster.live("web").map(\.slot).sorted() == [1, 2])
+        cluster.scale("web", to: 0)
+        cluster.converge()
+        #expect(cluster.live("web").isEmpty)
+        cluster.scale("web", to: 3)
+        cluster.converge()
+        #expect(cluster.live("web").map(\.slot).sorted() == [1, 2, 3])
+    }
+
+    @Test("a global service runs one task on every eligible node, following nodes as they come and go")
+    func global() {
+        var cluster = SimulatedCluster(seed: 5)
+        cluster.addNode("n1", labels: ["disk": "ssd"])
+        cluster.addNode("n2", labels: ["disk": "hdd"])
+        cluster.addNode("n3", labels: ["disk": "ssd"])
+        cluster.createService("agent", global: true, constraints: ["node.labels.disk==ssd"])
+        cluster.converge()
+        #expect(Set(cluster.live("agent").map(\.nodeID)) == ["n1", "n3"])
+        cluster.addNode("n4", labels: ["disk": "ssd"])
+        cluster.setNode("n1", availability: .drain)
+        cluster.converge()
+        #expect(Set(cluster.live("agent").map(\.nodeID)) == ["n3", "n4"])
+        #expect(cluster.live("agent").allSatisfy { $0.slot == 0 })
+    }
+
+    @Test("failed tasks are replaced as the restart policy says")
+    func restartPolicy() {
+        for (condition, replaced) in [("any", true), ("on-failure", true), ("none", false)] {
+            var cluster = SimulatedCluster(seed: 6)
+            cluster.addNode("n1")
+            cluster.createService("job", replicas: 1, restart: condition)
+            cluster.converge()
+            let first = cluster.live("job")[0]
+            cluster.run(cluster.failTask(first))
+            cluster.converge()
+            let running = cluster.live("job").filter { $0.state == .running }
+            #expect(running.count == (replaced ? 1 : 0), "restart \(condition)")
+            // Replaced: the failed task is shut down. Not replaced: it keeps its slot, finished.
+            #expect(cluster.state.task(first.id)?.desiredState == (replaced ? .shutdown : .running))
+            #expect(cluster.state.task(first.id)?.state == .failed)
+        }
+    }
+
+    @Test("a task that cannot be placed stays pending with the reason, and is placed once a node can take it")
+    func pending() {
+        var cluster = SimulatedCluster(seed: 7)
+        cluster.addNode("n1", labels: ["zone": "a"])
+        cluster.createService("web", replicas: 1, constraints: ["node.labels.zone==b"])
+        cluster.converge()
+        let pending = cluster.live("web")
+        #expect(pending.count == 1 && pending[0].state == .pending)
+        #expect(pending[0].message == "1 node does not meet node.labels.zone==b")
+        cluster.addNode("n2", labels: ["zone": "b"])
+        cluster.converge()
+        #expect(cluster.live("web").map(\.nodeID) == ["n2"])
+        #expect(cluster.live("web")[0].id == pending[0].id, "the pending task itself is placed")
+    }
+
+    @Test("a removed service's tasks are shut down and, once finished, forgotten")
+    func removedService() {
+        var cluster = SimulatedCluster(seed: 8)
+        cluster.addNode("n1")
+        cluster.createService("web", replicas: 2)
+        cluster.converge()
+        cluster.run(ClusterCommands.serviceRemove(id: "svc-web"))
+        cluster.converge()
+        #expect(cluster.state.tasks.isEmpty)
+    }
+
+    @Test("random clusters under random events converge: every slot filled once, on ready, non-draining nodes, never over capacity", arguments: 0..<100 as Range<UInt64>)
+    func randomConvergence(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        var cluster = SimulatedCluster(seed: seed)
+        let nodeCount = 2 + Int(rng.next() % 6)
+        for index in 0..<nodeCount { cluster.addNode("n\(index)", labels: ["zone": index % 2 == 0 ? "a" : "b"]) }
+        for service in 0..<(1 + Int(rng.next() % 3)) { cluster.createService("s\(service)", replicas: UInt32(rng.next() % 8)) }
+        cluster.createService("g", global: true)
+        for _ in 0..<15 {
+            let node = "n\(rng.next() % UInt64(nodeCount))"
+            switch rng.next() % 6 {
+            case 0: cluster.setNode(node, status: .down)
+            case 1: cluster.setNode(node, status: .ready)
+            case 2: cluster.setNode(node, availability: [.active, .pause, .drain][Int(rng.next() % 3)])
+            case 3: cluster.scale("s0", to: UInt32(rng.next() % 10))
+            case 4:
+                if let task = cluster.live("s0").filter({ !$0.nodeID.isEmpty }).first { cluster.run(cluster.failTask(task)) }
+            default: break
+            }
+            let rounds = cluster.converge()
+            #expect(rounds <= 20, "seed \(seed): did not converge")
+            check(cluster, seed: seed)
+        }
+    }
+
+    func check(_ cluster: SimulatedCluster, seed: UInt64) {
+        let usable = Set(cluster.state.nodes.filter { $0.status == .ready && $0.availability != .drain }.map(\.id.rawValue))
+        let placeable = cluster.state.nodes.filter { $0.status == .ready && $0.availability == .active }
+        for service in cluster.state.services {
+            let live = cluster.live(service.spec.name)
+            for task in live where !task.nodeID.isEmpty {
+                #expect(usable.contains(task.nodeID), "seed \(seed): \(service.spec.name) task on unusable node \(task.nodeID)")
+            }
+            if service.spec.mode == .global {
+                let nodesWithTask = Set(live.map(\.nodeID))
+                #expect(Set(placeable.map(\.id.rawValue)).isSubset(of: nodesWithTask), "seed \(seed): global service missing on a node")
+                #expect(nodesWithTask.count == live.count, "seed \(seed): two global tasks on one node")
+            } else {
+                #expect(live.map(\.slot).sorted() == Array(1...max(1, service.spec.replicas)).prefix(Int(service.spec.replicas)).map { $0 },
+                        "seed \(seed): \(service.spec.name) slots \(live.map(\.slot).sorted()) for \(service.spec.replicas) replicas")
+                if !placeable.isEmpty {
+                    #expect(live.allSatisfy { !$0.nodeID.isEmpty }, "seed \(seed): a task left pending while nodes can take it")
+                }
+            }
+        }
+    }
+}
