@@ -116,6 +116,15 @@ public enum ClusterCommands {
         return envelope(requestID, .serviceUpdate(update))
     }
 
+    /// Records a rolling update's progress for version `version` of service `id`.
+    public static func serviceStatusUpdate(id: String, version: UInt64, status: Flotilla_V1_UpdateStatus, requestID: UInt64 = 0) -> [UInt8] {
+        var update = Flotilla_V1_ServiceStatusUpdate()
+        update.id = id
+        update.version = version
+        update.status = status
+        return envelope(requestID, .serviceStatusUpdate(update))
+    }
+
     /// Removes service `id`'s record.
     public static func serviceRemove(id: String, requestID: UInt64 = 0) -> [UInt8] {
         var remove = Flotilla_V1_ServiceRemove()

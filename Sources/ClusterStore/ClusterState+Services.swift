@@ -47,6 +47,16 @@ extension ClusterState {
         return .ok(index: index)
     }
 
+    mutating func applyServiceStatusUpdate(_ update: Flotilla_V1_ServiceStatusUpdate, at index: UInt64, changes: inout [StoreChange]) -> ApplyResult {
+        guard var service = serviceTable[update.id] else { return .notFound }
+        guard update.version == service.version else { return .casFailed(currentIndex: service.version) }
+        guard service.updateStatus != update.status else { return .ok(index: index) }
+        service.updateStatus = update.status
+        serviceTable[service.id] = service
+        changes.append(StoreChange(table: .services, key: service.id, kind: .put, index: index))
+        return .ok(index: index)
+    }
+
     mutating func applyServiceRemove(_ remove: Flotilla_V1_ServiceRemove, at index: UInt64, changes: inout [StoreChange]) -> ApplyResult {
         guard serviceTable.removeValue(forKey: remove.id) != nil else { return .notFound }
         changes.append(StoreChange(table: .services, key: remove.id, kind: .delete, index: index))

@@ -109,6 +109,8 @@ public struct ClusterState: Sendable, Equatable {
             result = applyServiceUpdate(update, at: index, changes: &changes)
         case .serviceRemove(let remove):
             result = applyServiceRemove(remove, at: index, changes: &changes)
+        case .serviceStatusUpdate(let update):
+            result = applyServiceStatusUpdate(update, at: index, changes: &changes)
         case .tasksWrite(let write):
             result = applyTasksWrite(write, at: index, changes: &changes)
         case .taskStatusReport(let report):

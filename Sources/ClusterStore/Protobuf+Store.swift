@@ -74,6 +74,9 @@ extension Flotilla_V1_ClusterCommand {
             return update.spec.unknownFieldDescription
         case .serviceRemove(let remove):
             return remove.firstUnknownField.map { "field \($0) of ServiceRemove" }
+        case .serviceStatusUpdate(let update):
+            if let field = update.firstUnknownField { return "field \(field) of ServiceStatusUpdate" }
+            return update.status.firstUnknownField.map { "field \($0) of UpdateStatus" }
         case .tasksWrite(let write):
             if let field = write.firstUnknownField { return "field \(field) of TasksWrite" }
             return write.tasks.lazy.compactMap { $0.firstUnknownField.map { "field \($0) of TaskRecord" } }.first

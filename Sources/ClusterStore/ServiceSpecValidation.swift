@@ -46,6 +46,22 @@ public enum ServiceSpecRules {
         return spec
     }
 
+    /// What a task runs, as a short stable digest: the spec without the fields that change no task (replicas,
+    /// update and rollback settings). Equal digests mean a task need not be replaced.
+    public static func taskDigest(_ spec: Flotilla_V1_ServiceSpec) -> String {
+        var relevant = normalized(spec)
+        relevant.replicas = 0
+        relevant.clearUpdateConfig()
+        relevant.clearRollbackConfig()
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in relevant.storeBytes {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01B3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
     static func normalized(_ update: Flotilla_V1_UpdateConfig) -> Flotilla_V1_UpdateConfig {
         var update = update
         if update.order.isEmpty { update.order = "stop-first" }

@@ -7,8 +7,19 @@ import Scheduler
 public struct TaskPlan: Sendable, Equatable {
     public var writes: [Flotilla_V1_TaskRecord] = []
     public var deletes: [String] = []
+    /// Rolling-update progress to record, per service (at the version it is about).
+    public var statusUpdates: [ServiceStatusChange] = []
+    /// Services whose update failed with failure action `rollback`: the leader rolls them back.
+    public var rollbacks: [String] = []
 
-    public var isEmpty: Bool { writes.isEmpty && deletes.isEmpty }
+    public var isEmpty: Bool { writes.isEmpty && deletes.isEmpty && statusUpdates.isEmpty && rollbacks.isEmpty }
+}
+
+/// A rolling update's new status for one version of a service.
+public struct ServiceStatusChange: Sendable, Equatable {
+    public var serviceID: String
+    public var version: UInt64
+    public var status: Flotilla_V1_UpdateStatus
 }
 
 /// Reconciles services into tasks, as a pure function of the store (Nomad's and Swarm's orchestrators, minus
@@ -23,8 +34,12 @@ public struct TaskPlan: Sendable, Equatable {
 /// - Removed services have their tasks shut down. Finished tasks are kept as history (the last
 ///   `historyPerSlot` per slot), older ones are deleted.
 ///
-/// Rolling updates (tasks at an older service version) are the `RollingUpdate` state machine's job: the
-/// reconciler keeps old-version tasks as they are.
+/// Rolling updates: a live task whose spec digest is not the service's current one is out of date. It is
+/// replaced `parallelism` at a time (0: all at once), `delay` apart, stop-first (the old task stops, then its
+/// slot is refilled) or start-first (the new task starts beside it; the old one stops once the new one runs).
+/// New tasks are watched for `monitor`; when the share that failed exceeds `max_failure_ratio`, the failure
+/// action decides: pause (the update stops where it is), rollback (the leader proposes the previous spec) or
+/// continue. Everything it needs is in the store, so a new leader continues an update where the old one was.
 public struct Reconciler: Sendable {
     public var historyPerSlot = 3
     private var random: SplitMix64
@@ -94,7 +109,13 @@ public struct Reconciler: Sendable {
                 }
                 if replace { stop(task, "replaced after it \(task.state == .failed ? "failed" : "exited")") }
             }
-            let live = tasks.map { changed[$0.id] ?? $0 }.filter { $0.desiredState == .running }
+            let digest = ServiceSpecRules.taskDigest(spec)
+            var live = tasks.map { changed[$0.id] ?? $0 }.filter { $0.desiredState == .running }
+            // 3. A rolling update replaces out-of-date tasks, a batch at a time.
+            let update = rollingUpdate(service, tasks: tasks, live: live, digest: digest, nowMs: nowMs, plan: &plan)
+            for task in update.stop { stop(task, "replaced by version \(service.version)") }
+            var startFirstSlots = update.startFirst
+            live = tasks.map { changed[$0.id] ?? $0 }.filter { $0.desiredState == .running }
 
             switch spec.mode {
             case .global:
@@ -128,10 +149,20 @@ public struct Reconciler: Sendable {
                         for task in ordered { stop(task, "scaled down") }
                         bySlot[slot] = nil
                     } else if ordered.count > 1 {
-                        for task in ordered.dropFirst() { stop(task, "duplicate in slot \(slot)") }
+                        // Start-first: an out-of-date task keeps its slot until its replacement runs.
+                        let newest = ordered[0]
+                        if newest.state == .running || newest.specDigest != digest {
+                            for task in ordered.dropFirst() { stop(task, "replaced in slot \(slot)") }
+                        } else {
+                            for task in ordered.dropFirst() where task.specDigest == digest { stop(task, "duplicate in slot \(slot)") }
+                        }
                     }
                 }
-                let missing = (1...max(replicas, 1)).prefix(replicas).map(UInt32.init).filter { bySlot[$0] == nil }
+                let missing = (1...max(replicas, 1)).prefix(replicas).map(UInt32.init).filter { slot in
+                    if bySlot[slot] == nil { return true }
+                    // Start-first: a new task beside the out-of-date one.
+                    return startFirstSlots.remove(slot) != nil
+                }
                 let placement = Scheduler.place(missing.count, request, on: &scheduling)
                 for (position, slot) in missing.enumerated() {
                     var task = Self.newTask(id: newID(), service: service, slot: slot, nowMs: nowMs)
@@ -164,6 +195,66 @@ public struct Reconciler: Sendable {
         return plan
     }
 
+    // MARK: - Rolling updates
+
+    /// What the rolling update of `service` does this round: out-of-date tasks to stop (stop-first and global),
+    /// slots to start a new task in beside the old one (start-first), and status changes in `plan`.
+    func rollingUpdate(
+        _ service: Flotilla_V1_ServiceRecord, tasks: [Flotilla_V1_TaskRecord], live: [Flotilla_V1_TaskRecord], digest: String,
+        nowMs: UInt64, plan: inout TaskPlan
+    ) -> (stop: [Flotilla_V1_TaskRecord], startFirst: Set<UInt32>) {
+        var status = service.updateStatus
+        let rollingBack = status.state == "rolling-back"
+        guard status.state == "updating" || rollingBack else { return ([], []) }
+        let config = rollingBack ? service.spec.rollbackConfig : service.spec.updateConfig
+        let outdated = live.filter { $0.specDigest != digest }.sorted { ($0.slot, $0.nodeID, $0.id) < ($1.slot, $1.nodeID, $1.id) }
+        let fresh = tasks.filter { $0.specDigest == digest && $0.createdAtMs >= status.startedAtMs }
+        let monitor = UInt64(config.monitorMs)
+        let failed = fresh.filter { $0.state == .failed }.count
+        func record(_ state: String, _ message: String) {
+            status.state = state
+            status.message = message
+            plan.statusUpdates.append(ServiceStatusChange(serviceID: service.id, version: service.version, status: status))
+        }
+        // Judge the new tasks: too many failures stop, roll back, or are ignored.
+        if failed > 0, Double(failed) / Double(max(fresh.count, 1)) > config.maxFailureRatio {
+            let why = "\(failed) of \(fresh.count) updated tasks failed (max failure ratio \(config.maxFailureRatio))"
+            switch (rollingBack, config.failureAction) {
+            case (false, "rollback"):
+                record("rollback-started", why + "; rolling back")
+                plan.rollbacks.append(service.id)
+                return ([], [])
+            case (_, "continue"):
+                break
+            default:
+                record("paused", why + "; resume with flotilla service update, or roll back")
+                return ([], [])
+            }
+        }
+        if outdated.isEmpty {
+            // Done once every placed task has run through its monitor period (a task no node can take yet is the
+            // scheduler's business, not the update's).
+            let settled = live.filter { !$0.nodeID.isEmpty }.allSatisfy { $0.state == .running && $0.stateChangedAtMs + monitor <= nowMs }
+            if settled { record(rollingBack ? "rolled-back" : "completed", "") }
+            return ([], [])
+        }
+        // In flight: new tasks not running yet, or still being watched.
+        let inFlight = fresh.filter { task in
+            task.desiredState == .running && (task.state != .running || task.stateChangedAtMs + monitor > nowMs)
+        }.count
+        let parallelism = config.parallelism == 0 ? outdated.count : Int(config.parallelism)
+        guard inFlight < parallelism, nowMs >= status.lastBatchAtMs + UInt64(config.delayMs) else { return ([], []) }
+        let batch = Array(outdated.prefix(parallelism - inFlight))
+        status.lastBatchAtMs = nowMs
+        plan.statusUpdates.append(ServiceStatusChange(serviceID: service.id, version: service.version, status: status))
+        if config.order == "start-first" && service.spec.mode == .replicated {
+            // Only slots whose replacement has not been started yet.
+            let started = Set(fresh.filter { $0.desiredState == .running }.map(\.slot))
+            return ([], Set(batch.map(\.slot)).subtracting(started))
+        }
+        return (batch, [])
+    }
+
     // MARK: - Helpers
 
     static func isTerminal(_ state: Flotilla_V1_TaskState) -> Bool {
@@ -175,6 +266,7 @@ public struct Reconciler: Sendable {
 
     static func newTask(id: String, service: Flotilla_V1_ServiceRecord, slot: UInt32, nowMs: UInt64) -> Flotilla_V1_TaskRecord {
         var task = Flotilla_V1_TaskRecord()
+        task.specDigest = ServiceSpecRules.taskDigest(service.spec)
         task.id = id
         task.serviceID = service.id
         task.serviceVersion = service.version

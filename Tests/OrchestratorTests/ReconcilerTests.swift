@@ -57,8 +57,9 @@ struct SimulatedCluster {
         run(ClusterCommands.serviceUpdate(id: service.id, spec: spec, expectedVersion: service.version, nowMs: now))
     }
 
-    /// Agents start what is assigned to them (on ready nodes) and report it running.
-    mutating func agentsReport() {
+    /// Agents start what is assigned to them (on ready nodes) and report it running (or failed, for tasks
+    /// `failing` picks).
+    mutating func agentsReport(failing: ((Flotilla_V1_TaskRecord) -> Bool)? = nil) {
         let byNode = Dictionary(grouping: state.tasks.filter { !$0.nodeID.isEmpty }, by: \.nodeID)
         for (node, tasks) in byNode.sorted(by: { $0.key < $1.key }) where state.node(NodeID(node))?.status == .ready {
             let statuses = tasks.compactMap { task -> Flotilla_V1_TaskStatus? in
@@ -66,7 +67,7 @@ struct SimulatedCluster {
                 status.taskID = task.id
                 status.atMs = now
                 switch (task.desiredState, task.state) {
-                case (.running, .assigned), (.running, .starting): status.state = .running
+                case (.running, .assigned), (.running, .starting): status.state = failing?(task) == true ? .failed : .running
                 case (.shutdown, .running), (.shutdown, .assigned), (.shutdown, .starting): status.state = .shutdown
                 default: return nil
                 }
@@ -76,17 +77,42 @@ struct SimulatedCluster {
         }
     }
 
+    /// One round of the leader's loop: plan, commit the plan, commit status changes and rollbacks.
+    mutating func reconcileOnce() -> TaskPlan {
+        let plan = reconciler.plan(for: state, nowMs: now)
+        if !plan.writes.isEmpty || !plan.deletes.isEmpty { run(ClusterCommands.tasksWrite(plan.writes, deleting: plan.deletes)) }
+        for change in plan.statusUpdates {
+            run(ClusterCommands.serviceStatusUpdate(id: change.serviceID, version: change.version, status: change.status))
+        }
+        for id in plan.rollbacks {
+            let service = state.service(id)!
+            run(ClusterCommands.serviceUpdate(id: id, spec: service.previousSpec, expectedVersion: service.version, nowMs: now, rollback: true))
+        }
+        return plan
+    }
+
     /// Plans and reports until nothing changes (at most `rounds`); returns how many rounds it took.
     @discardableResult
-    mutating func converge(rounds: Int = 20) -> Int {
+    mutating func converge(rounds: Int = 20, step: UInt64 = 100, failing: ((Flotilla_V1_TaskRecord) -> Bool)? = nil) -> Int {
         for round in 1...rounds {
-            now += 100
-            let plan = reconciler.plan(for: state, nowMs: now)
-            if !plan.isEmpty { run(ClusterCommands.tasksWrite(plan.writes, deleting: plan.deletes)) }
-            agentsReport()
-            if plan.isEmpty { return round }
+            now += step
+            let plan = reconcileOnce()
+            agentsReport(failing: failing)
+            // An update in progress waits for time to pass (its monitor period), not for a plan.
+            let updating = state.services.contains { ["updating", "rolling-back"].contains($0.updateStatus.state) }
+            if plan.isEmpty && !updating { return round }
         }
         return rounds + 1
+    }
+
+    /// Changes what the service's tasks run (a new command): a rolling update.
+    mutating func update(_ name: String, command: String, configure: (inout Flotilla_V1_UpdateConfig) -> Void = { _ in }) {
+        let service = state.service(named: name)!
+        var spec = service.spec
+        spec.command = command
+        configure(&spec.updateConfig)
+        spec = ServiceSpecRules.normalized(spec)
+        run(ClusterCommands.serviceUpdate(id: service.id, spec: spec, expectedVersion: service.version, nowMs: now))
     }
 
     func live(_ name: String) -> [Flotilla_V1_TaskRecord] {
@@ -171,7 +197,7 @@ struct ReconcilerTests {
         cluster.converge()
         #expect(cluster.live("web").isEmpty)
         cluster.scale("web", to: 3)
-        cluster.converge()
+        cluster.converge(rounds: 100)
         #expect(cluster.live("web").map(\.slot).sorted() == [1, 2, 3])
     }
 
@@ -254,8 +280,9 @@ struct ReconcilerTests {
                 if let task = cluster.live("s0").filter({ !$0.nodeID.isEmpty }).first { cluster.run(cluster.failTask(task)) }
             default: break
             }
-            let rounds = cluster.converge()
-            #expect(rounds <= 20, "seed \(seed): did not converge")
+            // Half-second steps: a scale is a new version whose (default 5 s) monitor period must pass.
+            let rounds = cluster.converge(rounds: 60, step: 500)
+            #expect(rounds <= 60, "seed \(seed): did not converge")
             check(cluster, seed: seed)
         }
     }
@@ -280,5 +307,119 @@ struct ReconcilerTests {
                 }
             }
         }
+    }
+
+    // MARK: - Rolling updates
+
+    static func running(_ cluster: SimulatedCluster, _ name: String) -> [Flotilla_V1_TaskRecord] {
+        cluster.live(name).filter { $0.state == .running }
+    }
+
+    @Test("a stop-first update replaces tasks one at a time, never more than the parallelism out at once")
+    func stopFirstUpdate() {
+        var cluster = SimulatedCluster(seed: 11)
+        for id in ["n1", "n2", "n3"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 6)
+        cluster.converge()
+        cluster.update("web", command: "serve --v2") { $0.parallelism = 2; $0.monitorMs = 300 }
+        let digest = ServiceSpecRules.taskDigest(cluster.state.service(named: "web")!.spec)
+        var rounds = 0
+        while rounds < 200, cluster.state.service(named: "web")!.updateStatus.state != "completed" {
+            rounds += 1
+            cluster.now += 100
+            _ = cluster.reconcileOnce()
+            // Between a plan and the agents' reports, at most `parallelism` slots lack a running task.
+            #expect(6 - Self.running(cluster, "web").count <= 2, "round \(rounds): \(Self.running(cluster, "web").count) running")
+            cluster.agentsReport()
+        }
+        #expect(cluster.state.service(named: "web")!.updateStatus.state == "completed")
+        #expect(cluster.live("web").count == 6)
+        #expect(cluster.live("web").allSatisfy { $0.specDigest == digest && $0.state == .running })
+    }
+
+    @Test("a start-first update starts each new task before stopping the old one: never fewer than the replicas running")
+    func startFirstUpdate() {
+        var cluster = SimulatedCluster(seed: 12)
+        for id in ["n1", "n2"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 4)
+        cluster.converge()
+        cluster.update("web", command: "serve --v2") { $0.order = "start-first"; $0.monitorMs = 200 }
+        var rounds = 0
+        while rounds < 200, cluster.state.service(named: "web")!.updateStatus.state != "completed" {
+            rounds += 1
+            cluster.now += 100
+            _ = cluster.reconcileOnce()
+            #expect(Self.running(cluster, "web").count >= 4, "round \(rounds)")
+            cluster.agentsReport()
+        }
+        #expect(cluster.state.service(named: "web")!.updateStatus.state == "completed")
+        #expect(cluster.live("web").count == 4)
+    }
+
+    @Test("a new version whose tasks fail is rolled back automatically when the failure action says so")
+    func automaticRollback() {
+        var cluster = SimulatedCluster(seed: 13)
+        for id in ["n1", "n2"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 4)
+        cluster.converge()
+        let good = ServiceSpecRules.taskDigest(cluster.state.service(named: "web")!.spec)
+        cluster.update("web", command: "crash") { $0.failureAction = "rollback"; $0.monitorMs = 200 }
+        let bad = ServiceSpecRules.taskDigest(cluster.state.service(named: "web")!.spec)
+        cluster.converge(rounds: 300) { $0.specDigest == bad }
+        let service = cluster.state.service(named: "web")!
+        #expect(service.updateStatus.state == "rolled-back")
+        #expect(service.spec.command == "serve")
+        #expect(cluster.live("web").count == 4)
+        #expect(cluster.live("web").allSatisfy { $0.specDigest == good && $0.state == .running })
+    }
+
+    @Test("with failure action pause, a failing update stops where it is and says why")
+    func pausedUpdate() {
+        var cluster = SimulatedCluster(seed: 14)
+        cluster.addNode("n1")
+        cluster.createService("web", replicas: 4)
+        cluster.converge()
+        cluster.update("web", command: "crash") { $0.monitorMs = 200 }
+        let bad = ServiceSpecRules.taskDigest(cluster.state.service(named: "web")!.spec)
+        cluster.converge(rounds: 50) { $0.specDigest == bad }
+        let status = cluster.state.service(named: "web")!.updateStatus
+        #expect(status.state == "paused")
+        #expect(status.message.contains("updated tasks failed"))
+        #expect(cluster.live("web").filter { $0.specDigest != bad }.count >= 2, "the update stopped early")
+    }
+
+    @Test("a leader change in the middle of an update continues it from the store")
+    func failoverDuringUpdate() {
+        var cluster = SimulatedCluster(seed: 15)
+        for id in ["n1", "n2", "n3"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 6)
+        cluster.converge()
+        cluster.update("web", command: "serve --v2") { $0.monitorMs = 300 }
+        for _ in 0..<4 {
+            cluster.now += 100
+            _ = cluster.reconcileOnce()
+            cluster.agentsReport()
+        }
+        #expect(cluster.state.service(named: "web")!.updateStatus.state == "updating")
+        // A new leader: a fresh reconciler with its own randomness, the same store.
+        cluster.reconciler = Reconciler(seed: 999)
+        cluster.converge(rounds: 300)
+        #expect(cluster.state.service(named: "web")!.updateStatus.state == "completed")
+        #expect(cluster.live("web").count == 6)
+        #expect(Set(cluster.live("web").map(\.specDigest)).count == 1)
+    }
+
+    @Test("scaling changes nothing a task runs, so it restarts no task")
+    func scalingRestartsNothing() {
+        var cluster = SimulatedCluster(seed: 16)
+        cluster.addNode("n1")
+        cluster.createService("web", replicas: 2)
+        cluster.converge()
+        let before = Set(cluster.live("web").map(\.id))
+        cluster.scale("web", to: 3)
+        cluster.converge(rounds: 100)
+        #expect(before.isSubset(of: Set(cluster.live("web").map(\.id))))
+        #expect(cluster.live("web").count == 3)
+        #expect(cluster.state.service(named: "web")!.updateStatus.state == "completed")
     }
 }

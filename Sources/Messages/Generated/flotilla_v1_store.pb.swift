@@ -333,6 +333,15 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
     set {command = .serviceRemove(newValue)}
   }
 
+  /// Record a rolling update's progress (paused, completed, rolled back).
+  public var serviceStatusUpdate: Flotilla_V1_ServiceStatusUpdate {
+    get {
+      if case .serviceStatusUpdate(let v)? = command {return v}
+      return Flotilla_V1_ServiceStatusUpdate()
+    }
+    set {command = .serviceStatusUpdate(newValue)}
+  }
+
   /// The orchestrator's plan: create or change tasks, all or nothing.
   public var tasksWrite: Flotilla_V1_TasksWrite {
     get {
@@ -382,6 +391,8 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
     case serviceUpdate(Flotilla_V1_ServiceUpdate)
     /// Remove a service (its tasks are shut down by the orchestrator).
     case serviceRemove(Flotilla_V1_ServiceRemove)
+    /// Record a rolling update's progress (paused, completed, rolled back).
+    case serviceStatusUpdate(Flotilla_V1_ServiceStatusUpdate)
     /// The orchestrator's plan: create or change tasks, all or nothing.
     case tasksWrite(Flotilla_V1_TasksWrite)
     /// Agents' reports of what their tasks are doing.
@@ -683,6 +694,35 @@ public nonisolated struct Flotilla_V1_ServiceUpdate: Sendable {
   fileprivate var _spec: Flotilla_V1_ServiceSpec? = nil
 }
 
+/// Records a rolling update's progress, if the service is still at `version`.
+public nonisolated struct Flotilla_V1_ServiceStatusUpdate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The service's id.
+  public var id: String = String()
+
+  /// The version the status is about; refused (stale) when the service moved on.
+  public var version: UInt64 = 0
+
+  /// The new status.
+  public var status: Flotilla_V1_UpdateStatus {
+    get {_status ?? Flotilla_V1_UpdateStatus()}
+    set {_status = newValue}
+  }
+  /// Returns true if `status` has been explicitly set.
+  public var hasStatus: Bool {self._status != nil}
+  /// Clears the value of `status`. Subsequent reads from it will return its default value.
+  public mutating func clearStatus() {self._status = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _status: Flotilla_V1_UpdateStatus? = nil
+}
+
 /// Removes a service record.
 public nonisolated struct Flotilla_V1_ServiceRemove: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -830,6 +870,9 @@ public nonisolated struct Flotilla_V1_UpdateStatus: Sendable {
   /// When it started, Unix ms.
   public var startedAtMs: UInt64 = 0
 
+  /// When the last batch of tasks was started, Unix ms (the update's delay counts from it).
+  public var lastBatchAtMs: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -873,6 +916,11 @@ public nonisolated struct Flotilla_V1_TaskRecord: Sendable {
 
   /// Last state change, Unix ms.
   public var stateChangedAtMs: UInt64 = 0
+
+  /// A digest of what the task runs (the spec without replicas and update settings): a task whose digest
+  /// differs from its service's current one is out of date and is replaced by a rolling update; scaling
+  /// changes nothing a task runs, so it restarts nothing.
+  public var specDigest: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1121,7 +1169,7 @@ nonisolated extension Flotilla_V1_NodeAvailability: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterCommand"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{9}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0\u{4}\u{9}node_join\0\u{3}node_upsert\0\u{3}node_remove\0\u{4}\u{8}service_create\0\u{3}service_update\0\u{3}service_remove\0\u{4}\u{8}tasks_write\0\u{3}task_status_report\0\u{4}\u{9}token_create\0\u{3}token_revoke\0\u{4}\u{9}cluster_ca_set\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{9}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0\u{4}\u{9}node_join\0\u{3}node_upsert\0\u{3}node_remove\0\u{4}\u{8}service_create\0\u{3}service_update\0\u{3}service_remove\0\u{3}service_status_update\0\u{4}\u{7}tasks_write\0\u{3}task_status_report\0\u{4}\u{9}token_create\0\u{3}token_revoke\0\u{4}\u{9}cluster_ca_set\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1260,6 +1308,19 @@ nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftPr
           self.command = .serviceRemove(v)
         }
       }()
+      case 43: try {
+        var v: Flotilla_V1_ServiceStatusUpdate?
+        var hadOneofValue = false
+        if let current = self.command {
+          hadOneofValue = true
+          if case .serviceStatusUpdate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.command = .serviceStatusUpdate(v)
+        }
+      }()
       case 50: try {
         var v: Flotilla_V1_TasksWrite?
         var hadOneofValue = false
@@ -1378,6 +1439,10 @@ nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftPr
     case .serviceRemove?: try {
       guard case .serviceRemove(let v)? = self.command else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+    }()
+    case .serviceStatusUpdate?: try {
+      guard case .serviceStatusUpdate(let v)? = self.command else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
     }()
     case .tasksWrite?: try {
       guard case .tasksWrite(let v)? = self.command else { preconditionFailure() }
@@ -1868,6 +1933,50 @@ nonisolated extension Flotilla_V1_ServiceUpdate: SwiftProtobuf.Message, SwiftPro
   }
 }
 
+nonisolated extension Flotilla_V1_ServiceStatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceStatusUpdate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}version\0\u{1}status\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._status) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 2)
+    }
+    try { if let v = self._status {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceStatusUpdate, rhs: Flotilla_V1_ServiceStatusUpdate) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs._status != rhs._status {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Flotilla_V1_ServiceRemove: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceRemove"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
@@ -2084,7 +2193,7 @@ nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Flotilla_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UpdateStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}message\0\u{3}started_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}message\0\u{3}started_at_ms\0\u{3}last_batch_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2095,6 +2204,7 @@ nonisolated extension Flotilla_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularStringField(value: &self.state) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.startedAtMs) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.lastBatchAtMs) }()
       default: break
       }
     }
@@ -2110,6 +2220,9 @@ nonisolated extension Flotilla_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProt
     if self.startedAtMs != 0 {
       try visitor.visitSingularUInt64Field(value: self.startedAtMs, fieldNumber: 3)
     }
+    if self.lastBatchAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastBatchAtMs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2117,6 +2230,7 @@ nonisolated extension Flotilla_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProt
     if lhs.state != rhs.state {return false}
     if lhs.message != rhs.message {return false}
     if lhs.startedAtMs != rhs.startedAtMs {return false}
+    if lhs.lastBatchAtMs != rhs.lastBatchAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2124,7 +2238,7 @@ nonisolated extension Flotilla_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TaskRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_version\0\u{1}slot\0\u{3}node_id\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at_ms\0\u{3}state_changed_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_version\0\u{1}slot\0\u{3}node_id\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at_ms\0\u{3}state_changed_at_ms\0\u{3}spec_digest\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2143,6 +2257,7 @@ nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtob
       case 9: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.createdAtMs) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.stateChangedAtMs) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.specDigest) }()
       default: break
       }
     }
@@ -2182,6 +2297,9 @@ nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtob
     if self.stateChangedAtMs != 0 {
       try visitor.visitSingularUInt64Field(value: self.stateChangedAtMs, fieldNumber: 11)
     }
+    if !self.specDigest.isEmpty {
+      try visitor.visitSingularStringField(value: self.specDigest, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2197,6 +2315,7 @@ nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtob
     if lhs.exitCode != rhs.exitCode {return false}
     if lhs.createdAtMs != rhs.createdAtMs {return false}
     if lhs.stateChangedAtMs != rhs.stateChangedAtMs {return false}
+    if lhs.specDigest != rhs.specDigest {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
