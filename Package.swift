@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "ControllerTests",
             dependencies: [
-                "Controller", "AdminClient", "TestSupport", "Agent",
+                "Controller", "AdminClient", "TestSupport", "Agent", "Messages",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

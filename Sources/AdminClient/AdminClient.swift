@@ -218,6 +218,47 @@ public final class AdminClient: Sendable {
         return try await call(Methods.nodeRemove, request, kind: .write, timeout: timeout).id
     }
 
+    /// Creates a service; returns its record.
+    public func serviceCreate(_ spec: Flotilla_V1_ServiceSpec, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_ServiceRecord {
+        var request = Flotilla_V1_ServiceCreateRequest()
+        request.spec = spec
+        return try await call(Methods.serviceCreate, request, kind: .write, timeout: timeout)
+    }
+
+    /// Replaces a service's spec (`expectedVersion` 0: unconditionally).
+    public func serviceUpdate(_ spec: Flotilla_V1_ServiceSpec, expectedVersion: UInt64 = 0, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_ServiceRecord {
+        var request = Flotilla_V1_ServiceUpdateRequest()
+        request.spec = spec
+        request.expectedVersion = expectedVersion
+        return try await call(Methods.serviceUpdate, request, kind: .write, timeout: timeout)
+    }
+
+    /// Returns service `name` to its previous spec.
+    public func serviceRollback(_ name: String, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_ServiceRecord {
+        var request = Flotilla_V1_ServiceRef()
+        request.service = name
+        return try await call(Methods.serviceRollback, request, kind: .write, timeout: timeout)
+    }
+
+    /// Removes service `name`.
+    public func serviceRemove(_ name: String, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_ServiceRecord {
+        var request = Flotilla_V1_ServiceRef()
+        request.service = name
+        return try await call(Methods.serviceRemove, request, kind: .write, timeout: timeout)
+    }
+
+    /// Every service with its task counts.
+    public func serviceList(timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_ServiceSummary] {
+        try await call(Methods.serviceList, Flotilla_V1_ServiceListRequest(), kind: .read, timeout: timeout).services
+    }
+
+    /// One service and its tasks.
+    public func serviceInspect(_ name: String, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_ServiceInspectResponse {
+        var request = Flotilla_V1_ServiceRef()
+        request.service = name
+        return try await call(Methods.serviceInspect, request, kind: .read, timeout: timeout)
+    }
+
     /// Moves leadership to the voter `id` (nil: the most up-to-date other voter). Returns the new leader's id.
     /// A write: an outcome that is unknown is reported, not retried (retrying could move leadership twice).
     public func transferLeadership(to id: String? = nil, timeout: Duration = .seconds(10)) async throws -> String {

@@ -62,6 +62,7 @@ public final class ControllerServer: Service {
     private let membership: MembershipService
     private let admin: AdminService
     private let monitor: NodeMonitor
+    private let orchestration: OrchestrationLoop
     private let advertise: String
 
     /// Opens the Raft storage and binds the listening socket, so a bad address or a damaged disk fails
@@ -128,6 +129,8 @@ public final class ControllerServer: Service {
             return RPCError(.permissionDenied, "\(peer) was removed from the cluster; its certificate is no longer accepted")
         }
         NodeSessionService(raft: raft, monitor: monitor, logger: logger).register(into: &router)
+        ServiceAdmin(raft: raft).register(into: &router)
+        self.orchestration = OrchestrationLoop(raft: raft, logger: logger)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)
         self.membership = membership
         let admin = AdminService(
@@ -168,6 +171,7 @@ public final class ControllerServer: Service {
             group.addTask { await self.peers.run() }
             group.addTask { await self.membership.maintain() }
             group.addTask { await self.monitor.run() }
+            group.addTask { await self.orchestration.run() }
             group.addTask { await self.renewOwnCertificate() }
             if !configuration.joinAddresses.isEmpty {
                 group.addTask { await self.joinUntilMember() }

@@ -80,6 +80,19 @@ public enum Methods {
     public static let nodeRemove = MethodDescriptor<Flotilla_V1_NodeRemoveRequest, Flotilla_V1_NodeRemoveResponse>(
         "flotilla.v1.Admin/NodeRemove", kind: .unary, allowedRoles: [.admin])
 
+    public static let serviceCreate = MethodDescriptor<Flotilla_V1_ServiceCreateRequest, Flotilla_V1_ServiceRecord>(
+        "flotilla.v1.Admin/ServiceCreate", kind: .unary, allowedRoles: [.admin])
+    public static let serviceUpdate = MethodDescriptor<Flotilla_V1_ServiceUpdateRequest, Flotilla_V1_ServiceRecord>(
+        "flotilla.v1.Admin/ServiceUpdate", kind: .unary, allowedRoles: [.admin])
+    public static let serviceRollback = MethodDescriptor<Flotilla_V1_ServiceRef, Flotilla_V1_ServiceRecord>(
+        "flotilla.v1.Admin/ServiceRollback", kind: .unary, allowedRoles: [.admin])
+    public static let serviceRemove = MethodDescriptor<Flotilla_V1_ServiceRef, Flotilla_V1_ServiceRecord>(
+        "flotilla.v1.Admin/ServiceRemove", kind: .unary, allowedRoles: [.admin])
+    public static let serviceList = MethodDescriptor<Flotilla_V1_ServiceListRequest, Flotilla_V1_ServiceListResponse>(
+        "flotilla.v1.Admin/ServiceList", kind: .unary, allowedRoles: [.admin])
+    public static let serviceInspect = MethodDescriptor<Flotilla_V1_ServiceRef, Flotilla_V1_ServiceInspectResponse>(
+        "flotilla.v1.Admin/ServiceInspect", kind: .unary, allowedRoles: [.admin])
+
     // MARK: - Agents
     public static let agentSession = MethodDescriptor<Flotilla_V1_AgentHeartbeat, Flotilla_V1_SessionUpdate>(
         "flotilla.v1.NodeMembership/Session", kind: .bidirectionalStreaming, allowedRoles: [.agent])
