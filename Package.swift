@@ -168,7 +168,8 @@ let package = Package(
         .executableTarget(
             name: "flotilla",
             dependencies: [
-                "AdminClient", "ClusterModel", "PKI", "Wire",
+                "AdminClient", "ClusterModel", "ClusterStore", "PKI", "Wire",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

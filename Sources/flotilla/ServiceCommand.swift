@@ -1,0 +1,364 @@
+import AdminClient
+import ArgumentParser
+import ClusterStore
+import Foundation
+import SwiftProtobuf
+import Wire
+
+/// `flotilla service …`: services and their tasks.
+struct ServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "service",
+        abstract: "Create, list, inspect, scale, update, roll back and remove services.",
+        discussion: """
+            A service is desired state: what to run, how many, where, on which ports. The leader turns it into \
+            tasks placed on nodes and keeps it so when nodes fail. `create`, `update`, `scale` and `rollback` \
+            wait until the service has converged (every task running), showing progress, unless --detach.
+            """,
+        subcommands: [Create.self, List.self, Ps.self, Inspect.self, Scale.self, Update.self, Rollback.self, Remove.self])
+
+    /// Flags that describe a spec; `create` takes them as the whole spec, `update` changes only those given.
+    struct SpecOptions: ParsableArguments {
+        @Option(help: "oci (containers) or process (a command on the host).") var driver: String?
+        @Option(help: "OCI image reference.") var image: String?
+        @Option(help: "The command (process: a shell command line, $PORT is the first port).") var command: String?
+        @Option(name: .customLong("arg"), help: "An argument after the command (repeatable).") var args: [String] = []
+        @Option(name: .customLong("env"), help: "An environment variable, KEY=VALUE (repeatable).") var env: [String] = []
+        @Option(help: "replicated or global.") var mode: String?
+        @Option(help: "How many tasks (replicated).") var replicas: UInt32?
+        @Option(name: .customLong("publish"), help: ArgumentHelp("A port: PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http] (repeatable).", valueName: "port")) var ports: [String] = []
+        @Option(name: .customLong("constraint"), help: "node.labels.K==V, node.name!=N, node.role==agent (repeatable).") var constraints: [String] = []
+        @Option(name: .customLong("spread-over"), help: "A node label to spread over, e.g. node.labels.zone.") var spreadOver: String?
+        @Option(name: .customLong("max-per-node"), help: "At most this many tasks per node.") var maxPerNode: UInt32?
+        @Option(name: .customLong("reserve-cpu"), help: "CPU reserved per task, in cores (e.g. 0.5).") var reserveCPU: Double?
+        @Option(name: .customLong("reserve-memory"), help: "Memory reserved per task (e.g. 256M, 1G).") var reserveMemory: String?
+        @Option(name: .customLong("limit-cpu"), help: "CPU limit per task, in cores.") var limitCPU: Double?
+        @Option(name: .customLong("limit-memory"), help: "Memory limit per task (e.g. 512M).") var limitMemory: String?
+        @Option(name: .customLong("lb-policy"), help: "round-robin, weighted-round-robin, least-connections, ip-hash, random, p2c.") var lbPolicy: String?
+        @Option(name: .customLong("health-cmd"), help: "A health check command (run in the task).") var healthCommand: String?
+        @Option(name: .customLong("health-http"), help: "A health check HTTP path on the first port.") var healthHTTP: String?
+        @Option(name: .customLong("health-interval"), help: "Between health checks (e.g. 5s).") var healthInterval: String?
+        @Option(name: .customLong("restart-condition"), help: "any, on-failure or none.") var restartCondition: String?
+        @Option(name: .customLong("update-parallelism"), help: "Tasks updated at once (0: all).") var updateParallelism: UInt32?
+        @Option(name: .customLong("update-delay"), help: "Between update batches (e.g. 10s).") var updateDelay: String?
+        @Option(name: .customLong("update-order"), help: "stop-first or start-first.") var updateOrder: String?
+        @Option(name: .customLong("update-failure-action"), help: "pause, rollback or continue.") var updateFailureAction: String?
+        @Option(name: .customLong("update-monitor"), help: "How long each new task is watched (e.g. 5s).") var updateMonitor: String?
+        @Option(name: .customLong("update-max-failure-ratio"), help: "Failures tolerated during an update, 0 to 1.") var updateMaxFailureRatio: Double?
+
+        /// Applies the flags that were given to `spec`.
+        func apply(to spec: inout Flotilla_V1_ServiceSpec) throws {
+            if let driver { spec.driver = driver }
+            if let image { spec.image = image }
+            if let command { spec.command = command }
+            if !args.isEmpty { spec.args = args }
+            if !env.isEmpty {
+                spec.env = try env.map { pair in
+                    let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                    guard parts.count == 2 else { throw ValidationError("--env \(pair) is not KEY=VALUE") }
+                    var variable = Flotilla_V1_EnvVar()
+                    variable.name = String(parts[0])
+                    variable.value = String(parts[1])
+                    return variable
+                }
+            }
+            if let mode {
+                switch mode {
+                case "replicated": spec.mode = .replicated
+                case "global": spec.mode = .global
+                default: throw ValidationError("--mode must be replicated or global, not '\(mode)'")
+                }
+            }
+            if let replicas { spec.replicas = replicas }
+            if !ports.isEmpty { spec.ports = try ports.map(Self.port) }
+            if !constraints.isEmpty { spec.constraints = constraints }
+            if let spreadOver { spec.spreadOver = spreadOver }
+            if let maxPerNode { spec.maxReplicasPerNode = maxPerNode }
+            if let reserveCPU { spec.resources.cpuReservationMillis = UInt64(reserveCPU * 1000) }
+            if let limitCPU { spec.resources.cpuLimitMillis = UInt64(limitCPU * 1000) }
+            if let reserveMemory { spec.resources.memoryReservationBytes = try Self.bytes(reserveMemory, flag: "--reserve-memory") }
+            if let limitMemory { spec.resources.memoryLimitBytes = try Self.bytes(limitMemory, flag: "--limit-memory") }
+            if let lbPolicy { spec.lbPolicy = lbPolicy }
+            if let healthCommand { spec.healthCheck.command = ["/bin/sh", "-c", healthCommand] }
+            if let healthHTTP { spec.healthCheck.httpPath = healthHTTP }
+            if let healthInterval { spec.healthCheck.intervalMs = try Self.milliseconds(healthInterval, flag: "--health-interval") }
+            if let restartCondition { spec.restartPolicy.condition = restartCondition }
+            if let updateParallelism { spec.updateConfig.parallelism = updateParallelism }
+            if let updateDelay { spec.updateConfig.delayMs = try Self.milliseconds(updateDelay, flag: "--update-delay") }
+            if let updateOrder { spec.updateConfig.order = updateOrder }
+            if let updateFailureAction { spec.updateConfig.failureAction = updateFailureAction }
+            if let updateMonitor { spec.updateConfig.monitorMs = try Self.milliseconds(updateMonitor, flag: "--update-monitor") }
+            if let updateMaxFailureRatio { spec.updateConfig.maxFailureRatio = updateMaxFailureRatio }
+        }
+
+        /// "8080:80/http", "80", "80/tcp".
+        static func port(_ text: String) throws -> Flotilla_V1_PortSpec {
+            var port = Flotilla_V1_PortSpec()
+            let protocolSplit = text.split(separator: "/", maxSplits: 1).map(String.init)
+            if protocolSplit.count == 2 { port.protocol = protocolSplit[1] }
+            let numbers = protocolSplit.first?.split(separator: ":").map { UInt32($0) } ?? []
+            switch numbers.count {
+            case 1 where numbers[0] != nil: port.targetPort = numbers[0]!
+            case 2 where numbers[0] != nil && numbers[1] != nil:
+                port.publishedPort = numbers[0]!
+                port.targetPort = numbers[1]!
+            default: throw ValidationError("--publish \(text) is not PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http]")
+            }
+            return port
+        }
+
+        static func bytes(_ text: String, flag: String) throws -> UInt64 {
+            let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+            if let last = text.uppercased().last, let unit = units[last], let value = Double(text.dropLast()) { return UInt64(value * Double(unit)) }
+            guard let value = UInt64(text) else { throw ValidationError("\(flag) \(text) is not a size (e.g. 512M, 1G)") }
+            return value
+        }
+
+        static func milliseconds(_ text: String, flag: String) throws -> UInt32 {
+            let units: [String: Double] = ["ms": 1, "s": 1000, "m": 60_000]
+            for (suffix, factor) in units.sorted(by: { $0.key.count > $1.key.count }) where text.hasSuffix(suffix) {
+                if let value = Double(text.dropLast(suffix.count)) { return UInt32(value * factor) }
+            }
+            throw ValidationError("\(flag) \(text) is not a duration (e.g. 500ms, 5s, 1m)")
+        }
+    }
+
+    struct ProgressOptions: ParsableArguments {
+        @Flag(help: "Return at once instead of waiting until the service has converged.") var detach = false
+        @Option(help: ArgumentHelp("How long to wait for convergence (e.g. 60s).", valueName: "duration")) var timeout: String = "60s"
+    }
+
+    /// Waits until every live task of `name` runs and any update finished, printing changes of progress.
+    static func waitForConvergence(_ name: String, cluster: ClusterOptions, progress: ProgressOptions) async throws {
+        guard !progress.detach else { return }
+        let limit = Duration.milliseconds(Int(try SpecOptions.milliseconds(progress.timeout, flag: "--timeout")))
+        let deadline = ContinuousClock.now + limit
+        var last = ""
+        while ContinuousClock.now < deadline {
+            let inspected = try await cluster.withClient { try await $0.serviceInspect(name) }
+            let live = inspected.tasks.filter { $0.desiredState == .running }
+            let running = live.filter { $0.state == .running }.count
+            let update = inspected.service.updateStatus.state
+            let line = "\(name): \(running)/\(live.count) tasks running" + (update.isEmpty ? "" : ", update \(update)")
+            if line != last, cluster.output == .table { print(line) }
+            last = line
+            if running == live.count && !["updating", "rolling-back", "rollback-started"].contains(update) { return }
+            if update == "paused" { throw CLIError("the update paused: \(inspected.service.updateStatus.message)") }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        throw CLIError("\(name) has not converged within \(progress.timeout) (\(last)); see flotilla service ps \(name)")
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a service.")
+        @Argument(help: "The service's name.") var name: String
+        @OptionGroup var spec: SpecOptions
+        @OptionGroup var progress: ProgressOptions
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            var service = Flotilla_V1_ServiceSpec()
+            service.name = name
+            service.replicas = 1
+            try spec.apply(to: &service)
+            let problems = ServiceSpecRules.problems(in: service)
+            guard problems.isEmpty else { throw CLIError("the service spec is invalid: " + problems.map(\.description).joined(separator: "; ")) }
+            let created = try await cluster.withClient { try await $0.serviceCreate(service) }
+            if cluster.output == .table { print("service \(created.spec.name) created (id \(created.id), version \(created.version))") }
+            try await ServiceCommand.waitForConvergence(name, cluster: cluster, progress: progress)
+            if cluster.output == .json { try printJSON(ServiceJSON(created)) }
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "update", abstract: "Change a service: only the flags given change; tasks are replaced by a rolling update.")
+        @Argument(help: "The service's name.") var name: String
+        @OptionGroup var spec: SpecOptions
+        @OptionGroup var progress: ProgressOptions
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            let current = try await cluster.withClient { try await $0.serviceInspect(name) }.service
+            var service = current.spec
+            try spec.apply(to: &service)
+            let updated = try await cluster.withClient { try await $0.serviceUpdate(service, expectedVersion: current.version) }
+            if cluster.output == .table { print("service \(name) updated to version \(updated.version)") }
+            try await ServiceCommand.waitForConvergence(name, cluster: cluster, progress: progress)
+            if cluster.output == .json { try printJSON(ServiceJSON(updated)) }
+        }
+    }
+
+    struct Scale: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "scale", abstract: "Set the number of tasks: NAME=N.")
+        @Argument(help: "NAME=REPLICAS") var assignment: String
+        @OptionGroup var progress: ProgressOptions
+        @OptionGroup var cluster: ClusterOptions
+
+        func validate() throws {
+            let parts = assignment.split(separator: "=")
+            guard parts.count == 2, UInt32(parts[1]) != nil else { throw ValidationError("'\(assignment)' is not NAME=REPLICAS") }
+        }
+
+        func run() async throws {
+            let parts = assignment.split(separator: "=").map(String.init)
+            let current = try await cluster.withClient { try await $0.serviceInspect(parts[0]) }.service
+            var spec = current.spec
+            spec.replicas = UInt32(parts[1])!
+            let updated = try await cluster.withClient { try await $0.serviceUpdate(spec, expectedVersion: current.version) }
+            if cluster.output == .table { print("service \(parts[0]) scaled to \(spec.replicas)") }
+            try await ServiceCommand.waitForConvergence(parts[0], cluster: cluster, progress: progress)
+            if cluster.output == .json { try printJSON(ServiceJSON(updated)) }
+        }
+    }
+
+    struct Rollback: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rollback", abstract: "Return a service to its previous spec.")
+        @Argument(help: "The service's name.") var name: String
+        @OptionGroup var progress: ProgressOptions
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            let rolled = try await cluster.withClient { try await $0.serviceRollback(name) }
+            if cluster.output == .table { print("service \(name) rolling back (version \(rolled.version))") }
+            try await ServiceCommand.waitForConvergence(name, cluster: cluster, progress: progress)
+            if cluster.output == .json { try printJSON(ServiceJSON(rolled)) }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove a service; its tasks stop.", aliases: ["remove"])
+        @Argument(help: "The service's name.") var name: String
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            let removed = try await cluster.withClient { try await $0.serviceRemove(name) }
+            switch cluster.output {
+            case .json: try printJSON(["removed": removed.spec.name])
+            case .table: print("service \(name) removed")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List services.", aliases: ["list"])
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            let services = try await cluster.withClient { try await $0.serviceList() }
+            switch cluster.output {
+            case .json:
+                try printJSON(services.map { ServiceJSON($0.service, running: $0.running, desired: $0.desired) })
+            case .table:
+                var table = TextTable("ID", "NAME", "MODE", "REPLICAS", "DRIVER", "IMAGE / COMMAND", "PORTS", "VERSION", "UPDATE")
+                for summary in services {
+                    let spec = summary.service.spec
+                    table.append(
+                        summary.service.id, spec.name, spec.mode == .global ? "global" : "replicated",
+                        "\(summary.running)/\(spec.mode == .global ? summary.desired : spec.replicas)", spec.driver,
+                        spec.driver == "process" ? spec.command : spec.image, ServiceJSON.portText(spec.ports),
+                        "\(summary.service.version)", summary.service.updateStatus.state.isEmpty ? "-" : summary.service.updateStatus.state)
+                }
+                print(table.render())
+            }
+        }
+    }
+
+    struct Ps: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ps", abstract: "List a service's tasks: where, desired and current state, since when, why.")
+        @Argument(help: "The service's name.") var name: String
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            let inspected = try await cluster.withClient { try await $0.serviceInspect(name) }
+            switch cluster.output {
+            case .json:
+                try printJSON(inspected.tasks.map { TaskJSON($0, node: inspected.nodeNames[$0.nodeID]) })
+            case .table:
+                var table = TextTable("TASK", "SLOT", "NODE", "DESIRED", "CURRENT", "SINCE", "VERSION", "MESSAGE")
+                for task in inspected.tasks {
+                    let json = TaskJSON(task, node: inspected.nodeNames[task.nodeID])
+                    table.append(
+                        task.id, task.slot == 0 ? "-" : "\(task.slot)", json.node ?? "-", json.desired, json.current,
+                        NodeJSON.ago(task.stateChangedAtMs), "\(task.serviceVersion)", task.message.isEmpty ? "-" : task.message)
+                }
+                print(table.render())
+            }
+        }
+    }
+
+    struct Inspect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show a service's spec, version and update status (JSON).")
+        @Argument(help: "The service's name.") var name: String
+        @OptionGroup var cluster: ClusterOptions
+
+        func run() async throws {
+            let inspected = try await cluster.withClient { try await $0.serviceInspect(name) }
+            var options = JSONEncodingOptions()
+            options.preserveProtoFieldNames = true
+            print(try inspected.service.jsonString(options: options))
+        }
+    }
+}
+
+/// `--output json` of a service.
+struct ServiceJSON: Encodable {
+    let id: String
+    let name: String
+    let version: UInt64
+    let mode: String
+    let replicas: UInt32
+    let running: UInt32?
+    let desired: UInt32?
+    let update: String
+
+    init(_ service: Flotilla_V1_ServiceRecord, running: UInt32? = nil, desired: UInt32? = nil) {
+        id = service.id
+        name = service.spec.name
+        version = service.version
+        mode = service.spec.mode == .global ? "global" : "replicated"
+        replicas = service.spec.replicas
+        self.running = running
+        self.desired = desired
+        update = service.updateStatus.state
+    }
+
+    static func portText(_ ports: [Flotilla_V1_PortSpec]) -> String {
+        ports.isEmpty ? "-" : ports.map { ($0.publishedPort == 0 ? "" : "\($0.publishedPort)→") + "\($0.targetPort)/\($0.protocol)" }.joined(separator: ",")
+    }
+}
+
+/// `--output json` of a task.
+struct TaskJSON: Encodable {
+    let id: String
+    let slot: UInt32
+    let node: String?
+    let desired: String
+    let current: String
+    let message: String
+    let version: UInt64
+
+    init(_ task: Flotilla_V1_TaskRecord, node: String?) {
+        id = task.id
+        slot = task.slot
+        self.node = task.nodeID.isEmpty ? nil : (node ?? task.nodeID)
+        desired = Self.name(task.desiredState)
+        current = Self.name(task.state)
+        message = task.message
+        version = task.serviceVersion
+    }
+
+    static func name(_ state: Flotilla_V1_TaskState) -> String {
+        switch state {
+        case .pending: "pending"
+        case .assigned: "assigned"
+        case .starting: "starting"
+        case .running: "running"
+        case .complete: "complete"
+        case .failed: "failed"
+        case .shutdown: "shutdown"
+        case .orphaned: "orphaned"
+        case .UNRECOGNIZED(let value): "unknown(\(value))"
+        }
+    }
+}
