@@ -25,6 +25,8 @@ public final class AgentSession: Sendable {
     }
 
     public let identity: AgentIdentity
+    /// Runs the tasks the leader assigns (nil: a session that only heartbeats).
+    public let worker: TaskWorker?
     private let directory: AgentDataDirectory?
     private let logger: Logger
     private let state: Mutex<State>
@@ -36,8 +38,9 @@ public final class AgentSession: Sendable {
         var sessionsOpened = 0
     }
 
-    public init(identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, logger: Logger) {
+    public init(identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: TaskWorker? = nil, logger: Logger) {
         self.identity = identity
+        self.worker = worker
         self.directory = directory
         self.logger = logger
         self.state = Mutex(State(controllers: controllers))
@@ -103,6 +106,7 @@ public final class AgentSession: Sendable {
             }
             let period = HeartbeatPeriod(Self.period(first))
             self.learn(first)
+            await self.assign(first)
             self.state.withLock {
                 $0.connectedTo = target
                 $0.sessionsOpened += 1
@@ -116,20 +120,36 @@ public final class AgentSession: Sendable {
                         var heartbeat = Flotilla_V1_AgentHeartbeat()
                         heartbeat.sequence = sequence
                         heartbeat.version = FlotillaVersion.current
-                        try await writer.write(heartbeat)
+                        if let worker = self.worker {
+                            heartbeat.statuses = await worker.takeStatuses()
+                            heartbeat.assignmentsGeneration = await worker.generation
+                        }
+                        do {
+                            try await writer.write(heartbeat)
+                        } catch {
+                            // Not sent: the next session reports these.
+                            await self.worker?.requeue(heartbeat.statuses)
+                            throw error
+                        }
                         self.state.withLock { $0.heartbeatsSent += 1 }
                         let base = period.get()
                         try await Task.sleep(for: base * Double.random(in: 0.9...1.0))
                     }
                 }
                 while let update = try await iterator.next() {
-                    period.set(Self.period(update))
+                    if update.heartbeatPeriodMs != 0 { period.set(Self.period(update)) }
                     self.learn(update)
+                    await self.assign(update)
                 }
                 group.cancelAll()
                 throw RPCError(.unavailable, "the leader ended the session")
             }
         }
+    }
+
+    private func assign(_ update: Flotilla_V1_SessionUpdate) async {
+        guard update.assignmentsComplete, let worker else { return }
+        await worker.apply(update.assignments, generation: update.assignmentsGeneration)
     }
 
     private func learn(_ update: Flotilla_V1_SessionUpdate) {

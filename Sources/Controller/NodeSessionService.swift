@@ -87,19 +87,82 @@ struct NodeSessionService: Sendable {
         guard raft.store.read({ $0.node(node) }) != nil else {
             throw RPCError(.permissionDenied, "node \(node) is not in this cluster (it was removed); join it again with a new token and an empty --data-dir")
         }
-        var update = Flotilla_V1_SessionUpdate()
-        update.heartbeatPeriodMs = UInt32(monitor.heartbeatPeriod.components.seconds * 1000
-            + monitor.heartbeatPeriod.components.attoseconds / 1_000_000_000_000_000)
-        update.controllers = raft.store.read { $0.controllers.map(\.address) }
-        try await writer.write(update)
         monitor.heartbeat(from: node)
-        for try await _ in heartbeats {
-            // A controller that lost the leadership sends its agents to the new leader.
-            try await requireLeader()
-            guard raft.store.read({ $0.node(node) }) != nil else {
-                throw RPCError(.permissionDenied, "node \(node) was removed from the cluster")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The dispatcher: the node's complete assignment set first, then again whenever it changes.
+            group.addTask { try await dispatch(to: node, writer: writer) }
+            for try await heartbeat in heartbeats {
+                // A controller that lost the leadership sends its agents to the new leader.
+                try await requireLeader()
+                guard raft.store.read({ $0.node(node) }) != nil else {
+                    throw RPCError(.permissionDenied, "node \(node) was removed from the cluster")
+                }
+                monitor.heartbeat(from: node)
+                if !heartbeat.statuses.isEmpty {
+                    _ = try await raft.propose(ClusterCommands.taskStatusReport(nodeID: node, heartbeat.statuses))
+                }
             }
-            monitor.heartbeat(from: node)
+            group.cancelAll()
+        }
+    }
+
+    /// Sends `node`'s assignments: the complete set at the start of the session and after every change to it.
+    private func dispatch(to node: NodeID, writer: ResponseWriter<Flotilla_V1_SessionUpdate>) async throws {
+        let watch = raft.store.watch.subscribe()
+        var generation: UInt64 = 0
+        var lastSent: [Flotilla_V1_TaskAssignment]?
+        var pending = true  // the first set goes out at once
+        var iterator = watch.makeAsyncIterator()
+        while !Task.isCancelled {
+            if pending {
+                let assignments = Self.assignments(for: node, in: raft.store.read { $0 })
+                if assignments != lastSent || generation == 0 {
+                    generation += 1
+                    var update = Flotilla_V1_SessionUpdate()
+                    if generation == 1 {
+                        update.heartbeatPeriodMs = UInt32(monitor.heartbeatPeriod.components.seconds * 1000
+                            + monitor.heartbeatPeriod.components.attoseconds / 1_000_000_000_000_000)
+                        update.controllers = raft.store.read { $0.controllers.map(\.address) }
+                    }
+                    update.assignmentsComplete = true
+                    update.assignments = assignments
+                    update.assignmentsGeneration = generation
+                    try await writer.write(update)
+                    lastSent = assignments
+                }
+            }
+            guard let event = await iterator.next() else { return }
+            switch event {
+            case .reset: pending = true
+            case .changes(let changes): pending = changes.contains { $0.table == .tasks || $0.table == .services }
+            }
+        }
+    }
+
+    /// The tasks a node should know about: those desired running there, and those to stop that may still run.
+    static func assignments(for node: NodeID, in state: ClusterState) -> [Flotilla_V1_TaskAssignment] {
+        state.tasks.filter { task in
+            task.nodeID == node.rawValue
+                && (task.desiredState == .running || ![.complete, .failed, .shutdown, .orphaned].contains(task.state))
+        }.compactMap { task in
+            guard let service = state.service(task.serviceID) else {
+                // The service is gone: the task must stop; the spec no longer matters.
+                var assignment = Flotilla_V1_TaskAssignment()
+                assignment.taskID = task.id
+                assignment.serviceID = task.serviceID
+                assignment.desiredState = .shutdown
+                return assignment
+            }
+            var assignment = Flotilla_V1_TaskAssignment()
+            assignment.taskID = task.id
+            assignment.serviceID = service.id
+            assignment.serviceName = service.spec.name
+            // The spec the task was made for: the current one, or the previous during an update.
+            assignment.spec = task.specDigest == ServiceSpecRules.taskDigest(service.spec) || !service.hasPreviousSpec
+                ? service.spec : service.previousSpec
+            assignment.desiredState = task.desiredState
+            assignment.slot = task.slot
+            return assignment
         }
     }
 

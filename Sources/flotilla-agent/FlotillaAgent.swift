@@ -87,18 +87,26 @@ struct FlotillaAgent: AsyncParsableCommand {
             let known = controllers + directory.knownControllers().filter { !controllers.contains($0) }
             guard !known.isEmpty else { throw CleanError("no controller to reach: pass --controller host:port") }
             let identity = AgentIdentity(credentials)
-            let session = AgentSession(identity: identity, controllers: known, directory: directory, logger: logger)
+            let worker = TaskWorker(logger: logger)
+            let session = AgentSession(identity: identity, controllers: known, directory: directory, worker: worker, logger: logger)
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)
             logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])
-            try await withTaskCancellationOnSignals {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { await renewer.run() }
-                    group.addTask { try await session.run() }
-                    // The session ends only when the node was removed (or on a signal): stop renewing too.
-                    try await group.next()
-                    group.cancelAll()
+            do {
+                try await withTaskCancellationOnSignals {
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask { await renewer.run() }
+                        group.addTask { try await session.run() }
+                        // The session ends only when the node was removed (or on a signal): stop renewing too.
+                        try await group.next()
+                        group.cancelAll()
+                    }
                 }
+            } catch {
+                await worker.stopAll()
+                throw error
             }
+            // The agent is stopping: its tasks stop with it (the process driver cannot adopt them later).
+            await worker.stopAll()
         } catch let error as RPCError {
             throw CleanError("joining failed: \(error.message)")
         } catch let error as PKIError {

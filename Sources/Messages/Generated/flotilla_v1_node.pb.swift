@@ -69,9 +69,52 @@ public nonisolated struct Flotilla_V1_AgentHeartbeat: Sendable {
   /// The agent's software version.
   public var version: String = String()
 
+  /// What its tasks did since the last heartbeat (batched; the leader commits them in one report).
+  public var statuses: [Flotilla_V1_TaskStatus] = []
+
+  /// The assignment generation the agent has applied (the leader resends the complete set on a mismatch).
+  public var assignmentsGeneration: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// One task the leader assigns to a node: what to run, and whether it should run.
+public nonisolated struct Flotilla_V1_TaskAssignment: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The task.
+  public var taskID: String = String()
+
+  /// Its service (id and name).
+  public var serviceID: String = String()
+
+  public var serviceName: String = String()
+
+  /// The service spec the task runs (its version's).
+  public var spec: Flotilla_V1_ServiceSpec {
+    get {_spec ?? Flotilla_V1_ServiceSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  /// running or shutdown.
+  public var desiredState: Flotilla_V1_TaskState = .pending
+
+  /// Its slot (0 for a global service).
+  public var slot: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Flotilla_V1_ServiceSpec? = nil
 }
 
 /// What the leader tells an agent on its session.
@@ -87,6 +130,14 @@ public nonisolated struct Flotilla_V1_SessionUpdate: Sendable {
   /// Every controller's address, so the agent can find the leader after a failover even when the controllers
   /// it was started with are gone.
   public var controllers: [String] = []
+
+  /// When set: the complete set of this node's assignments (tasks not listed must not run).
+  public var assignmentsComplete: Bool = false
+
+  public var assignments: [Flotilla_V1_TaskAssignment] = []
+
+  /// Counts up with every assignment set sent on this session.
+  public var assignmentsGeneration: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -215,7 +266,7 @@ nonisolated extension Flotilla_V1_RenewResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentHeartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -225,6 +276,8 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.statuses) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.assignmentsGeneration) }()
       default: break
       }
     }
@@ -237,12 +290,79 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if !self.version.isEmpty {
       try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
     }
+    if !self.statuses.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.statuses, fieldNumber: 3)
+    }
+    if self.assignmentsGeneration != 0 {
+      try visitor.visitSingularUInt64Field(value: self.assignmentsGeneration, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Flotilla_V1_AgentHeartbeat, rhs: Flotilla_V1_AgentHeartbeat) -> Bool {
     if lhs.sequence != rhs.sequence {return false}
     if lhs.version != rhs.version {return false}
+    if lhs.statuses != rhs.statuses {return false}
+    if lhs.assignmentsGeneration != rhs.assignmentsGeneration {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TaskAssignment"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{3}service_id\0\u{3}service_name\0\u{1}spec\0\u{3}desired_state\0\u{1}slot\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.taskID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.serviceID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.serviceName) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.desiredState) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.slot) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.taskID.isEmpty {
+      try visitor.visitSingularStringField(value: self.taskID, fieldNumber: 1)
+    }
+    if !self.serviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.serviceID, fieldNumber: 2)
+    }
+    if !self.serviceName.isEmpty {
+      try visitor.visitSingularStringField(value: self.serviceName, fieldNumber: 3)
+    }
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.desiredState != .pending {
+      try visitor.visitSingularEnumField(value: self.desiredState, fieldNumber: 5)
+    }
+    if self.slot != 0 {
+      try visitor.visitSingularUInt32Field(value: self.slot, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TaskAssignment, rhs: Flotilla_V1_TaskAssignment) -> Bool {
+    if lhs.taskID != rhs.taskID {return false}
+    if lhs.serviceID != rhs.serviceID {return false}
+    if lhs.serviceName != rhs.serviceName {return false}
+    if lhs._spec != rhs._spec {return false}
+    if lhs.desiredState != rhs.desiredState {return false}
+    if lhs.slot != rhs.slot {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -250,7 +370,7 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SessionUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -260,6 +380,9 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatPeriodMs) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.controllers) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.assignmentsComplete) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.assignments) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.assignmentsGeneration) }()
       default: break
       }
     }
@@ -272,12 +395,24 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if !self.controllers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.controllers, fieldNumber: 2)
     }
+    if self.assignmentsComplete != false {
+      try visitor.visitSingularBoolField(value: self.assignmentsComplete, fieldNumber: 3)
+    }
+    if !self.assignments.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.assignments, fieldNumber: 4)
+    }
+    if self.assignmentsGeneration != 0 {
+      try visitor.visitSingularUInt64Field(value: self.assignmentsGeneration, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Flotilla_V1_SessionUpdate, rhs: Flotilla_V1_SessionUpdate) -> Bool {
     if lhs.heartbeatPeriodMs != rhs.heartbeatPeriodMs {return false}
     if lhs.controllers != rhs.controllers {return false}
+    if lhs.assignmentsComplete != rhs.assignmentsComplete {return false}
+    if lhs.assignments != rhs.assignments {return false}
+    if lhs.assignmentsGeneration != rhs.assignmentsGeneration {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
