@@ -83,6 +83,86 @@ struct ServiceOrchestrationTests {
         await ControllerClusterTests.stop(running)
     }
 
+    @Test("agents run a process-driver service; a killed node's tasks run again elsewhere within 5 s; updates and removal reach the processes")
+    func processDriverEndToEnd() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-orch-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let created = try ControllerDataDirectory(path: root).initialize(addresses: [], now: Date())
+        let running = try await ControllerClusterTests.start(root)
+        var sessions: [Task<Void, any Error>] = []
+        var workers: [TaskWorker] = []
+        do {
+            let server = running.server
+            #expect(try await eventually(timeout: .seconds(30)) { await server.raftStatus.role == .leader })
+            let admin = try await AdminClient.connect(to: [server.localAddress], credentials: try Credentials.load(from: created.adminCredentialsPath))
+            let token = try JoinToken(parsing: try await admin.tokenCreate(role: "agent").token)
+            for name in ["n1", "n2"] {
+                let credentials = try await NodeJoiner.join(
+                    controllers: [server.localAddress], token: token,
+                    request: .init(role: .agent, name: name, advertiseAddress: "127.0.0.1", version: "test"))
+                let worker = TaskWorker(logger: Logger(label: name))
+                workers.append(worker)
+                let session = AgentSession(
+                    identity: AgentIdentity(credentials), controllers: [server.localAddress], directory: nil, worker: worker,
+                    logger: Logger(label: name))
+                sessions.append(Task { try await session.run() })
+            }
+            #expect(try await eventually { (try? await admin.nodeList())?.filter { $0.status == "ready" }.count == 2 })
+
+            var spec = Flotilla_V1_ServiceSpec()
+            spec.name = "sleeper"
+            spec.driver = "process"
+            spec.command = "exec sleep 300"
+            spec.replicas = 4
+            spec.updateConfig.monitorMs = 500
+            _ = try await admin.serviceCreate(spec)
+            @Sendable func live() async -> [Flotilla_V1_TaskRecord] {
+                ((try? await admin.serviceInspect("sleeper").tasks) ?? []).filter { $0.desiredState == .running }
+            }
+            #expect(try await eventually(timeout: .seconds(20)) {
+                let tasks = await live()
+                return tasks.count == 4 && tasks.allSatisfy { $0.state == .running }
+            })
+            let n1 = try #require(try await admin.nodeList().first { $0.name == "n1" }).id
+            #expect(await workers[0].runningTaskIDs.count + workers[1].runningTaskIDs.count == 4)
+
+            // n1's agent dies (its session stops; its processes are left to the test to clean up).
+            let killedAt = ContinuousClock.now
+            sessions[0].cancel()
+            #expect(try await eventually(timeout: .seconds(15)) {
+                let tasks = await live()
+                return tasks.count == 4 && tasks.allSatisfy { $0.nodeID != n1 && $0.state == .running }
+            })
+            let recovered = ContinuousClock.now - killedAt
+            print("node lost -> service back at full count, running, after \(recovered)")
+            #expect(recovered <= .seconds(5))
+            #expect(await workers[1].runningTaskIDs.count == 4)
+
+            // A rolling update replaces every task with the new command.
+            var updated = try await admin.serviceInspect("sleeper").service.spec
+            updated.command = "exec sleep 301"
+            _ = try await admin.serviceUpdate(updated)
+            #expect(try await eventually(timeout: .seconds(30)) {
+                let inspected = try? await admin.serviceInspect("sleeper")
+                return inspected?.service.updateStatus.state == "completed"
+                    && (inspected?.tasks.filter { $0.desiredState == .running && $0.state == .running }.count ?? 0) == 4
+            })
+            // Removal stops the processes.
+            _ = try await admin.serviceRemove("sleeper")
+            let worker = workers[1]
+            #expect(try await eventually(timeout: .seconds(20)) { await worker.runningTaskIDs.isEmpty })
+            await admin.close()
+        } catch {
+            for session in sessions { session.cancel() }
+            for worker in workers { await worker.stopAll() }
+            await ControllerClusterTests.stop(running)
+            throw error
+        }
+        for session in sessions { session.cancel() }
+        for worker in workers { await worker.stopAll() }
+        await ControllerClusterTests.stop(running)
+    }
+
     @Test("an invalid spec is refused with every bad field named")
     func invalidSpec() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-orch-\(UUID().uuidString)").path
