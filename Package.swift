@@ -23,6 +23,7 @@ let package = Package(
         // depends on what they compare against).
         .library(name: "FlotillaTransport", targets: ["Transport", "Wire", "Messages", "PKI", "ClusterModel"]),
         .library(name: "FlotillaAdminClient", targets: ["AdminClient"]),
+        .library(name: "FlotillaScheduling", targets: ["Scheduler", "Orchestrator", "ClusterStore", "ClusterModel", "Messages"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
