@@ -67,7 +67,11 @@ let package = Package(
             swiftSettings: strict
         ),
         // Task placement as a pure function: filters, then scores (spread, binpack, spread over a label).
-        .target(name: "Scheduler", dependencies: ["ClusterModel", "ClusterStore"], swiftSettings: strict),
+        .target(
+            name: "Scheduler",
+            dependencies: ["ClusterModel", "ClusterStore", .product(name: "HeapModule", package: "swift-collections")],
+            swiftSettings: strict
+        ),
         // The leader's control loops as pure decisions over the store: node liveness, reconciling services
         // into tasks (autoscaling joins with its issue).
         .target(name: "Orchestrator", dependencies: ["ClusterModel", "ClusterStore", "Scheduler", "Messages"], swiftSettings: strict),

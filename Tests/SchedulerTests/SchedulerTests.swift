@@ -1,6 +1,6 @@
 import ClusterModel
 import ClusterStore
-import Scheduler
+@testable import Scheduler
 import Testing
 
 @Suite("Scheduler: placement properties over seeded random clusters")
@@ -134,5 +134,28 @@ struct SchedulerTests {
         let request = Self.request(&rng1, id: "svc")
         _ = Self.request(&rng2, id: "svc")
         #expect(Scheduler.place(30, request, on: &a) == Scheduler.place(30, request, on: &b))
+    }
+
+    @Test("the heap placement picks exactly the nodes a scan of every node would", arguments: 0..<200 as Range<UInt64>)
+    func heapAgreesWithScan(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        let cluster = Self.cluster(&rng, size: 1 + Int(rng.next() % 40))
+        let request = Self.request(&rng, id: "svc")
+        let count = Int(rng.next() % 60)
+        var fast = cluster
+        let placement = Scheduler.place(count, request, on: &fast)
+        // The reference: one full scan per task.
+        var slow = cluster
+        var reference: [NodeID] = []
+        for _ in 0..<count {
+            guard let index = Scheduler.best(for: request, among: slow) else { break }
+            slow[index].reservedCPUMillis += request.cpuMillis
+            slow[index].reservedMemoryBytes += request.memoryBytes
+            slow[index].tasksByService[request.serviceID, default: 0] += 1
+            slow[index].totalTasks += 1
+            reference.append(slow[index].id)
+        }
+        #expect(placement.nodes == reference, "seed \(seed)")
+        #expect(fast == slow)
     }
 }
