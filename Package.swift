@@ -37,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // MARK: - Pure cores
@@ -108,7 +109,6 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -124,7 +124,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
+            swiftSettings: strict
+        ),
+        // Service files for `flotilla apply -f`: YAML to service specs, every key checked.
+        .target(
+            name: "ServiceFiles",
+            dependencies: ["Messages", "ClusterStore", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         // The agent: joining, the session with the leader (containers and the load balancer join it later).
@@ -173,7 +181,7 @@ let package = Package(
         .executableTarget(
             name: "flotilla",
             dependencies: [
-                "AdminClient", "ClusterModel", "ClusterStore", "PKI", "Wire",
+                "AdminClient", "ClusterModel", "ClusterStore", "PKI", "Wire", "ServiceFiles",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -196,6 +204,7 @@ let package = Package(
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
+        .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ClusterStore", "ClusterModel"], swiftSettings: strict),
         .testTarget(
             name: "RaftRuntimeTests",

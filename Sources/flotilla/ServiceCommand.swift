@@ -2,6 +2,7 @@ import AdminClient
 import ArgumentParser
 import ClusterStore
 import Foundation
+import ServiceFiles
 import SwiftProtobuf
 import Wire
 
@@ -91,35 +92,23 @@ struct ServiceCommand: AsyncParsableCommand {
             if let updateMaxFailureRatio { spec.updateConfig.maxFailureRatio = updateMaxFailureRatio }
         }
 
-        /// "8080:80/http", "80", "80/tcp".
         static func port(_ text: String) throws -> Flotilla_V1_PortSpec {
-            var port = Flotilla_V1_PortSpec()
-            let protocolSplit = text.split(separator: "/", maxSplits: 1).map(String.init)
-            if protocolSplit.count == 2 { port.protocol = protocolSplit[1] }
-            let numbers = protocolSplit.first?.split(separator: ":").map { UInt32($0) } ?? []
-            switch numbers.count {
-            case 1 where numbers[0] != nil: port.targetPort = numbers[0]!
-            case 2 where numbers[0] != nil && numbers[1] != nil:
-                port.publishedPort = numbers[0]!
-                port.targetPort = numbers[1]!
-            default: throw ValidationError("--publish \(text) is not PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http]")
+            guard let port = ServiceFile.port(text) else {
+                throw ValidationError("--publish \(text) is not PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http]")
             }
             return port
         }
 
         static func bytes(_ text: String, flag: String) throws -> UInt64 {
-            let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
-            if let last = text.uppercased().last, let unit = units[last], let value = Double(text.dropLast()) { return UInt64(value * Double(unit)) }
-            guard let value = UInt64(text) else { throw ValidationError("\(flag) \(text) is not a size (e.g. 512M, 1G)") }
-            return value
+            guard let bytes = ServiceFile.size(text) else { throw ValidationError("\(flag) \(text) is not a size (e.g. 512M, 1G)") }
+            return bytes
         }
 
         static func milliseconds(_ text: String, flag: String) throws -> UInt32 {
-            let units: [String: Double] = ["ms": 1, "s": 1000, "m": 60_000]
-            for (suffix, factor) in units.sorted(by: { $0.key.count > $1.key.count }) where text.hasSuffix(suffix) {
-                if let value = Double(text.dropLast(suffix.count)) { return UInt32(value * factor) }
+            guard let milliseconds = ServiceFile.milliseconds(text) else {
+                throw ValidationError("\(flag) \(text) is not a duration (e.g. 500ms, 5s, 1m)")
             }
-            throw ValidationError("\(flag) \(text) is not a duration (e.g. 500ms, 5s, 1m)")
+            return milliseconds
         }
     }
 

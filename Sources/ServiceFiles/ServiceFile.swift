@@ -1,0 +1,306 @@
+public import ClusterStore
+public import Messages
+import Yams
+
+/// What is wrong with a service file, and where: `services.web.ports[1]: 99999 is not a port`.
+public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var path: String
+    public var message: String
+
+    public init(_ path: String, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+
+    public var description: String { path.isEmpty ? message : "\(path): \(message)" }
+}
+
+/// Service files for `flotilla apply -f`: YAML holding one service (with `name:`) or many (under `services:`,
+/// keyed by name). Every key is checked — a misspelt one is an error naming it, never silently ignored —
+/// and values are converted with their units (`5s`, `500ms`, `256M`, `0.5` cores or `500m`).
+///
+/// ```yaml
+/// services:
+///   hello:
+///     driver: process
+///     command: python3 -m http.server $PORT
+///     replicas: 3
+///     ports: ["8080:8000/http"]
+///     env: {GREETING: hi}
+///     constraints: ["node.labels.zone==a"]
+///     spread_over: node.labels.zone
+///     resources: {reserve_cpu: 0.5, reserve_memory: 256M, limit_memory: 512M}
+///     health_check: {http: /, interval: 5s, timeout: 2s, retries: 3}
+///     restart: {condition: on-failure, delay: 1s}
+///     update: {parallelism: 2, order: start-first, failure_action: rollback, monitor: 10s}
+/// ```
+public enum ServiceFile {
+    static let serviceKeys: Set<String> = [
+        "name", "image", "driver", "command", "args", "env", "mode", "replicas", "resources", "constraints", "spread_over",
+        "max_replicas_per_node", "ports", "lb_policy", "health_check", "restart", "update", "rollback",
+    ]
+
+    /// The specs in `text`, in the file's order (sorted by name under `services:`).
+    public static func parse(_ text: String) throws(ServiceFileError) -> [Flotilla_V1_ServiceSpec] {
+        let document: Any?
+        do {
+            document = try Yams.load(yaml: text)
+        } catch {
+            throw ServiceFileError("", "not valid YAML: \(error)")
+        }
+        guard let root = document as? [String: Any] else {
+            throw ServiceFileError("", "the file must hold a service (with name:) or a services: map")
+        }
+        if let services = root["services"] {
+            guard root.count == 1 else {
+                throw ServiceFileError("", "with services:, nothing else may be at the top level (found \(root.keys.filter { $0 != "services" }.sorted().joined(separator: ", ")))")
+            }
+            guard let map = services as? [String: Any], !map.isEmpty else { throw ServiceFileError("services", "must map names to services") }
+            var specs: [Flotilla_V1_ServiceSpec] = []
+            for name in map.keys.sorted() {
+                let path = "services.\(name)"
+                guard let fields = map[name] as? [String: Any] else { throw ServiceFileError(path, "must be a map of fields") }
+                if let inner = fields["name"] as? String, inner != name {
+                    throw ServiceFileError("\(path).name", "'\(inner)' differs from its key '\(name)'")
+                }
+                specs.append(try spec(fields, name: name, path: path))
+            }
+            return specs
+        }
+        guard let name = root["name"] as? String else { throw ServiceFileError("name", "a single service needs a name (or put services under services:)") }
+        return [try spec(root, name: name, path: "")]
+    }
+
+    static func spec(_ fields: [String: Any], name: String, path: String) throws(ServiceFileError) -> Flotilla_V1_ServiceSpec {
+        var reader = Reader(fields: fields, path: path)
+        try reader.allowOnly(serviceKeys)
+        var spec = Flotilla_V1_ServiceSpec()
+        spec.name = name
+        spec.image = try reader.string("image") ?? ""
+        spec.driver = try reader.string("driver") ?? ""
+        spec.command = try reader.string("command") ?? ""
+        spec.args = try reader.strings("args") ?? []
+        if let env = try reader.map("env") {
+            spec.env = try env.keys.sorted().map { (key: String) throws(ServiceFileError) -> Flotilla_V1_EnvVar in
+                var variable = Flotilla_V1_EnvVar()
+                variable.name = key
+                guard let value = env[key].flatMap(Reader.scalarText) else {
+                    throw ServiceFileError(reader.at("env.\(key)"), "must be a string, number or boolean")
+                }
+                variable.value = value
+                return variable
+            }
+        }
+        switch try reader.string("mode") {
+        case nil, "replicated": spec.mode = .replicated
+        case "global": spec.mode = .global
+        case let other?: throw ServiceFileError(reader.at("mode"), "'\(other)' is not a mode; use replicated or global")
+        }
+        spec.replicas = try reader.unsigned("replicas") ?? (spec.mode == .global ? 0 : 1)
+        if var resources = try reader.section("resources") {
+            try resources.allowOnly(["reserve_cpu", "reserve_memory", "limit_cpu", "limit_memory"])
+            spec.resources.cpuReservationMillis = try resources.cpu("reserve_cpu") ?? 0
+            spec.resources.memoryReservationBytes = try resources.size("reserve_memory") ?? 0
+            spec.resources.cpuLimitMillis = try resources.cpu("limit_cpu") ?? 0
+            spec.resources.memoryLimitBytes = try resources.size("limit_memory") ?? 0
+        }
+        spec.constraints = try reader.strings("constraints") ?? []
+        spec.spreadOver = try reader.string("spread_over") ?? ""
+        spec.maxReplicasPerNode = try reader.unsigned("max_replicas_per_node") ?? 0
+        if let ports = try reader.strings("ports") {
+            spec.ports = try ports.enumerated().map { (index: Int, text: String) throws(ServiceFileError) -> Flotilla_V1_PortSpec in
+                guard let port = Reader.port(text) else {
+                    throw ServiceFileError(reader.at("ports[\(index)]"), "'\(text)' is not PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http]")
+                }
+                return port
+            }
+        }
+        spec.lbPolicy = try reader.string("lb_policy") ?? ""
+        if var health = try reader.section("health_check") {
+            try health.allowOnly(["command", "http", "interval", "timeout", "retries", "start_period"])
+            if let command = try health.string("command") { spec.healthCheck.command = ["/bin/sh", "-c", command] }
+            spec.healthCheck.httpPath = try health.string("http") ?? ""
+            spec.healthCheck.intervalMs = try health.duration("interval") ?? 0
+            spec.healthCheck.timeoutMs = try health.duration("timeout") ?? 0
+            spec.healthCheck.retries = try health.unsigned("retries") ?? 0
+            spec.healthCheck.startPeriodMs = try health.duration("start_period") ?? 0
+        }
+        if var restart = try reader.section("restart") {
+            try restart.allowOnly(["condition", "delay", "max_attempts", "window"])
+            spec.restartPolicy.condition = try restart.string("condition") ?? ""
+            spec.restartPolicy.delayMs = try restart.duration("delay") ?? 0
+            spec.restartPolicy.maxAttempts = try restart.unsigned("max_attempts") ?? 0
+            spec.restartPolicy.windowMs = try restart.duration("window") ?? 0
+        }
+        for (key, keyPath) in [("update", \Flotilla_V1_ServiceSpec.updateConfig), ("rollback", \Flotilla_V1_ServiceSpec.rollbackConfig)] {
+            guard var section = try reader.section(key) else { continue }
+            try section.allowOnly(["parallelism", "delay", "order", "failure_action", "monitor", "max_failure_ratio"])
+            var config = Flotilla_V1_UpdateConfig()
+            config.parallelism = try section.unsigned("parallelism") ?? 0
+            config.delayMs = try section.duration("delay") ?? 0
+            config.order = try section.string("order") ?? ""
+            config.failureAction = try section.string("failure_action") ?? ""
+            config.monitorMs = try section.duration("monitor") ?? 0
+            config.maxFailureRatio = try section.double("max_failure_ratio") ?? 0
+            spec[keyPath: keyPath] = config
+        }
+        let problems = ServiceSpecRules.problems(in: spec)
+        if let first = problems.first {
+            let prefix = path.isEmpty ? "" : path + "."
+            throw ServiceFileError(prefix + first.field, problems.map { $0.field == first.field ? $0.message : "\($0.field): \($0.message)" }.joined(separator: "; "))
+        }
+        return spec
+    }
+
+    /// A port as people write it: "8080:80/http", "80", "80/tcp"; nil when it is not one.
+    public static func port(_ text: String) -> Flotilla_V1_PortSpec? { Reader.port(text) }
+
+    /// A size as people write it: "256M", "1G", "512K", or bytes; nil when it is not one.
+    public static func size(_ text: String) -> UInt64? {
+        let value: Any = Int(text) ?? text
+        return try? Reader(fields: ["v": value], path: "").size("v")
+    }
+
+    /// A duration as people write it: "500ms", "5s", "1m"; nil when it is not one.
+    public static func milliseconds(_ text: String) -> UInt32? {
+        try? Reader(fields: ["v": text], path: "").duration("v")
+    }
+
+    /// The spec fields (by their YAML names) whose values differ between two specs, defaults filled in.
+    public static func differences(_ old: Flotilla_V1_ServiceSpec, _ new: Flotilla_V1_ServiceSpec) -> [String] {
+        let a = ServiceSpecRules.normalized(old)
+        let b = ServiceSpecRules.normalized(new)
+        var changed: [String] = []
+        func check(_ name: String, _ same: Bool) { if !same { changed.append(name) } }
+        check("image", a.image == b.image)
+        check("driver", a.driver == b.driver)
+        check("command", a.command == b.command)
+        check("args", a.args == b.args)
+        check("env", a.env == b.env)
+        check("mode", a.mode == b.mode)
+        check("replicas", a.replicas == b.replicas)
+        check("resources", a.resources == b.resources)
+        check("constraints", a.constraints == b.constraints)
+        check("spread_over", a.spreadOver == b.spreadOver)
+        check("max_replicas_per_node", a.maxReplicasPerNode == b.maxReplicasPerNode)
+        check("ports", a.ports == b.ports)
+        check("lb_policy", a.lbPolicy == b.lbPolicy)
+        check("health_check", a.healthCheck == b.healthCheck)
+        check("restart", a.restartPolicy == b.restartPolicy)
+        check("update", a.updateConfig == b.updateConfig)
+        check("rollback", a.rollbackConfig == b.rollbackConfig)
+        return changed
+    }
+}
+
+/// Typed access to one YAML map, with errors that name the key path.
+struct Reader {
+    let fields: [String: Any]
+    let path: String
+
+    func at(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func allowOnly(_ keys: Set<String>) throws(ServiceFileError) {
+        if let unknown = fields.keys.sorted().first(where: { !keys.contains($0) }) {
+            throw ServiceFileError(at(unknown), "unknown field; expected one of \(keys.sorted().joined(separator: ", "))")
+        }
+    }
+
+    static func scalarText(_ value: Any) -> String? {
+        switch value {
+        case let text as String: text
+        case let number as Int: String(number)
+        case let number as Double: String(number)
+        case let flag as Bool: String(flag)
+        default: nil
+        }
+    }
+
+    func string(_ key: String) throws(ServiceFileError) -> String? {
+        guard let value = fields[key] else { return nil }
+        guard let text = value as? String ?? (value as? Int).map(String.init) else { throw ServiceFileError(at(key), "must be a string") }
+        return text
+    }
+
+    func strings(_ key: String) throws(ServiceFileError) -> [String]? {
+        guard let value = fields[key] else { return nil }
+        guard let list = value as? [Any] else { throw ServiceFileError(at(key), "must be a list") }
+        var result: [String] = []
+        for (index, item) in list.enumerated() {
+            guard let text = Self.scalarText(item) else { throw ServiceFileError(at("\(key)[\(index)]"), "must be a string") }
+            result.append(text)
+        }
+        return result
+    }
+
+    func map(_ key: String) throws(ServiceFileError) -> [String: Any]? {
+        guard let value = fields[key] else { return nil }
+        guard let map = value as? [String: Any] else { throw ServiceFileError(at(key), "must be a map") }
+        return map
+    }
+
+    func section(_ key: String) throws(ServiceFileError) -> Reader? {
+        try map(key).map { Reader(fields: $0, path: at(key)) }
+    }
+
+    func unsigned(_ key: String) throws(ServiceFileError) -> UInt32? {
+        guard let value = fields[key] else { return nil }
+        guard let number = value as? Int, number >= 0, number <= Int(UInt32.max) else {
+            throw ServiceFileError(at(key), "must be a whole number ≥ 0")
+        }
+        return UInt32(number)
+    }
+
+    func double(_ key: String) throws(ServiceFileError) -> Double? {
+        guard let value = fields[key] else { return nil }
+        guard let number = value as? Double ?? (value as? Int).map(Double.init) else { throw ServiceFileError(at(key), "must be a number") }
+        return number
+    }
+
+    /// "5s", "500ms", "1m", or a number of milliseconds.
+    func duration(_ key: String) throws(ServiceFileError) -> UInt32? {
+        guard let value = fields[key] else { return nil }
+        if let number = value as? Int, number >= 0 { return UInt32(clamping: number) }
+        if let text = value as? String {
+            for (suffix, factor) in [("ms", 1.0), ("s", 1_000.0), ("m", 60_000.0)] where text.hasSuffix(suffix) {
+                if let number = Double(text.dropLast(suffix.count)), number >= 0 { return UInt32(clamping: Int(number * factor)) }
+            }
+        }
+        throw ServiceFileError(at(key), "'\(value)' is not a duration (e.g. 500ms, 5s, 1m)")
+    }
+
+    /// "256M", "1G", "512K", or bytes.
+    func size(_ key: String) throws(ServiceFileError) -> UInt64? {
+        guard let value = fields[key] else { return nil }
+        if let number = value as? Int, number >= 0 { return UInt64(number) }
+        if let text = (value as? String)?.uppercased(), let unit = text.last {
+            let factors: [Character: Double] = ["K": 1_024, "M": 1_048_576, "G": 1_073_741_824]
+            if let factor = factors[unit], let number = Double(text.dropLast()), number >= 0 { return UInt64(number * factor) }
+        }
+        throw ServiceFileError(at(key), "'\(value)' is not a size (e.g. 256M, 1G)")
+    }
+
+    /// Cores as a number (0.5) or millicores as "500m".
+    func cpu(_ key: String) throws(ServiceFileError) -> UInt64? {
+        guard let value = fields[key] else { return nil }
+        if let number = value as? Double ?? (value as? Int).map(Double.init), number >= 0 { return UInt64(number * 1_000) }
+        if let text = value as? String, text.hasSuffix("m"), let millis = UInt64(text.dropLast()) { return millis }
+        throw ServiceFileError(at(key), "'\(value)' is not a CPU amount (cores, e.g. 0.5, or millicores, e.g. 500m)")
+    }
+
+    /// "8080:80/http", "80", "80/tcp".
+    static func port(_ text: String) -> Flotilla_V1_PortSpec? {
+        var port = Flotilla_V1_PortSpec()
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        if parts.count == 2 { port.protocol = parts[1] }
+        let numbers = parts.first?.split(separator: ":").map { UInt32($0) } ?? []
+        switch numbers.count {
+        case 1 where numbers[0] != nil: port.targetPort = numbers[0]!
+        case 2 where numbers[0] != nil && numbers[1] != nil:
+            port.publishedPort = numbers[0]!
+            port.targetPort = numbers[1]!
+        default: return nil
+        }
+        return port
+    }
+}

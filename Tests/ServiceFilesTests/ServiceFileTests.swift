@@ -1,0 +1,78 @@
+import ClusterStore
+import Messages
+import ServiceFiles
+import Testing
+
+@Suite("Service files (flotilla apply -f)")
+struct ServiceFileTests {
+    static let file = """
+        services:
+          hello:
+            driver: process
+            command: python3 -m http.server $PORT
+            replicas: 3
+            ports: ["8080:8000/http"]
+            env: {GREETING: hi, COUNT: 2}
+            constraints: ["node.labels.zone==a"]
+            spread_over: node.labels.zone
+            resources: {reserve_cpu: 0.5, reserve_memory: 256M, limit_cpu: 500m, limit_memory: 1G}
+            health_check: {http: /health, interval: 5s, timeout: 500ms, retries: 2}
+            restart: {condition: on-failure, delay: 2s}
+            update: {parallelism: 2, order: start-first, failure_action: rollback, monitor: 10s, max_failure_ratio: 0.25}
+          worker:
+            driver: process
+            command: ./work
+            mode: global
+        """
+
+    @Test("a file with several services parses, units and all")
+    func parses() throws {
+        let specs = try ServiceFile.parse(Self.file)
+        #expect(specs.map(\.name) == ["hello", "worker"])
+        let hello = specs[0]
+        #expect(hello.replicas == 3)
+        #expect(hello.ports.first?.publishedPort == 8080 && hello.ports.first?.targetPort == 8000 && hello.ports.first?.protocol == "http")
+        #expect(hello.env.map(\.name) == ["COUNT", "GREETING"])
+        #expect(hello.resources.cpuReservationMillis == 500 && hello.resources.cpuLimitMillis == 500)
+        #expect(hello.resources.memoryReservationBytes == 256 << 20 && hello.resources.memoryLimitBytes == 1 << 30)
+        #expect(hello.healthCheck.httpPath == "/health" && hello.healthCheck.timeoutMs == 500 && hello.healthCheck.retries == 2)
+        #expect(hello.restartPolicy.condition == "on-failure" && hello.restartPolicy.delayMs == 2000)
+        #expect(hello.updateConfig.parallelism == 2 && hello.updateConfig.order == "start-first" && hello.updateConfig.monitorMs == 10_000)
+        #expect(specs[1].mode == .global && specs[1].replicas == 0)
+    }
+
+    @Test("a single service with name: parses too")
+    func single() throws {
+        let specs = try ServiceFile.parse("name: solo\ndriver: process\ncommand: run\n")
+        #expect(specs.map(\.name) == ["solo"])
+        #expect(specs[0].replicas == 1)
+    }
+
+    @Test("mistakes are reported with the path of the key", arguments: [
+        ("services:\n  web:\n    driver: process\n    command: x\n    replicass: 3\n", "services.web.replicass"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    ports: [\"99999\"]\n", "services.web.ports[0].target_port"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    ports: [\"eighty\"]\n", "services.web.ports[0]"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    update: {monitor: soon}\n", "services.web.update.monitor"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    resources: {reserve_memory: lots}\n", "services.web.resources.reserve_memory"),
+        ("services:\n  Web:\n    driver: process\n    command: x\n", "services.Web.name"),
+        ("name: a\nservices: {}\n", ""),
+        ("- just a list\n", ""),
+        ("services:\n  web: [1, 2]\n", "services.web"),
+    ])
+    func mistakes(_ text: String, _ path: String) {
+        let error = #expect(throws: ServiceFileError.self) { try ServiceFile.parse(text) }
+        #expect(error?.path == path, "\(String(describing: error))")
+    }
+
+    @Test("differences name the fields that changed, ignoring defaults written out")
+    func differences() throws {
+        let old = try ServiceFile.parse("name: web\ndriver: process\ncommand: a\nreplicas: 2\n")[0]
+        var new = old
+        new.replicas = 5
+        new.command = "b"
+        #expect(ServiceFile.differences(old, new) == ["command", "replicas"])
+        var explicit = old
+        explicit.lbPolicy = "round-robin"  // the default, written out
+        #expect(ServiceFile.differences(old, explicit).isEmpty)
+    }
+}
