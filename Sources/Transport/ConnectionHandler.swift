@@ -161,7 +161,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard !started else { return }
         started = true
         lastFrameReceivedAt = context.eventLoop.now
-        handshakeTimer = context.eventLoop.scheduleTask(in: TimeAmount(configuration.handshakeTimeout)) { [self] in
+        handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(configuration.handshakeTimeout)) { [self] in
             guard phase == .handshaking else { return }
             fail(RPCError(.unavailable, "handshake did not complete within \(configuration.handshakeTimeout)"),
                  goAway: .unavailable)
@@ -353,7 +353,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         if head.timeoutMicros > 0 {
             let timeout = TimeAmount.microseconds(Int64(clamping: head.timeoutMicros))
             deadline = context.eventLoop.now + timeout
-            stream.deadlineTimer = context.eventLoop.scheduleTask(in: timeout) { [self] in
+            stream.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 deadlineExceeded(streamID: id, timeout: timeout)
             }
         }
@@ -717,7 +717,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         var head = request.head
         if let timeout = remaining {
             head.timeoutMicros = UInt64(max(1, timeout.nanoseconds / 1000))
-            stream.deadlineTimer = context.eventLoop.scheduleTask(in: timeout) { [self] in
+            stream.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
                 deadlineExceeded(streamID: id, timeout: timeout)
             }
         }
@@ -821,7 +821,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         goAway.message = "shutting down"
         writeProto(.goAway, streamID: 0, goAway)
         flushIfNeeded()
-        shutdownTimer = context.eventLoop.scheduleTask(in: TimeAmount(configuration.shutdownGracePeriod)) { [self] in
+        shutdownTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(configuration.shutdownGracePeriod)) { [self] in
             fail(RPCError(.unavailable, "the call did not finish within the shutdown grace period"), goAway: nil)
         }
         closeIfDrained()
@@ -841,7 +841,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func scheduleKeepalive() {
         let interval = TimeAmount(configuration.keepaliveInterval)
-        keepaliveTimer = context.eventLoop.scheduleTask(in: interval) { [self] in
+        keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
             keepaliveTick()
         }
     }
@@ -866,7 +866,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let next = pingOutstandingSince == nil
             ? TimeAmount(configuration.keepaliveInterval) - (now - lastFrameReceivedAt)
             : TimeAmount(configuration.keepaliveTimeout) - (now - pingOutstandingSince!)
-        keepaliveTimer = context.eventLoop.scheduleTask(in: max(next, .milliseconds(10))) { [self] in
+        keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: max(next, .milliseconds(10))) { [self] in
             keepaliveTick()
         }
     }

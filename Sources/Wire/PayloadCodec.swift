@@ -15,9 +15,7 @@ public enum PayloadCodec {
 
     /// Decodes a protobuf message from the readable bytes of a buffer.
     public static func decode<M: SwiftProtobuf.Message>(_ type: M.Type, from buffer: ByteBuffer) throws -> M {
-        try buffer.withUnsafeReadableBytes { raw in
-            try M(serializedBytes: raw)
-        }
+        try M(serializedBytes: buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? [])
     }
 
     // MARK: - REQUEST payload: head length (u16) | RequestHead | optional first message
