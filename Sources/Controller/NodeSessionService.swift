@@ -141,27 +141,28 @@ struct NodeSessionService: Sendable {
 
     /// The tasks a node should know about: those desired running there, and those to stop that may still run.
     static func assignments(for node: NodeID, in state: ClusterState) -> [Flotilla_V1_TaskAssignment] {
-        state.tasks.filter { task in
+        let tasks = state.tasks.filter { task in
             task.nodeID == node.rawValue
                 && (task.desiredState == .running || ![.complete, .failed, .shutdown, .orphaned].contains(task.state))
-        }.compactMap { task in
+        }
+        // One digest per service, not per task: it serializes the whole spec.
+        var digests: [String: String] = [:]
+        return tasks.map { task in
+            var assignment = Flotilla_V1_TaskAssignment()
+            assignment.taskID = task.id
+            assignment.serviceID = task.serviceID
+            assignment.desiredState = task.desiredState
+            assignment.slot = task.slot
+            // The service is gone: the task must stop; the spec no longer matters.
             guard let service = state.service(task.serviceID) else {
-                // The service is gone: the task must stop; the spec no longer matters.
-                var assignment = Flotilla_V1_TaskAssignment()
-                assignment.taskID = task.id
-                assignment.serviceID = task.serviceID
                 assignment.desiredState = .shutdown
                 return assignment
             }
-            var assignment = Flotilla_V1_TaskAssignment()
-            assignment.taskID = task.id
-            assignment.serviceID = service.id
             assignment.serviceName = service.spec.name
+            let digest = digests[service.id] ?? ServiceSpecRules.taskDigest(service.spec)
+            digests[service.id] = digest
             // The spec the task was made for: the current one, or the previous during an update.
-            assignment.spec = task.specDigest == ServiceSpecRules.taskDigest(service.spec) || !service.hasPreviousSpec
-                ? service.spec : service.previousSpec
-            assignment.desiredState = task.desiredState
-            assignment.slot = task.slot
+            assignment.spec = task.specDigest == digest || !service.hasPreviousSpec ? service.spec : service.previousSpec
             return assignment
         }
     }

@@ -117,6 +117,15 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("How long to wait for convergence (e.g. 60s).", valueName: "duration")) var timeout: String = "60s"
     }
 
+    /// After a change: the one-line summary (table), waiting for convergence, then the record (JSON).
+    static func settle(
+        _ record: Flotilla_V1_ServiceRecord, name: String, line: String, cluster: ClusterOptions, progress: ProgressOptions
+    ) async throws {
+        if cluster.output == .table { print(line) }
+        try await waitForConvergence(name, cluster: cluster, progress: progress)
+        if cluster.output == .json { try printJSON(ServiceJSON(record)) }
+    }
+
     /// Waits until every live task of `name` runs and any update finished, printing changes of progress.
     static func waitForConvergence(_ name: String, cluster: ClusterOptions, progress: ProgressOptions) async throws {
         guard !progress.detach else { return }
@@ -153,9 +162,7 @@ struct ServiceCommand: AsyncParsableCommand {
             let problems = ServiceSpecRules.problems(in: service)
             guard problems.isEmpty else { throw CLIError("the service spec is invalid: " + problems.map(\.description).joined(separator: "; ")) }
             let created = try await cluster.withClient { try await $0.serviceCreate(service) }
-            if cluster.output == .table { print("service \(created.spec.name) created (id \(created.id), version \(created.version))") }
-            try await ServiceCommand.waitForConvergence(name, cluster: cluster, progress: progress)
-            if cluster.output == .json { try printJSON(ServiceJSON(created)) }
+            try await ServiceCommand.settle(created, name: name, line: "service \(created.spec.name) created (id \(created.id), version \(created.version))", cluster: cluster, progress: progress)
         }
     }
 
@@ -172,9 +179,7 @@ struct ServiceCommand: AsyncParsableCommand {
             var service = current.spec
             try spec.apply(to: &service)
             let updated = try await cluster.withClient { try await $0.serviceUpdate(service, expectedVersion: current.version) }
-            if cluster.output == .table { print("service \(name) updated to version \(updated.version)") }
-            try await ServiceCommand.waitForConvergence(name, cluster: cluster, progress: progress)
-            if cluster.output == .json { try printJSON(ServiceJSON(updated)) }
+            try await ServiceCommand.settle(updated, name: name, line: "service \(name) updated to version \(updated.version)", cluster: cluster, progress: progress)
         }
     }
 
@@ -195,9 +200,7 @@ struct ServiceCommand: AsyncParsableCommand {
             var spec = current.spec
             spec.replicas = UInt32(parts[1])!
             let updated = try await cluster.withClient { try await $0.serviceUpdate(spec, expectedVersion: current.version) }
-            if cluster.output == .table { print("service \(parts[0]) scaled to \(spec.replicas)") }
-            try await ServiceCommand.waitForConvergence(parts[0], cluster: cluster, progress: progress)
-            if cluster.output == .json { try printJSON(ServiceJSON(updated)) }
+            try await ServiceCommand.settle(updated, name: parts[0], line: "service \(parts[0]) scaled to \(spec.replicas)", cluster: cluster, progress: progress)
         }
     }
 
@@ -209,9 +212,7 @@ struct ServiceCommand: AsyncParsableCommand {
 
         func run() async throws {
             let rolled = try await cluster.withClient { try await $0.serviceRollback(name) }
-            if cluster.output == .table { print("service \(name) rolling back (version \(rolled.version))") }
-            try await ServiceCommand.waitForConvergence(name, cluster: cluster, progress: progress)
-            if cluster.output == .json { try printJSON(ServiceJSON(rolled)) }
+            try await ServiceCommand.settle(rolled, name: name, line: "service \(name) rolling back (version \(rolled.version))", cluster: cluster, progress: progress)
         }
     }
 

@@ -32,6 +32,21 @@ struct ControllerKillTests {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// An admin client once the founder answers: `--init` writes admin.creds before the server listens, and a
+    /// loaded machine can leave a gap between the two.
+    static func adminWhenServing(_ addresses: [String], credentials: Credentials) async throws -> AdminClient {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while true {
+            do {
+                let client = try await AdminClient.connect(to: addresses, credentials: credentials)
+                _ = try await client.status()
+                return client
+            } catch where ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
     static func controller(_ dataDirectory: String, port: Int, extra: [String]) throws -> ChildProcess {
         try ChildProcess(
             try FlotillaBinaries.path("flotilla-controller"),
@@ -51,7 +66,7 @@ struct ControllerKillTests {
             let credentialsPath = directories[0] + "/admin.creds"
             #expect(try await eventually(timeout: .seconds(120)) { FileManager.default.fileExists(atPath: credentialsPath) })
             let admin = try Credentials.load(from: credentialsPath)
-            let client = try await AdminClient.connect(to: addresses, credentials: admin)
+            let client = try await Self.adminWhenServing(addresses, credentials: admin)
             let token = try await client.tokenCreate(role: "controller", maxUses: 2).token
             for index in 1...2 {
                 processes.append(try Self.controller(

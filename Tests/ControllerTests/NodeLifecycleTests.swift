@@ -36,7 +36,7 @@ struct NodeLifecycleTests {
             controllers.append(try ControllerKillTests.controller(root + "/c0", port: ports[0], extra: ["--init"]))
             let credentialsPath = root + "/c0/admin.creds"
             #expect(try await eventually(timeout: .seconds(120)) { FileManager.default.fileExists(atPath: credentialsPath) })
-            let admin = try await AdminClient.connect(to: addresses, credentials: try Credentials.load(from: credentialsPath))
+            let admin = try await ControllerKillTests.adminWhenServing(addresses, credentials: try Credentials.load(from: credentialsPath))
             let controllerToken = try await admin.tokenCreate(role: "controller", maxUses: 2).token
             for index in 1...2 {
                 controllers.append(try ControllerKillTests.controller(
