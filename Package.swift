@@ -142,6 +142,7 @@ let package = Package(
                 "Wire", "Transport", "PKI", "ClusterModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -203,6 +204,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Messages", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ClusterStore", "ClusterModel"], swiftSettings: strict),

@@ -123,6 +123,7 @@ public final class AgentSession: Sendable {
                         if let worker = self.worker {
                             heartbeat.statuses = await worker.takeStatuses()
                             heartbeat.assignmentsGeneration = await worker.generation
+                            heartbeat.resync = await worker.needsResync
                         }
                         do {
                             try await writer.write(heartbeat)
@@ -148,8 +149,7 @@ public final class AgentSession: Sendable {
     }
 
     private func assign(_ update: Flotilla_V1_SessionUpdate) async {
-        guard update.assignmentsComplete, let worker else { return }
-        await worker.apply(update.assignments, generation: update.assignmentsGeneration)
+        await worker?.apply(update)
     }
 
     private func learn(_ update: Flotilla_V1_SessionUpdate) {

@@ -11,9 +11,11 @@ public actor TaskWorker {
     private var running: [String: ProcessDriver.Handle] = [:]
     /// Tasks known to have ended (so a late duplicate assignment does not start them again).
     private var finished: Set<String> = []
-    /// Tasks whose process has exited (stopped on purpose or not).
+    /// Tasks being stopped whose process has exited.
     private var exitedProcesses: Set<String> = []
     private var statuses: [Flotilla_V1_TaskStatus] = []
+    /// The health-check loop of each running task that has a check.
+    private var healthLoops: [String: Task<Void, Never>] = [:]
     /// The last assignment generation applied.
     public private(set) var generation: UInt64 = 0
 
@@ -24,19 +26,92 @@ public actor TaskWorker {
     /// Tasks running now (tests, metrics).
     public var runningTaskIDs: [String] { running.keys.sorted() }
 
+    /// Set when a change arrived that does not follow the generation applied: the next heartbeat asks the
+    /// leader for the complete set, and changes are ignored until it comes.
+    public private(set) var needsResync = false
+
+    /// Applies one assignment update from the leader: a complete set (starts what should run and does not,
+    /// stops what runs and should not), or a change on top of the previous generation.
+    public func apply(_ update: Flotilla_V1_SessionUpdate) async {
+        if update.assignmentsComplete {
+            await apply(update.assignments, generation: update.assignmentsGeneration)
+        } else if update.assignmentsGeneration != 0 {
+            guard !needsResync, update.assignmentsGeneration == generation + 1 else {
+                if !needsResync {
+                    logger.warning("assignment update out of sequence; asking for the complete set", metadata: [
+                        "generation": "\(generation)", "received": "\(update.assignmentsGeneration)"])
+                }
+                needsResync = true
+                return
+            }
+            generation = update.assignmentsGeneration
+            for id in update.removedTaskIds {
+                await stop(id)
+                finished.remove(id)  // no longer assigned: nothing will mention it again
+            }
+            for assignment in update.assignments.sorted(by: { $0.taskID < $1.taskID }) {
+                if assignment.desiredState == .running {
+                    if running[assignment.taskID] == nil && !finished.contains(assignment.taskID) { start(assignment) }
+                } else {
+                    await stop(assignment.taskID)
+                }
+            }
+        }
+    }
+
     /// Applies a complete assignment set: starts what should run and does not, stops what runs and should not.
     public func apply(_ assignments: [Flotilla_V1_TaskAssignment], generation: UInt64) async {
         self.generation = generation
+        needsResync = false
         let wanted = Dictionary(assignments.map { ($0.taskID, $0) }, uniquingKeysWith: { _, last in last })
-        for (id, handle) in running where wanted[id]?.desiredState != .running {
-            running[id] = nil
-            finished.insert(id)
-            await driver.stop(handle, grace: .seconds(5)) { await self.hasExited(id) }
-            report(id, .shutdown, "stopped")
+        for id in running.keys where wanted[id]?.desiredState != .running {
+            await stop(id)
         }
+        // Tasks no longer assigned are forgotten: the set is the whole truth.
+        finished = finished.filter { wanted[$0] != nil }
         for assignment in assignments.sorted(by: { $0.taskID < $1.taskID })
         where assignment.desiredState == .running && running[assignment.taskID] == nil && !finished.contains(assignment.taskID) {
             start(assignment)
+        }
+    }
+
+    /// Stops a running task on purpose and reports it shut down (or failed, with `failure`).
+    private func stop(_ id: String, failure: String? = nil) async {
+        guard let handle = running.removeValue(forKey: id) else { return }
+        finished.insert(id)
+        healthLoops.removeValue(forKey: id)?.cancel()
+        await driver.stop(handle, grace: .seconds(5)) { await self.hasExited(id) }
+        exitedProcesses.remove(id)
+        if let failure {
+            report(id, .failed, failure)
+        } else {
+            report(id, .shutdown, "stopped")
+        }
+    }
+
+    /// Runs a task's health check until the task stops: reports it running at the first pass, and stops it
+    /// as failed when it turns unhealthy (the orchestrator replaces it as its restart policy says).
+    private func watchHealth(_ id: String, probe: HealthProbe, listening: String) async {
+        let started = ContinuousClock.now
+        let interval = Duration.milliseconds(Int(probe.check.intervalMs))
+        var judge = HealthJudge(retries: Int(probe.check.retries), startPeriod: .milliseconds(Int(probe.check.startPeriodMs)))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: judge.nextDelay(interval: interval))
+            guard !Task.isCancelled, running[id] != nil else { return }
+            let result = await probe.run(driver: driver)
+            guard !Task.isCancelled, running[id] != nil else { return }
+            switch judge.record(success: result.healthy, sinceStart: ContinuousClock.now - started) {
+            case .healthy:
+                report(id, .running, listening.isEmpty ? "healthy" : "\(listening); healthy")
+                logger.info("task healthy", metadata: ["task": "\(id)"])
+            case .unhealthy:
+                logger.warning("task unhealthy; stopping it", metadata: ["task": "\(id)", "reason": "\(result.reason)"])
+                healthLoops[id] = nil
+                await stop(id, failure: "unhealthy: \(result.reason) (\(judge.consecutiveFailures) checks in a row)")
+                return
+            case nil:
+                break
+            }
         }
     }
 
@@ -55,7 +130,15 @@ public actor TaskWorker {
                 Task { await self.exited(id, status: status) }
             }
             running[id] = handle
-            report(id, .running, port.map { "listening on port \($0)" } ?? "")
+            let listening = port.map { "listening on port \($0)" } ?? ""
+            if spec.hasHealthCheck {
+                // Running, but not ready: the task counts as running once its check first passes.
+                report(id, .starting, listening.isEmpty ? "waiting for the health check" : "\(listening); waiting for the health check")
+                let probe = HealthProbe(check: spec.healthCheck, taskID: id, port: port, environment: environment)
+                healthLoops[id] = Task { await self.watchHealth(id, probe: probe, listening: listening) }
+            } else {
+                report(id, .running, listening)
+            }
             logger.info("task started", metadata: ["task": "\(id)", "service": "\(assignment.serviceName)", "pid": "\(handle.pid)"])
         } catch {
             finished.insert(id)
@@ -66,8 +149,11 @@ public actor TaskWorker {
     private func hasExited(_ id: String) -> Bool { exitedProcesses.contains(id) }
 
     private func exited(_ id: String, status: Int32) {
-        exitedProcesses.insert(id)
-        guard running.removeValue(forKey: id) != nil else { return }  // stopped on purpose: reported by the stop
+        guard running.removeValue(forKey: id) != nil else {
+            exitedProcesses.insert(id)  // stopped on purpose: the stop waits for this, and reports it
+            return
+        }
+        healthLoops.removeValue(forKey: id)?.cancel()
         finished.insert(id)
         var message = "exited with status \(status)"
         if status == 0 {
@@ -102,9 +188,6 @@ public actor TaskWorker {
 
     /// Stops every task (agent shutdown).
     public func stopAll() async {
-        for (id, handle) in running {
-            running[id] = nil
-            await driver.stop(handle, grace: .seconds(5)) { await self.hasExited(id) }
-        }
+        for id in running.keys { await stop(id) }
     }
 }

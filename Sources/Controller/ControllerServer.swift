@@ -63,6 +63,7 @@ public final class ControllerServer: Service {
     private let admin: AdminService
     private let monitor: NodeMonitor
     private let orchestration: OrchestrationLoop
+    private let dispatcher: AssignmentDispatcher
     private let advertise: String
 
     /// Opens the Raft storage and binds the listening socket, so a bad address or a damaged disk fails
@@ -128,7 +129,9 @@ public final class ControllerServer: Service {
             guard peer.role != .joiner, peer.role != .admin, store.read({ $0.isRevoked(peer.nodeID) }) else { return nil }
             return RPCError(.permissionDenied, "\(peer) was removed from the cluster; its certificate is no longer accepted")
         }
-        NodeSessionService(raft: raft, monitor: monitor, logger: logger).register(into: &router)
+        let dispatcher = AssignmentDispatcher(store: store)
+        self.dispatcher = dispatcher
+        NodeSessionService(raft: raft, monitor: monitor, dispatcher: dispatcher, logger: logger).register(into: &router)
         ServiceAdmin(raft: raft).register(into: &router)
         self.orchestration = OrchestrationLoop(raft: raft, logger: logger)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)
@@ -172,6 +175,7 @@ public final class ControllerServer: Service {
             group.addTask { await self.membership.maintain() }
             group.addTask { await self.monitor.run() }
             group.addTask { await self.orchestration.run() }
+            group.addTask { await self.dispatcher.run() }
             group.addTask { await self.renewOwnCertificate() }
             if !configuration.joinAddresses.isEmpty {
                 group.addTask { await self.joinUntilMember() }

@@ -72,6 +72,7 @@ final class NodeMonitor: Sendable {
 struct NodeSessionService: Sendable {
     let raft: ControllerRaft
     let monitor: NodeMonitor
+    let dispatcher: AssignmentDispatcher
     let logger: Logger
 
     func register(into router: inout RPCRouter) {
@@ -88,9 +89,10 @@ struct NodeSessionService: Sendable {
             throw RPCError(.permissionDenied, "node \(node) is not in this cluster (it was removed); join it again with a new token and an empty --data-dir")
         }
         monitor.heartbeat(from: node)
+        let feed = dispatcher.open(for: node)
+        defer { feed.end() }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            // The dispatcher: the node's complete assignment set first, then again whenever it changes.
-            group.addTask { try await dispatch(to: node, writer: writer) }
+            group.addTask { try await dispatch(feed, writer: writer) }
             for try await heartbeat in heartbeats {
                 // A controller that lost the leadership sends its agents to the new leader.
                 try await requireLeader()
@@ -98,6 +100,10 @@ struct NodeSessionService: Sendable {
                     throw RPCError(.permissionDenied, "node \(node) was removed from the cluster")
                 }
                 monitor.heartbeat(from: node)
+                if heartbeat.resync {
+                    logger.info("agent asked for its complete assignment set", metadata: ["node.id": "\(node)", "generation": "\(heartbeat.assignmentsGeneration)"])
+                    feed.resync()
+                }
                 if !heartbeat.statuses.isEmpty {
                     _ = try await raft.propose(ClusterCommands.taskStatusReport(nodeID: node, heartbeat.statuses))
                 }
@@ -106,64 +112,28 @@ struct NodeSessionService: Sendable {
         }
     }
 
-    /// Sends `node`'s assignments: the complete set at the start of the session and after every change to it.
-    private func dispatch(to node: NodeID, writer: ResponseWriter<Flotilla_V1_SessionUpdate>) async throws {
-        let watch = raft.store.watch.subscribe()
+    /// Sends `node`'s assignments as the dispatcher produces them: the complete set first (with the heartbeat
+    /// period and the controllers' addresses), then changes, each one generation on.
+    private func dispatch(_ feed: AssignmentDispatcher.Session, writer: ResponseWriter<Flotilla_V1_SessionUpdate>) async throws {
         var generation: UInt64 = 0
-        var lastSent: [Flotilla_V1_TaskAssignment]?
-        var pending = true  // the first set goes out at once
-        var iterator = watch.makeAsyncIterator()
-        while !Task.isCancelled {
-            if pending {
-                let assignments = Self.assignments(for: node, in: raft.store.read { $0 })
-                if assignments != lastSent || generation == 0 {
-                    generation += 1
-                    var update = Flotilla_V1_SessionUpdate()
-                    if generation == 1 {
-                        update.heartbeatPeriodMs = UInt32(monitor.heartbeatPeriod.components.seconds * 1000
-                            + monitor.heartbeatPeriod.components.attoseconds / 1_000_000_000_000_000)
-                        update.controllers = raft.store.read { $0.controllers.map(\.address) }
-                    }
-                    update.assignmentsComplete = true
-                    update.assignments = assignments
-                    update.assignmentsGeneration = generation
-                    try await writer.write(update)
-                    lastSent = assignments
-                }
+        while let next = await feed.next() {
+            generation += 1
+            var update = Flotilla_V1_SessionUpdate()
+            if generation == 1 {
+                update.heartbeatPeriodMs = UInt32(monitor.heartbeatPeriod.components.seconds * 1000
+                    + monitor.heartbeatPeriod.components.attoseconds / 1_000_000_000_000_000)
+                update.controllers = raft.store.read { $0.controllers.map(\.address) }
             }
-            guard let event = await iterator.next() else { return }
-            switch event {
-            case .reset: pending = true
-            case .changes(let changes): pending = changes.contains { $0.table == .tasks || $0.table == .services }
+            switch next {
+            case .complete(let assignments):
+                update.assignmentsComplete = true
+                update.assignments = assignments
+            case .delta(let delta):
+                update.assignments = delta.upserts
+                update.removedTaskIds = delta.removed
             }
-        }
-    }
-
-    /// The tasks a node should know about: those desired running there, and those to stop that may still run.
-    static func assignments(for node: NodeID, in state: ClusterState) -> [Flotilla_V1_TaskAssignment] {
-        let tasks = state.tasks.filter { task in
-            task.nodeID == node.rawValue
-                && (task.desiredState == .running || ![.complete, .failed, .shutdown, .orphaned].contains(task.state))
-        }
-        // One digest per service, not per task: it serializes the whole spec.
-        var digests: [String: String] = [:]
-        return tasks.map { task in
-            var assignment = Flotilla_V1_TaskAssignment()
-            assignment.taskID = task.id
-            assignment.serviceID = task.serviceID
-            assignment.desiredState = task.desiredState
-            assignment.slot = task.slot
-            // The service is gone: the task must stop; the spec no longer matters.
-            guard let service = state.service(task.serviceID) else {
-                assignment.desiredState = .shutdown
-                return assignment
-            }
-            assignment.serviceName = service.spec.name
-            let digest = digests[service.id] ?? ServiceSpecRules.taskDigest(service.spec)
-            digests[service.id] = digest
-            // The spec the task was made for: the current one, or the previous during an update.
-            assignment.spec = task.specDigest == digest || !service.hasPreviousSpec ? service.spec : service.previousSpec
-            return assignment
+            update.assignmentsGeneration = generation
+            try await writer.write(update)
         }
     }
 

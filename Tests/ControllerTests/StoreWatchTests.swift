@@ -70,3 +70,22 @@ struct StoreWatchTests {
         #expect(try await eventually { watch.watcherCount == 0 })
     }
 }
+
+@Suite("Mailbox")
+struct MailboxTests {
+    @Test("a reader that falls behind finds its backlog replaced by what overflow makes; a closed mailbox ends its reader and refuses more")
+    func overflowAndClose() async {
+        let mailbox = Mailbox<Int>(limit: 3)
+        for value in 1...3 { #expect(mailbox.push(value, overflow: { -1 })) }
+        #expect(mailbox.backlog == 3)
+        mailbox.push(4, overflow: { -1 })
+        #expect(mailbox.backlog == 1)
+        #expect(await mailbox.next() == -1)
+        mailbox.push(5, overflow: { -1 })
+        mailbox.replaceAll(with: 9)
+        #expect(await mailbox.next() == 9)
+        mailbox.close()
+        #expect(await mailbox.next() == nil)
+        #expect(!mailbox.push(6, overflow: { -1 }))
+    }
+}

@@ -10,12 +10,21 @@ struct SimulatedCluster {
     var state = ClusterState()
     var reconciler: Reconciler
     var now: UInt64 = 10_000
+    /// When set, every applied command's changes go through the dispatcher's index, and each node's deltas
+    /// are folded into `agentViews`: what each agent believes it is assigned.
+    var dispatcher: AssignmentIndex?
+    var agentViews: [NodeID: [String: Flotilla_V1_TaskAssignment]] = [:]
 
     init(seed: UInt64) { reconciler = Reconciler(seed: seed) }
 
     mutating func run(_ command: [UInt8]) {
         let outcome = try! state.apply(index: state.appliedIndex + 1, command: command)
         if case .invalid(let why) = outcome.result { Issue.record("refused: \(why)") }
+        guard dispatcher != nil else { return }
+        for (node, delta) in dispatcher!.apply(outcome.changes, state: state) {
+            for id in delta.removed { agentViews[node]?[id] = nil }
+            for assignment in delta.upserts { agentViews[node, default: [:]][assignment.taskID] = assignment }
+        }
     }
 
     mutating func addNode(_ id: String, labels: [String: String] = [:]) {
@@ -113,6 +122,28 @@ struct SimulatedCluster {
         configure(&spec.updateConfig)
         spec = ServiceSpecRules.normalized(spec)
         run(ClusterCommands.serviceUpdate(id: service.id, spec: spec, expectedVersion: service.version, nowMs: now))
+    }
+
+    /// One random event among the first `kinds`: a node down or back, a node's availability, scaling s0, one
+    /// of s0's tasks failing, nothing, a new version of s0, the global service g removed or created again.
+    mutating func randomEvent(_ rng: inout SplitMix64, nodeCount: Int, kinds: UInt64) {
+        let node = "n\(rng.next() % UInt64(nodeCount))"
+        switch rng.next() % kinds {
+        case 0: setNode(node, status: .down)
+        case 1: setNode(node, status: .ready)
+        case 2: setNode(node, availability: [.active, .pause, .drain][Int(rng.next() % 3)])
+        case 3: scale("s0", to: UInt32(rng.next() % 10))
+        case 4:
+            if let task = live("s0").first(where: { !$0.nodeID.isEmpty }) { run(failTask(task)) }
+        case 6: update("s0", command: "serve --v\(rng.next() % 1000)")
+        case 7:
+            if state.service(named: "g") != nil {
+                run(ClusterCommands.serviceRemove(id: "svc-g"))
+            } else {
+                createService("g", global: true)
+            }
+        default: break
+        }
     }
 
     func live(_ name: String) -> [Flotilla_V1_TaskRecord] {
@@ -270,16 +301,7 @@ struct ReconcilerTests {
         for service in 0..<(1 + Int(rng.next() % 3)) { cluster.createService("s\(service)", replicas: UInt32(rng.next() % 8)) }
         cluster.createService("g", global: true)
         for _ in 0..<15 {
-            let node = "n\(rng.next() % UInt64(nodeCount))"
-            switch rng.next() % 6 {
-            case 0: cluster.setNode(node, status: .down)
-            case 1: cluster.setNode(node, status: .ready)
-            case 2: cluster.setNode(node, availability: [.active, .pause, .drain][Int(rng.next() % 3)])
-            case 3: cluster.scale("s0", to: UInt32(rng.next() % 10))
-            case 4:
-                if let task = cluster.live("s0").filter({ !$0.nodeID.isEmpty }).first { cluster.run(cluster.failTask(task)) }
-            default: break
-            }
+            cluster.randomEvent(&rng, nodeCount: nodeCount, kinds: 6)
             // Half-second steps: a scale is a new version whose (default 5 s) monitor period must pass.
             let rounds = cluster.converge(rounds: 60, step: 500)
             #expect(rounds <= 60, "seed \(seed): did not converge")

@@ -72,8 +72,12 @@ public nonisolated struct Flotilla_V1_AgentHeartbeat: Sendable {
   /// What its tasks did since the last heartbeat (batched; the leader commits them in one report).
   public var statuses: [Flotilla_V1_TaskStatus] = []
 
-  /// The assignment generation the agent has applied (the leader resends the complete set on a mismatch).
+  /// The assignment generation the agent has applied.
   public var assignmentsGeneration: UInt64 = 0
+
+  /// Set when the agent received a change it cannot apply (its generation is not the one before it): the
+  /// leader answers with the complete set.
+  public var resync: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -131,13 +135,18 @@ public nonisolated struct Flotilla_V1_SessionUpdate: Sendable {
   /// it was started with are gone.
   public var controllers: [String] = []
 
-  /// When set: the complete set of this node's assignments (tasks not listed must not run).
+  /// When set: the complete set of this node's assignments (tasks not listed must not run). Otherwise, when the
+  /// generation is set: a change on top of the previous generation: `assignments` added or changed, and
+  /// `removed_task_ids` no longer assigned (they must not run).
   public var assignmentsComplete: Bool = false
 
   public var assignments: [Flotilla_V1_TaskAssignment] = []
 
-  /// Counts up with every assignment set sent on this session.
+  /// Counts up by one with every assignment update on this session (the first, complete, is 1). An agent that
+  /// sees a change whose generation is not one more than its own asks for the complete set (`resync`).
   public var assignmentsGeneration: UInt64 = 0
+
+  public var removedTaskIds: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -266,7 +275,7 @@ nonisolated extension Flotilla_V1_RenewResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentHeartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0\u{1}resync\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -278,6 +287,7 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
       case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.statuses) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.assignmentsGeneration) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.resync) }()
       default: break
       }
     }
@@ -296,6 +306,9 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if self.assignmentsGeneration != 0 {
       try visitor.visitSingularUInt64Field(value: self.assignmentsGeneration, fieldNumber: 4)
     }
+    if self.resync != false {
+      try visitor.visitSingularBoolField(value: self.resync, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -304,6 +317,7 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if lhs.version != rhs.version {return false}
     if lhs.statuses != rhs.statuses {return false}
     if lhs.assignmentsGeneration != rhs.assignmentsGeneration {return false}
+    if lhs.resync != rhs.resync {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -370,7 +384,7 @@ nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SessionUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0\u{3}removed_task_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -383,6 +397,7 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
       case 3: try { try decoder.decodeSingularBoolField(value: &self.assignmentsComplete) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.assignments) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.assignmentsGeneration) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.removedTaskIds) }()
       default: break
       }
     }
@@ -404,6 +419,9 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if self.assignmentsGeneration != 0 {
       try visitor.visitSingularUInt64Field(value: self.assignmentsGeneration, fieldNumber: 5)
     }
+    if !self.removedTaskIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.removedTaskIds, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -413,6 +431,7 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if lhs.assignmentsComplete != rhs.assignmentsComplete {return false}
     if lhs.assignments != rhs.assignments {return false}
     if lhs.assignmentsGeneration != rhs.assignmentsGeneration {return false}
+    if lhs.removedTaskIds != rhs.removedTaskIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

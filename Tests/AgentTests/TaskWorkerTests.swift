@@ -1,0 +1,188 @@
+@testable import Agent
+import Foundation
+import Logging
+import Messages
+import TestSupport
+import Testing
+
+/// The agent's worker against real host processes: assignment updates (complete sets, changes, resync) and
+/// health checks. Needs /bin/sh, sleep and python3 (an HTTP server for the HTTP check).
+@Suite("Agent: task worker", .serialized)
+struct TaskWorkerTests {
+    static func assignment(_ id: String, command: String = "exec sleep 60", desired: Flotilla_V1_TaskState = .running,
+                           health: Flotilla_V1_HealthCheck? = nil, port: Bool = false) -> Flotilla_V1_TaskAssignment {
+        var assignment = Flotilla_V1_TaskAssignment()
+        assignment.taskID = id
+        assignment.serviceID = "svc"
+        assignment.serviceName = "svc"
+        assignment.desiredState = desired
+        assignment.spec.driver = "process"
+        assignment.spec.command = command
+        if port {
+            var mapping = Flotilla_V1_PortSpec()
+            mapping.targetPort = 8080
+            mapping.protocol = "http"
+            assignment.spec.ports = [mapping]
+        }
+        if let health { assignment.spec.healthCheck = health }
+        return assignment
+    }
+
+    static func update(complete: Bool, generation: UInt64, _ assignments: [Flotilla_V1_TaskAssignment], removed: [String] = []) -> Flotilla_V1_SessionUpdate {
+        var update = Flotilla_V1_SessionUpdate()
+        update.assignmentsComplete = complete
+        update.assignmentsGeneration = generation
+        update.assignments = assignments
+        update.removedTaskIds = removed
+        return update
+    }
+
+    /// The last state reported for each task so far.
+    final class Reports: @unchecked Sendable {
+        private let lock = NSLock()
+        private var latest: [String: Flotilla_V1_TaskStatus] = [:]
+        func collect(_ worker: TaskWorker) async {
+            let statuses = await worker.takeStatuses()
+            lock.withLock { for status in statuses { latest[status.taskID] = status } }
+        }
+        subscript(_ id: String) -> Flotilla_V1_TaskStatus? { lock.withLock { latest[id] } }
+    }
+
+    static func withWorker(_ body: (TaskWorker) async throws -> Void) async throws {
+        let worker = TaskWorker(logger: Logger(label: "worker"))
+        do {
+            try await body(worker)
+        } catch {
+            await worker.stopAll()
+            throw error
+        }
+        await worker.stopAll()
+    }
+
+    @Test("changes apply on top of the generation before them; a gap is ignored and asks for the complete set, which repairs it")
+    func deltasAndResync() async throws {
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("a")]))
+            #expect(await worker.runningTaskIDs == ["a"])
+            await worker.apply(Self.update(complete: false, generation: 2, [Self.assignment("b")]))
+            #expect(await worker.runningTaskIDs == ["a", "b"])
+            #expect(await worker.generation == 2)
+
+            // Generation 3 never arrived: 4 is not applied, and the worker asks for everything.
+            await worker.apply(Self.update(complete: false, generation: 4, [Self.assignment("c")], removed: ["a"]))
+            #expect(await worker.runningTaskIDs == ["a", "b"])
+            #expect(await worker.needsResync)
+            await worker.apply(Self.update(complete: false, generation: 5, [Self.assignment("d")]))
+            #expect(await worker.runningTaskIDs == ["a", "b"])
+
+            // The complete set is the whole truth: a is not in it, so it stops.
+            await worker.apply(Self.update(complete: true, generation: 6, [Self.assignment("b"), Self.assignment("c")]))
+            #expect(await !worker.needsResync)
+            #expect(await worker.runningTaskIDs == ["b", "c"])
+            // Removal and a desired shutdown both stop a task.
+            await worker.apply(Self.update(complete: false, generation: 7, [Self.assignment("c", desired: .shutdown)], removed: ["b"]))
+            #expect(await worker.runningTaskIDs.isEmpty)
+            let reports = Reports()
+            await reports.collect(worker)
+            #expect(reports["a"]?.state == .shutdown)
+            #expect(reports["b"]?.state == .shutdown)
+            #expect(reports["c"]?.state == .shutdown)
+        }
+    }
+
+    @Test("a task with a command check is starting until the check passes, running after, and failed and stopped after `retries` failures in a row")
+    func commandHealthCheck() async throws {
+        let directory = try TemporaryDirectory()
+        let flag = directory.path + "/healthy"
+        var check = Flotilla_V1_HealthCheck()
+        check.command = ["test -f \(flag)"]
+        check.intervalMs = 200
+        check.timeoutMs = 150
+        check.retries = 2
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("t", health: check)]))
+            let reports = Reports()
+            await reports.collect(worker)
+            #expect(reports["t"]?.state == .starting)
+            // Becomes healthy before the check fails twice in a row (no start period here).
+            #expect(FileManager.default.createFile(atPath: flag, contents: nil))
+            #expect(try await eventually(timeout: .seconds(10)) {
+                await reports.collect(worker)
+                return reports["t"]?.state == .running
+            })
+            #expect(reports["t"]?.message.contains("healthy") == true)
+            try FileManager.default.removeItem(atPath: flag)
+            #expect(try await eventually(timeout: .seconds(10)) {
+                await reports.collect(worker)
+                return reports["t"]?.state == .failed
+            })
+            #expect(reports["t"]?.message.contains("unhealthy") == true)
+            #expect(reports["t"]?.message.contains("exited with status 1") == true)
+            #expect(await worker.runningTaskIDs.isEmpty)
+        }
+    }
+
+    @Test("failures within the start period do not count until the task was healthy once")
+    func startPeriod() async throws {
+        var check = Flotilla_V1_HealthCheck()
+        check.command = ["false"]
+        check.intervalMs = 100
+        check.timeoutMs = 90
+        check.retries = 1
+        check.startPeriodMs = 60_000
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("slow", health: check)]))
+            try await Task.sleep(for: .seconds(2))
+            let reports = Reports()
+            await reports.collect(worker)
+            #expect(reports["slow"]?.state == .starting)
+            #expect(await worker.runningTaskIDs == ["slow"])
+        }
+    }
+
+    @Test("an HTTP check passes on 2xx and fails on 404, naming the answer")
+    func httpHealthCheck() async throws {
+        var good = Flotilla_V1_HealthCheck()
+        good.httpPath = "/"
+        good.intervalMs = 300
+        good.timeoutMs = 250
+        good.retries = 2
+        var bad = good
+        bad.httpPath = "/missing"
+        let directory = try TemporaryDirectory()
+        let server = "cd \(directory.path) && exec python3 -m http.server --bind 127.0.0.1 $PORT"
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [
+                Self.assignment("good", command: server, health: good, port: true),
+                Self.assignment("bad", command: server, health: bad, port: true),
+            ]))
+            let reports = Reports()
+            let settled = try await eventually(timeout: .seconds(15)) {
+                await reports.collect(worker)
+                return reports["good"]?.state == .running && reports["bad"]?.state == .failed
+            }
+            #expect(settled)
+            #expect(reports["bad"]?.message.contains("answered 404") == true)
+            #expect(await worker.runningTaskIDs == ["good"])
+        }
+    }
+
+    @Test("the health judge: first success is healthy; only consecutive failures count; the start period forgives")
+    func judge() {
+        var judge = HealthJudge(retries: 3, startPeriod: .seconds(10))
+        #expect(judge.record(success: false, sinceStart: .seconds(1)) == nil)
+        #expect(judge.consecutiveFailures == 0)
+        #expect(judge.record(success: true, sinceStart: .seconds(2)) == .healthy)
+        #expect(judge.record(success: true, sinceStart: .seconds(3)) == nil)
+        #expect(judge.record(success: false, sinceStart: .seconds(4)) == nil)
+        #expect(judge.record(success: false, sinceStart: .seconds(5)) == nil)
+        #expect(judge.record(success: true, sinceStart: .seconds(6)) == nil)
+        #expect(judge.consecutiveFailures == 0)
+        #expect(judge.record(success: false, sinceStart: .seconds(7)) == nil)
+        #expect(judge.record(success: false, sinceStart: .seconds(8)) == nil)
+        #expect(judge.record(success: false, sinceStart: .seconds(9)) == .unhealthy)
+        #expect(judge.nextDelay(interval: .seconds(5)) == .seconds(5))
+        let fresh = HealthJudge(retries: 3, startPeriod: .zero)
+        #expect(fresh.nextDelay(interval: .seconds(5)) == .seconds(1))
+    }
+}
