@@ -55,41 +55,39 @@ public final class AgentSession: Sendable {
     /// The controllers this agent knows of.
     public var controllers: [String] { state.withLock { $0.controllers } }
 
-    /// Runs until cancelled; throws `Ending.removed` when the cluster has removed this node.
+    /// Runs until cancelled; throws `Ending.removed` when the cluster has removed this node. How it looks for
+    /// the leader is `LeaderSearch`'s; after a round that found none it backs off (jittered, doubling to 2 s).
     public func run() async throws {
-        var leaderHint: String?
-        var next = 0
+        var search = LeaderSearch()
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
-            let controllers = state.withLock { $0.controllers }
-            guard !controllers.isEmpty || leaderHint != nil else { return }
-            let target: String
-            if let hint = leaderHint {
-                target = hint
-                leaderHint = nil
-            } else {
-                target = controllers[next % controllers.count]
-                next += 1
+            guard let (target, backOff) = search.next(controllers: state.withLock({ $0.controllers })) else { return }
+            if backOff {
+                // Jittered: agents that lost the same leader do not all come back at the same instant.
+                try? await Task.sleep(for: backoff * Double.random(in: 0.5...1.0))
+                backoff = min(backoff * 2, .seconds(2))
             }
+            let openedBefore = sessionsOpened
+            var ending: (any Error)?
             do {
                 // The current credentials: a renewed certificate serves every connection made after it.
                 try await session(with: target, tls: try TLSContexts.client(credentials: identity.current))
-                backoff = .milliseconds(100)
-            } catch let error as RPCError where error.code == .notLeader {
-                leaderHint = error.leaderAddress
-                state.withLock { $0.connectedTo = nil }
-                if leaderHint != nil { continue }  // straight to the leader
-            } catch let error as RPCError where error.code == .permissionDenied {
-                state.withLock { $0.connectedTo = nil }
-                throw Ending.removed("\(target) refused this node: \(error.message)")
             } catch {
-                state.withLock { $0.connectedTo = nil }
-                logger.debug("session ended", metadata: ["controller": "\(target)", "error": "\(error)"])
+                ending = error
             }
-            // Jittered backoff: agents that lost the same leader do not all come back at the same instant.
-            let jittered = backoff * Double.random(in: 0.5...1.0)
-            try? await Task.sleep(for: jittered)
-            backoff = min(backoff * 2, .seconds(2))
+            state.withLock { $0.connectedTo = nil }
+            let opened = sessionsOpened > openedBefore
+            if opened { backoff = .milliseconds(100) }
+            switch ending as? RPCError {
+            case let error? where error.code == .permissionDenied:
+                throw Ending.removed("\(target) refused this node: \(error.message)")
+            case let error? where error.code == .notLeader:
+                // A follower (or a leader that stepped down): up, and perhaps it knows the leader.
+                search.answered(target, leader: error.leaderAddress, sessionEnded: opened)
+            default:
+                logger.debug("session ended", metadata: ["controller": "\(target)", "error": "\(ending.map { "\($0)" } ?? "none")"])
+                if opened { search.sessionEnded(with: target) } else { search.failed(target) }
+            }
         }
     }
 
@@ -97,7 +95,12 @@ public final class AgentSession: Sendable {
         guard let (host, port) = HostPort.parse(target) else {
             throw RPCError(.invalidArgument, "controller address '\(target)' is not host:port")
         }
-        let client = try await RPCClient.connect(host: host, port: port, tls: tls, connectTimeout: .seconds(2), logger: logger)
+        // A controller that accepts but does not answer (stopped, overloaded) must not hold the agent for long:
+        // the new leader expects it within three heartbeat periods.
+        var configuration = TransportConfiguration()
+        configuration.handshakeTimeout = .seconds(2)
+        let client = try await RPCClient.connect(
+            host: host, port: port, tls: tls, configuration: configuration, connectTimeout: .seconds(2), logger: logger)
         defer { Task { await client.close() } }
         try await client.bidirectional(Methods.agentSession) { writer, updates in
             var iterator = updates.makeAsyncIterator()

@@ -40,6 +40,10 @@ extension ClusterState {
         service.updatedAtMs = update.nowMs
         var status = Flotilla_V1_UpdateStatus()
         status.state = update.rollback ? "rolling-back" : "updating"
+        if update.rollback {
+            // Keep why: the failed update's judgement, or that an operator asked.
+            status.message = service.updateStatus.state == "rollback-started" ? service.updateStatus.message : "rolled back on request"
+        }
         status.startedAtMs = update.nowMs
         service.updateStatus = status
         serviceTable[service.id] = service

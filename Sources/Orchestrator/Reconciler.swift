@@ -235,7 +235,7 @@ public struct Reconciler: Sendable {
             // Done once every placed task has run through its monitor period (a task no node can take yet is the
             // scheduler's business, not the update's).
             let settled = live.filter { !$0.nodeID.isEmpty }.allSatisfy { $0.state == .running && $0.stateChangedAtMs + monitor <= nowMs }
-            if settled { record(rollingBack ? "rolled-back" : "completed", "") }
+            if settled { record(rollingBack ? "rolled-back" : "completed", rollingBack ? status.message : "") }
             return ([], [])
         }
         // In flight: new tasks not running yet, or still being watched.

@@ -75,34 +75,51 @@ struct ControllerClusterTests {
         return nil
     }
 
+    /// A founder (at `root`/a, the first leader) and two controllers joined with a controller token (at `root`/b
+    /// and /c), once all three are voters; and the admin credentials.
+    static func startThree(_ root: String) async throws -> ([Running], Credentials) {
+        let created = try ControllerDataDirectory(path: root + "/a").initialize(addresses: [], now: Date())
+        let admin = try Credentials.load(from: created.adminCredentialsPath)
+        let a = try await start(root + "/a")
+        do {
+            #expect(try await eventually(timeout: .seconds(30)) { await a.server.raftStatus.role == .leader })
+            // The joiners get their certificates with a controller token, as `flotilla-controller --join --token` does.
+            let adminClient = try await AdminClient.connect(to: [a.server.localAddress], credentials: admin)
+            let token = try JoinToken(parsing: try await adminClient.tokenCreate(role: "controller", maxUses: 2).token)
+            await adminClient.close()
+            for name in ["b", "c"] {
+                let credentials = try await NodeJoiner.join(
+                    controllers: [a.server.localAddress], token: token, request: .init(role: .controller, advertiseAddress: "127.0.0.1:1", version: "test"))
+                try ControllerDataDirectory(path: root + "/" + name).adoptJoinCredentials(credentials)
+            }
+        } catch {
+            await stop(a)
+            throw error
+        }
+        var all = [a]
+        do {
+            all.append(try await start(root + "/b", join: [a.server.localAddress]))
+            all.append(try await start(root + "/c", join: [a.server.localAddress]))
+            let formed = try await eventually(timeout: .seconds(20)) { await a.server.raftStatus.configuration.voters.count == 3 }
+            let configuration = await a.server.raftStatus.configuration
+            #expect(formed, "configuration: \(configuration)")
+            return (all, admin)
+        } catch {
+            for running in all { await stop(running) }
+            throw error
+        }
+    }
+
     @Test("a founder and two joiners form a 3-voter cluster that replicates writes and survives its leader")
     func threeControllers() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ctl-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let created = try ControllerDataDirectory(path: root + "/a").initialize(addresses: [], now: Date())
-        let admin = try Credentials.load(from: created.adminCredentialsPath)
-
-        var a = try await Self.start(root + "/a")
-        let firstA = a
-        #expect(try await eventually(timeout: .seconds(30)) { await firstA.server.raftStatus.role == .leader })
-        // The joiners get their certificates with a controller token, as `flotilla-controller --join --token` does.
-        let adminClient = try await AdminClient.connect(to: [a.server.localAddress], credentials: admin)
-        let token = try JoinToken(parsing: try await adminClient.tokenCreate(role: "controller", maxUses: 2).token)
-        await adminClient.close()
-        for name in ["b", "c"] {
-            let credentials = try await NodeJoiner.join(
-                controllers: [a.server.localAddress], token: token, request: .init(role: .controller, advertiseAddress: "127.0.0.1:1", version: "test"))
-            try ControllerDataDirectory(path: root + "/" + name).adoptJoinCredentials(credentials)
-        }
-        let b = try await Self.start(root + "/b", join: [a.server.localAddress])
-        let c = try await Self.start(root + "/c", join: [a.server.localAddress])
-        var all = [a, b, c]
+        let started = try await Self.startThree(root)
+        var all = started.0
+        let admin = started.1
+        var a = all[0]
+        let (b, c) = (all[1], all[2])
         do {
-            let founder = a
-            let formed = try await eventually(timeout: .seconds(20)) { await founder.server.raftStatus.configuration.voters.count == 3 }
-            let configuration = await founder.server.raftStatus.configuration
-            #expect(formed, "configuration: \(configuration)")
-
             for i in 0..<20 { _ = try await Self.put("k\(i)", "v\(i)", via: a.server.localAddress, admin: admin) }
             for running in [b, c] {
                 let address = running.server.localAddress

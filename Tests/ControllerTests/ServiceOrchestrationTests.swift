@@ -89,32 +89,16 @@ struct ServiceOrchestrationTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let created = try ControllerDataDirectory(path: root).initialize(addresses: [], now: Date())
         let running = try await ControllerClusterTests.start(root)
-        var sessions: [Task<Void, any Error>] = []
-        var workers: [TaskWorker] = []
+        var agents = InProcessAgents()
         do {
             let server = running.server
             #expect(try await eventually(timeout: .seconds(30)) { await server.raftStatus.role == .leader })
             let admin = try await AdminClient.connect(to: [server.localAddress], credentials: try Credentials.load(from: created.adminCredentialsPath))
-            let token = try JoinToken(parsing: try await admin.tokenCreate(role: "agent").token)
-            for name in ["n1", "n2"] {
-                let credentials = try await NodeJoiner.join(
-                    controllers: [server.localAddress], token: token,
-                    request: .init(role: .agent, name: name, advertiseAddress: "127.0.0.1", version: "test"))
-                let worker = TaskWorker(logger: Logger(label: name))
-                workers.append(worker)
-                let session = AgentSession(
-                    identity: AgentIdentity(credentials), controllers: [server.localAddress], directory: nil, worker: worker,
-                    logger: Logger(label: name))
-                sessions.append(Task { try await session.run() })
-            }
+            agents = try await InProcessAgents.start(["n1", "n2"], controllers: [server.localAddress], admin: admin)
+            let workers = agents.workers
             #expect(try await eventually { (try? await admin.nodeList())?.filter { $0.status == "ready" }.count == 2 })
 
-            var spec = Flotilla_V1_ServiceSpec()
-            spec.name = "sleeper"
-            spec.driver = "process"
-            spec.command = "exec sleep 300"
-            spec.replicas = 4
-            spec.updateConfig.monitorMs = 500
+            let spec = Flotilla_V1_ServiceSpec.process("sleeper", command: "exec sleep 300", replicas: 4, monitorMs: 500)
             _ = try await admin.serviceCreate(spec)
             @Sendable func live() async -> [Flotilla_V1_TaskRecord] {
                 ((try? await admin.serviceInspect("sleeper").tasks) ?? []).filter { $0.desiredState == .running }
@@ -128,7 +112,7 @@ struct ServiceOrchestrationTests {
 
             // n1's agent dies (its session stops; its processes are left to the test to clean up).
             let killedAt = ContinuousClock.now
-            sessions[0].cancel()
+            agents.sessions[0].cancel()
             #expect(try await eventually(timeout: .seconds(15)) {
                 let tasks = await live()
                 return tasks.count == 4 && tasks.allSatisfy { $0.nodeID != n1 && $0.state == .running }
@@ -153,13 +137,11 @@ struct ServiceOrchestrationTests {
             #expect(try await eventually(timeout: .seconds(20)) { await worker.runningTaskIDs.isEmpty })
             await admin.close()
         } catch {
-            for session in sessions { session.cancel() }
-            for worker in workers { await worker.stopAll() }
+            await agents.stop()
             await ControllerClusterTests.stop(running)
             throw error
         }
-        for session in sessions { session.cancel() }
-        for worker in workers { await worker.stopAll() }
+        await agents.stop()
         await ControllerClusterTests.stop(running)
     }
 
