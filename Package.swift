@@ -23,6 +23,8 @@ let package = Package(
         // depends on what they compare against).
         .library(name: "FlotillaTransport", targets: ["Transport", "Wire", "Messages", "PKI", "ClusterModel"]),
         .library(name: "FlotillaAdminClient", targets: ["AdminClient"]),
+        // The agent's session and worker, for benchmarks that simulate many agents in one process.
+        .library(name: "FlotillaAgent", targets: ["Agent"]),
         .library(name: "FlotillaScheduling", targets: ["Scheduler", "Orchestrator", "ClusterStore", "ClusterModel", "Messages"]),
     ],
     dependencies: [

@@ -57,26 +57,11 @@ bench="$(cd "$here/raft-bench" && swift build -c release --show-bin-path)/raft-b
 [ -x "$bench" ] || { say "no $bench; build first"; exit 1; }
 
 # ---------------------------------------------------------------- cleanup
+# shellcheck source=lib/controllers.sh
+. "$here/lib/controllers.sh"
 work="$(mktemp -d -t raft-bench.XXXXXX)"
 etcd_started=0
-stop_controllers() {
-    local f pid
-    for f in "$work"/ctl*.pid; do
-        [ -f "$f" ] || continue
-        pid="$(cat "$f")"
-        # only a live flotilla-controller (comm is cut at 15 characters)
-        if [ -n "$pid" ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = flotilla-contro ]; then kill -TERM "$pid" 2>/dev/null || true; fi
-    done
-    for f in "$work"/ctl*.pid; do
-        [ -f "$f" ] || continue
-        pid="$(cat "$f")"
-        local t=0
-        while [ $t -lt 50 ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = flotilla-contro ] \
-              && [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" != Z ]; do sleep 0.1; t=$((t + 1)); done
-        if [ "$(cat /proc/$pid/comm 2>/dev/null)" = flotilla-contro ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-        rm -f "$f"
-    done
-}
+stop_controllers() { controllers_stop; }
 cleanup() {
     local status=$?
     stop_controllers
@@ -88,45 +73,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- Flotilla
-free_ports() {
-    python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-read -r -a ports <<< "$(free_ports)"
-addresses="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
-
-# $work/start.sh N [extra flags]: (re)starts controller N on its data dir and port; PID in $work/ctlN.pid.
-cat > "$work/start.sh" <<EOF
-#!/usr/bin/env bash
-set -eu
-i="\$1"; shift
-ports=(${ports[*]})
-setsid "$controller" --data-dir "$work/c\$i" --listen "127.0.0.1:\${ports[\$((i - 1))]}" --log-level warning "\$@" \
-    >>"$work/c\$i.log" 2>&1 </dev/null &
-echo \$! > "$work/ctl\$i.pid"
-EOF
-chmod +x "$work/start.sh"
+controllers_setup "$work" "$controller"
 
 run_flotilla() {
     say "Flotilla: 3 controllers at $addresses (data in $work)"
-    "$work/start.sh" 1 --init
-    local t=0
-    while [ ! -f "$work/c1/admin.creds" ] && [ $t -lt 600 ]; do sleep 0.1; t=$((t + 1)); done
-    [ -f "$work/c1/admin.creds" ] || { say "controller 1 did not initialize; log:"; tail -20 "$work/c1.log" >&2; return 1; }
-    # The founder prints its first join tokens once it leads; controllers join with the controller token.
-    t=0
-    while ! grep -q '^  controller: FLTKN-' "$work/c1.log" 2>/dev/null && [ $t -lt 300 ]; do sleep 0.1; t=$((t + 1)); done
-    local token
-    token="$(awk '/^  controller: FLTKN-/ {print $2; exit}' "$work/c1.log")"
-    [ -n "$token" ] || { say "controller 1 printed no join token; log:"; tail -20 "$work/c1.log" >&2; return 1; }
-    "$work/start.sh" 2 --join "127.0.0.1:${ports[0]}" --token "$token"
-    "$work/start.sh" 3 --join "127.0.0.1:${ports[0]}" --token "$token"
-    "$bench" wait-ready --addresses "$addresses" --credentials "$work/c1/admin.creds" --timeout 120 >/dev/null
+    controllers_start_three "$bench"
     say "Flotilla: cluster ready; load (1, 16, 64 writers, ${warmup}s warm-up + ${duration}s each)"
     "$bench" load --addresses "$addresses" --credentials "$work/c1/admin.creds" --conc 1,16,64 \
         --duration "$duration" --warmup "$warmup" --value-size 100 --clients "$clients" --pid-dir "$work" \

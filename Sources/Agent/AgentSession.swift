@@ -26,7 +26,7 @@ public final class AgentSession: Sendable {
 
     public let identity: AgentIdentity
     /// Runs the tasks the leader assigns (nil: a session that only heartbeats).
-    public let worker: TaskWorker?
+    public let worker: (any AssignmentReceiver)?
     private let directory: AgentDataDirectory?
     private let logger: Logger
     private let state: Mutex<State>
@@ -38,7 +38,7 @@ public final class AgentSession: Sendable {
         var sessionsOpened = 0
     }
 
-    public init(identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: TaskWorker? = nil, logger: Logger) {
+    public init(identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: (any AssignmentReceiver)? = nil, logger: Logger) {
         self.identity = identity
         self.worker = worker
         self.directory = directory
@@ -125,8 +125,9 @@ public final class AgentSession: Sendable {
                         heartbeat.version = FlotillaVersion.current
                         if let worker = self.worker {
                             heartbeat.statuses = await worker.takeStatuses()
-                            heartbeat.assignmentsGeneration = await worker.generation
-                            heartbeat.resync = await worker.needsResync
+                            let position = await worker.position()
+                            heartbeat.assignmentsGeneration = position.generation
+                            heartbeat.resync = position.needsResync
                         }
                         do {
                             try await writer.write(heartbeat)

@@ -5,7 +5,7 @@ public import Messages
 /// The agent's worker: reconciles the leader's assignments against what runs on this node, and collects the
 /// tasks' state changes for the next heartbeat. Tasks keep running whatever happens to the session (static
 /// stability): only an assignment set from the leader stops them.
-public actor TaskWorker {
+public actor TaskWorker: AssignmentReceiver {
     private let driver = ProcessDriver()
     private let logger: Logger
     private var running: [String: ProcessDriver.Handle] = [:]
@@ -16,8 +16,6 @@ public actor TaskWorker {
     private var statuses: [Flotilla_V1_TaskStatus] = []
     /// The health-check loop of each running task that has a check.
     private var healthLoops: [String: Task<Void, Never>] = [:]
-    /// The last assignment generation applied.
-    public private(set) var generation: UInt64 = 0
 
     public init(logger: Logger) {
         self.logger = logger
@@ -26,43 +24,41 @@ public actor TaskWorker {
     /// Tasks running now (tests, metrics).
     public var runningTaskIDs: [String] { running.keys.sorted() }
 
-    /// Set when a change arrived that does not follow the generation applied: the next heartbeat asks the
-    /// leader for the complete set, and changes are ignored until it comes.
-    public private(set) var needsResync = false
+    /// Where the worker stands in the session's sequence of assignment updates.
+    private var sequence = AssignmentSequence()
+    public var generation: UInt64 { sequence.position.generation }
+    public var needsResync: Bool { sequence.position.needsResync }
+    public func position() -> AssignmentSequence.Position { sequence.position }
 
     /// Applies one assignment update from the leader: a complete set (starts what should run and does not,
     /// stops what runs and should not), or a change on top of the previous generation.
     public func apply(_ update: Flotilla_V1_SessionUpdate) async {
-        if update.assignmentsComplete {
-            await apply(update.assignments, generation: update.assignmentsGeneration)
-        } else if update.assignmentsGeneration != 0 {
-            guard !needsResync, update.assignmentsGeneration == generation + 1 else {
-                if !needsResync {
-                    logger.warning("assignment update out of sequence; asking for the complete set", metadata: [
-                        "generation": "\(generation)", "received": "\(update.assignmentsGeneration)"])
-                }
-                needsResync = true
-                return
-            }
-            generation = update.assignmentsGeneration
-            for id in update.removedTaskIds {
+        let before = sequence.position
+        switch sequence.accept(update) {
+        case .complete(let assignments):
+            await apply(complete: assignments)
+        case .change(let upserts, let removed):
+            for id in removed {
                 await stop(id)
                 finished.remove(id)  // no longer assigned: nothing will mention it again
             }
-            for assignment in update.assignments.sorted(by: { $0.taskID < $1.taskID }) {
+            for assignment in upserts.sorted(by: { $0.taskID < $1.taskID }) {
                 if assignment.desiredState == .running {
                     if running[assignment.taskID] == nil && !finished.contains(assignment.taskID) { start(assignment) }
                 } else {
                     await stop(assignment.taskID)
                 }
             }
+        case .ignore:
+            if sequence.position.needsResync && !before.needsResync {
+                logger.warning("assignment update out of sequence; asking for the complete set", metadata: [
+                    "generation": "\(before.generation)", "received": "\(update.assignmentsGeneration)"])
+            }
         }
     }
 
     /// Applies a complete assignment set: starts what should run and does not, stops what runs and should not.
-    public func apply(_ assignments: [Flotilla_V1_TaskAssignment], generation: UInt64) async {
-        self.generation = generation
-        needsResync = false
+    private func apply(complete assignments: [Flotilla_V1_TaskAssignment]) async {
         let wanted = Dictionary(assignments.map { ($0.taskID, $0) }, uniquingKeysWith: { _, last in last })
         for id in running.keys where wanted[id]?.desiredState != .running {
             await stop(id)

@@ -1,6 +1,7 @@
 import ClusterStore
 import Foundation
 import Logging
+import Messages
 import Orchestrator
 import RaftRuntime
 import Synchronization
@@ -44,6 +45,21 @@ final class OrchestrationLoop: Sendable {
         }
     }
 
+    /// Tasks per `TasksWrite`: a few hundred kilobytes, well under a message's 4 MiB.
+    static let batchSize = 1_000
+
+    /// The plan's writes and deletes cut into commands of at most `batchSize` rows each.
+    static func batches(writes: [Flotilla_V1_TaskRecord], deletes: [String]) -> [(writes: [Flotilla_V1_TaskRecord], deletes: [String])] {
+        var batches: [(writes: [Flotilla_V1_TaskRecord], deletes: [String])] = []
+        for start in stride(from: 0, to: writes.count, by: batchSize) {
+            batches.append((Array(writes[start..<min(start + batchSize, writes.count)]), []))
+        }
+        for start in stride(from: 0, to: deletes.count, by: batchSize) {
+            batches.append(([], Array(deletes[start..<min(start + batchSize, deletes.count)])))
+        }
+        return batches
+    }
+
     /// One reconciliation, if this controller leads.
     func round() async {
         guard await raft.driver.status.role == .leader else { return }
@@ -54,8 +70,21 @@ final class OrchestrationLoop: Sendable {
         guard !plan.isEmpty else { return }
         do {
             if !plan.writes.isEmpty || !plan.deletes.isEmpty {
-                if case .invalid(let why) = try await raft.propose(ClusterCommands.tasksWrite(plan.writes, deleting: plan.deletes)) {
-                    logger.debug("plan refused; planning again", metadata: ["reason": "\(why)"])
+                // Batches of bounded size (a Raft entry must fit in one message), proposed together so Raft
+                // commits them in as few rounds as it can. A batch refused as stale is planned again next round.
+                let refusals = try await withThrowingTaskGroup(of: String?.self) { group in
+                    for batch in Self.batches(writes: plan.writes, deletes: plan.deletes) {
+                        group.addTask {
+                            if case .invalid(let why) = try await self.raft.propose(ClusterCommands.tasksWrite(batch.writes, deleting: batch.deletes)) {
+                                return why
+                            }
+                            return nil
+                        }
+                    }
+                    return try await group.reduce(into: [String]()) { if let why = $1 { $0.append(why) } }
+                }
+                if let why = refusals.first {
+                    logger.debug("plan refused; planning again", metadata: ["reason": "\(why)", "batches.refused": "\(refusals.count)"])
                     return
                 }
             }

@@ -1,5 +1,6 @@
 // swift-tools-version: 6.1
-// Benchmark harness: Flotilla's controllers (Raft) vs etcd, committed writes on loopback. Its own package,
+// Benchmark harness: Flotilla's controllers (Raft) vs etcd, committed writes on loopback; placements end to
+// end with simulated agents (../placement-bench.sh). Its own package,
 // like ../rpc-bench, so nothing benchmark-only is ever a dependency of the product. See ../raft-bench.sh.
 import Foundation
 import PackageDescription
@@ -13,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(path: "../.."),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .executableTarget(
@@ -20,6 +22,8 @@ let package = Package(
             dependencies: [
                 .product(name: "FlotillaAdminClient", package: flotillaIdentity),
                 .product(name: "FlotillaTransport", package: flotillaIdentity),
+                .product(name: "FlotillaAgent", package: flotillaIdentity),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

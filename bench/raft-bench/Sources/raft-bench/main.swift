@@ -4,6 +4,7 @@
 //                       [--warmup 2] [--value-size 100] [--clients 0] [--max-ops 2000000] [--json FILE]
 //   raft-bench failover --addresses A,B,C --credentials admin.creds --pid-dir DIR --restart CMD
 //                       [--trials 5] [--timeout-ms 300] [--json FILE]
+//   raft-bench placements ... (Placements.swift)
 //
 // `load`: for each concurrency c, c writers each call `varPut` in a loop (one call in flight per writer)
 // for warm-up + duration seconds; only calls *started* inside the measured window count. Each writer writes
@@ -455,7 +456,8 @@ do {
     case "load": result = try await load(arguments)
     case "failover": result = try await failover(arguments)
     case "wait-ready": result = try await waitReady(arguments)
-    default: throw BenchError("unknown command \(arguments.command); use load or failover")
+    case "placements": result = try await placements(arguments)
+    default: throw BenchError("unknown command \(arguments.command); use load, failover, wait-ready or placements")
     }
     let json = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
     if let path = arguments.values["json"] {
