@@ -17,8 +17,16 @@ public actor TaskWorker: AssignmentReceiver {
     /// The health-check loop of each running task that has a check.
     private var healthLoops: [String: Task<Void, Never>] = [:]
 
-    public init(logger: Logger) {
+    /// Called before a task is stopped on purpose (not when it failed its health check or exited), with the
+    /// assignment it ran: where the node's load balancer takes it out of rotation and lets its connections
+    /// drain before the process gets SIGTERM.
+    public typealias StopHook = @Sendable (Flotilla_V1_TaskAssignment) async -> Void
+    private let beforeStop: StopHook?
+    private var assignments: [String: Flotilla_V1_TaskAssignment] = [:]
+
+    public init(logger: Logger, beforeStop: StopHook? = nil) {
         self.logger = logger
+        self.beforeStop = beforeStop
     }
 
     /// Tasks running now (tests, metrics).
@@ -75,6 +83,8 @@ public actor TaskWorker: AssignmentReceiver {
     private func stop(_ id: String, failure: String? = nil) async {
         guard let handle = running.removeValue(forKey: id) else { return }
         finished.insert(id)
+        let assignment = assignments.removeValue(forKey: id)
+        if failure == nil, let beforeStop, let assignment { await beforeStop(assignment) }
         healthLoops.removeValue(forKey: id)?.cancel()
         await driver.stop(handle, grace: .seconds(5)) { await self.hasExited(id) }
         exitedProcesses.remove(id)
@@ -126,6 +136,7 @@ public actor TaskWorker: AssignmentReceiver {
                 Task { await self.exited(id, status: status) }
             }
             running[id] = handle
+            assignments[id] = assignment
             let listening = port.map { "listening on port \($0)" } ?? ""
             if spec.hasHealthCheck {
                 // Running, but not ready: the task counts as running once its check first passes.
@@ -150,6 +161,7 @@ public actor TaskWorker: AssignmentReceiver {
             return
         }
         healthLoops.removeValue(forKey: id)?.cancel()
+        assignments[id] = nil
         finished.insert(id)
         var message = "exited with status \(status)"
         if status == 0 {

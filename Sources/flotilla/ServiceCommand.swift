@@ -39,6 +39,9 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("health-cmd"), help: "A health check command (run in the task).") var healthCommand: String?
         @Option(name: .customLong("health-http"), help: "A health check HTTP path on the first port.") var healthHTTP: String?
         @Option(name: .customLong("health-interval"), help: "Between health checks (e.g. 5s).") var healthInterval: String?
+        @Option(name: .customLong("health-timeout"), help: "One health check's limit (e.g. 2s).") var healthTimeout: String?
+        @Option(name: .customLong("health-retries"), help: "Failed checks in a row that make a task unhealthy.") var healthRetries: UInt32?
+        @Option(name: .customLong("health-start-period"), help: "After start, failed checks do not count for this long (e.g. 30s).") var healthStartPeriod: String?
         @Option(name: .customLong("restart-condition"), help: "any, on-failure or none.") var restartCondition: String?
         @Option(name: .customLong("update-parallelism"), help: "Tasks updated at once (0: all).") var updateParallelism: UInt32?
         @Option(name: .customLong("update-delay"), help: "Between update batches (e.g. 10s).") var updateDelay: String?
@@ -83,6 +86,9 @@ struct ServiceCommand: AsyncParsableCommand {
             if let healthCommand { spec.healthCheck.command = ["/bin/sh", "-c", healthCommand] }
             if let healthHTTP { spec.healthCheck.httpPath = healthHTTP }
             if let healthInterval { spec.healthCheck.intervalMs = try Self.milliseconds(healthInterval, flag: "--health-interval") }
+            if let healthTimeout { spec.healthCheck.timeoutMs = try Self.milliseconds(healthTimeout, flag: "--health-timeout") }
+            if let healthRetries { spec.healthCheck.retries = healthRetries }
+            if let healthStartPeriod { spec.healthCheck.startPeriodMs = try Self.milliseconds(healthStartPeriod, flag: "--health-start-period") }
             if let restartCondition { spec.restartPolicy.condition = restartCondition }
             if let updateParallelism { spec.updateConfig.parallelism = updateParallelism }
             if let updateDelay { spec.updateConfig.delayMs = try Self.milliseconds(updateDelay, flag: "--update-delay") }

@@ -46,6 +46,14 @@ struct TaskWorkerTests {
             lock.withLock { for status in statuses { latest[status.taskID] = status } }
         }
         subscript(_ id: String) -> Flotilla_V1_TaskStatus? { lock.withLock { latest[id] } }
+
+        /// Task ids in the order something saw them.
+        final class Names: @unchecked Sendable {
+            private let lock = NSLock()
+            private var names: [String] = []
+            func add(_ name: String) { lock.withLock { names.append(name) } }
+            var all: [String] { lock.withLock { names } }
+        }
     }
 
     static func withWorker(_ body: (TaskWorker) async throws -> Void) async throws {
@@ -165,6 +173,25 @@ struct TaskWorkerTests {
             #expect(reports["bad"]?.message.contains("answered 404") == true)
             #expect(await worker.runningTaskIDs == ["good"])
         }
+    }
+
+    @Test("a task stopped on purpose passes through the stop hook first (the load balancer drains it there); one that exits does not")
+    func stopHook() async throws {
+        let hooked = Reports.Names()
+        let worker = TaskWorker(logger: Logger(label: "worker")) { assignment in
+            hooked.add(assignment.taskID)
+        }
+        await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("kept"), Self.assignment("dies", command: "exit 2")]))
+        let reports = Reports()
+        #expect(try await eventually {
+            await reports.collect(worker)
+            return reports["dies"]?.state == .failed
+        })
+        await worker.apply(Self.update(complete: false, generation: 2, [], removed: ["kept"]))
+        #expect(hooked.all == ["kept"])
+        await reports.collect(worker)
+        #expect(reports["kept"]?.state == .shutdown)
+        await worker.stopAll()
     }
 
     @Test("the health judge: first success is healthy; only consecutive failures count; the start period forgives")
