@@ -129,7 +129,8 @@ public actor TaskWorker: AssignmentReceiver {
             return
         }
         let id = assignment.taskID
-        let port = spec.ports.isEmpty ? nil : ProcessDriver.freePort()
+        // A host-mode port is bound on this node as published; otherwise the load balancer reaches a free one.
+        let port: Int? = spec.ports.first.flatMap { $0.publishMode == "host" ? Int($0.publishedPort) : ProcessDriver.freePort() }
         let environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
         do {
             let handle = try driver.start(taskID: id, command: spec.command, args: spec.args, environment: environment, port: port) { status in

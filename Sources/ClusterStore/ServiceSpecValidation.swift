@@ -34,6 +34,7 @@ public enum ServiceSpecRules {
         if spec.driver.isEmpty { spec.driver = "oci" }
         if spec.lbPolicy.isEmpty { spec.lbPolicy = "round-robin" }
         for index in spec.ports.indices where spec.ports[index].protocol.isEmpty { spec.ports[index].protocol = "tcp" }
+        for index in spec.ports.indices where spec.ports[index].publishMode.isEmpty { spec.ports[index].publishMode = "ingress" }
         if spec.restartPolicy.condition.isEmpty { spec.restartPolicy.condition = "any" }
         if spec.restartPolicy.delayMs == 0 { spec.restartPolicy.delayMs = 1_000 }
         spec.updateConfig = normalized(spec.updateConfig)
@@ -128,6 +129,10 @@ public enum ServiceSpecRules {
             check((1...65_535).contains(port.targetPort), "ports[\(index)].target_port", "\(port.targetPort) is not a port (1-65535)")
             check(port.publishedPort <= 65_535, "ports[\(index)].published_port", "\(port.publishedPort) is not a port (1-65535)")
             check(port.protocol.isEmpty || protocols.contains(port.protocol), "ports[\(index)].protocol", "'\(port.protocol)' is not a protocol; use tcp or http")
+            check(["", "ingress", "host"].contains(port.publishMode), "ports[\(index)].publish_mode", "'\(port.publishMode)' is not a publish mode; use ingress or host")
+            if port.publishMode == "host" {
+                check(port.publishedPort != 0, "ports[\(index)].published_port", "a host-mode port must name the port to publish on the node")
+            }
             check(targets.insert(port.targetPort).inserted, "ports[\(index)].target_port", "\(port.targetPort) is listed twice")
             if port.publishedPort != 0 {
                 check(published.insert(port.publishedPort).inserted, "ports[\(index)].published_port", "\(port.publishedPort) is published twice")

@@ -135,7 +135,7 @@ public struct Reconciler: Sendable {
                     task.nodeID = node.id.rawValue
                     task.state = .assigned
                     if let index = scheduling.firstIndex(where: { $0.id == node.id }) {
-                        Self.reserve(request, on: &scheduling[index])
+                        scheduling[index].reserve(request)
                     }
                     created.append(task)
                 }
@@ -284,7 +284,8 @@ public struct Reconciler: Sendable {
             serviceID: service.id, cpuMillis: spec.resources.cpuReservationMillis, memoryBytes: spec.resources.memoryReservationBytes,
             constraints: spec.constraints.compactMap { PlacementConstraint.parse($0).constraint },
             maxPerNode: Int(spec.maxReplicasPerNode),
-            spreadOverLabel: spec.spreadOver.hasPrefix("node.labels.") ? String(spec.spreadOver.dropFirst("node.labels.".count)) : nil)
+            spreadOverLabel: spec.spreadOver.hasPrefix("node.labels.") ? String(spec.spreadOver.dropFirst("node.labels.".count)) : nil,
+            hostPorts: Set(spec.ports.filter { $0.publishMode == "host" }.map(\.publishedPort)))
     }
 
     /// The nodes with what their live tasks reserve.
@@ -296,7 +297,7 @@ public struct Reconciler: Sendable {
         let index = Dictionary(uniqueKeysWithValues: nodes.enumerated().map { ($1.id.rawValue, $0) })
         for task in state.tasks where task.desiredState == .running && !isTerminal(task.state) {
             guard let position = index[task.nodeID], let service = state.service(task.serviceID) else { continue }
-            reserve(request(service), on: &nodes[position])
+            nodes[position].reserve(request(service))
             if task.state == .failed { nodes[position].recentFailures[task.serviceID, default: 0] += 1 }
         }
         for task in state.tasks where task.state == .failed {
@@ -306,21 +307,9 @@ public struct Reconciler: Sendable {
         return nodes
     }
 
-    static func reserve(_ request: PlacementRequest, on node: inout SchedulingNode) {
-        node.reservedCPUMillis += request.cpuMillis
-        node.reservedMemoryBytes += request.memoryBytes
-        node.tasksByService[request.serviceID, default: 0] += 1
-        node.totalTasks += 1
-    }
-
     static func release(_ task: Flotilla_V1_TaskRecord, from nodes: inout [SchedulingNode], state: ClusterState) {
-        guard let position = nodes.firstIndex(where: { $0.id.rawValue == task.nodeID }), let service = state.service(task.serviceID),
-              nodes[position].tasksByService[task.serviceID, default: 0] > 0 else { return }
-        let request = request(service)
-        nodes[position].reservedCPUMillis -= min(nodes[position].reservedCPUMillis, request.cpuMillis)
-        nodes[position].reservedMemoryBytes -= min(nodes[position].reservedMemoryBytes, request.memoryBytes)
-        nodes[position].tasksByService[task.serviceID]! -= 1
-        nodes[position].totalTasks -= 1
+        guard let position = nodes.firstIndex(where: { $0.id.rawValue == task.nodeID }), let service = state.service(task.serviceID) else { return }
+        nodes[position].release(request(service))
     }
 
     /// Finished tasks beyond the newest `keep` of each slot (global: of each node), and every finished task of

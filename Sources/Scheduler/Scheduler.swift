@@ -19,6 +19,8 @@ public struct SchedulingNode: Sendable, Hashable {
     public var totalTasks: Int = 0
     /// Services whose tasks failed here recently: their new tasks avoid this node when they can.
     public var recentFailures: [String: Int] = [:]
+    /// Ports that tasks publishing in host mode hold on this node.
+    public var usedHostPorts: Set<UInt32> = []
 
     public init(
         id: NodeID, name: String, labels: [String: String] = [:], isReady: Bool = true, availability: NodeRecord.Availability = .active,
@@ -31,6 +33,26 @@ public struct SchedulingNode: Sendable, Hashable {
         self.availability = availability
         self.cpuCapacityMillis = cpuCapacityMillis
         self.memoryCapacityBytes = memoryCapacityBytes
+    }
+
+    /// Counts one more task of `request` here: its reservations, its service's and the node's task counts, its
+    /// host ports.
+    public mutating func reserve(_ request: PlacementRequest) {
+        reservedCPUMillis += request.cpuMillis
+        reservedMemoryBytes += request.memoryBytes
+        tasksByService[request.serviceID, default: 0] += 1
+        totalTasks += 1
+        usedHostPorts.formUnion(request.hostPorts)
+    }
+
+    /// Counts one task of `request` less here (it stops).
+    public mutating func release(_ request: PlacementRequest) {
+        guard tasksByService[request.serviceID, default: 0] > 0 else { return }
+        reservedCPUMillis -= min(reservedCPUMillis, request.cpuMillis)
+        reservedMemoryBytes -= min(reservedMemoryBytes, request.memoryBytes)
+        tasksByService[request.serviceID]! -= 1
+        totalTasks -= 1
+        usedHostPorts.subtract(request.hostPorts)
     }
 
     var freeCPU: UInt64? { cpuCapacityMillis.map { $0 > reservedCPUMillis ? $0 - reservedCPUMillis : 0 } }
@@ -55,11 +77,14 @@ public struct PlacementRequest: Sendable, Hashable {
     /// A node label to spread over (zone), nil for none.
     public var spreadOverLabel: String?
     public var strategy: Strategy
+    /// Ports the task publishes in host mode: it binds them on its node, so no two such tasks share a node.
+    public var hostPorts: Set<UInt32>
 
     public init(
         serviceID: String, cpuMillis: UInt64 = 0, memoryBytes: UInt64 = 0, constraints: [PlacementConstraint] = [],
-        maxPerNode: Int = 0, spreadOverLabel: String? = nil, strategy: Strategy = .spread
+        maxPerNode: Int = 0, spreadOverLabel: String? = nil, strategy: Strategy = .spread, hostPorts: Set<UInt32> = []
     ) {
+        self.hostPorts = hostPorts
         self.serviceID = serviceID
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
@@ -80,13 +105,13 @@ public struct Placement: Sendable, Hashable {
     public var explanation: String?
 }
 
-/// Places tasks on nodes: filters (ready, active, resources fit, constraints, max per node), then scores
+/// Places tasks on nodes: filters (ready, active, resources fit, constraints, max per node, host ports), then scores
 /// (spread or binpack, spread over a label, avoiding nodes where the service failed recently). Pure and
 /// deterministic: ties break by node id.
 public enum Scheduler {
     /// Why a node cannot take a task, for the explanation.
     enum Refusal: Hashable, Comparable {
-        case notReady, paused, draining, lacksCPU, lacksMemory, constraint(String), atMaxPerNode
+        case notReady, paused, draining, lacksCPU, lacksMemory, constraint(String), atMaxPerNode, hostPortInUse(UInt32)
 
         var phrase: (one: String, many: String) {
             switch self {
@@ -97,6 +122,7 @@ public enum Scheduler {
             case .lacksMemory: ("node lacks memory", "nodes lack memory")
             case .constraint(let text): ("node does not meet \(text)", "nodes do not meet \(text)")
             case .atMaxPerNode: ("node already runs the most tasks of this service it may", "nodes already run the most tasks of this service they may")
+            case .hostPortInUse(let port): ("node has host port \(port) in use", "nodes have host port \(port) in use")
             }
         }
     }
@@ -143,10 +169,7 @@ public enum Scheduler {
                 return Placement(nodes: placed, unplaced: count - placed.count, explanation: explain(request, nodes))
             }
             let index = best.index
-            nodes[index].reservedCPUMillis += request.cpuMillis
-            nodes[index].reservedMemoryBytes += request.memoryBytes
-            nodes[index].tasksByService[request.serviceID, default: 0] += 1
-            nodes[index].totalTasks += 1
+            nodes[index].reserve(request)
             placed.append(nodes[index].id)
             if let value = chosen { tasksPerValue[value, default: 0] += 1 }
             if refusal(nodes[index], request) == nil {
@@ -181,6 +204,7 @@ public enum Scheduler {
         if request.maxPerNode > 0 && node.tasksByService[request.serviceID, default: 0] >= request.maxPerNode {
             return .atMaxPerNode
         }
+        if let port = request.hostPorts.intersection(node.usedHostPorts).min() { return .hostPortInUse(port) }
         return nil
     }
 

@@ -25,7 +25,7 @@ public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertib
 ///     driver: process
 ///     command: python3 -m http.server $PORT
 ///     replicas: 3
-///     ports: ["8080:8000/http"]
+///     ports: ["8080:8000/http"]          # "9000:9000/tcp,mode=host": bound on the task's node only
 ///     env: {GREETING: hi}
 ///     constraints: ["node.labels.zone==a"]
 ///     spread_over: node.labels.zone
@@ -110,7 +110,7 @@ public enum ServiceFile {
         if let ports = try reader.strings("ports") {
             spec.ports = try ports.enumerated().map { (index: Int, text: String) throws(ServiceFileError) -> Flotilla_V1_PortSpec in
                 guard let port = Reader.port(text) else {
-                    throw ServiceFileError(reader.at("ports[\(index)]"), "'\(text)' is not PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http]")
+                    throw ServiceFileError(reader.at("ports[\(index)]"), "'\(text)' is not PUBLISHED:TARGET[/tcp|http][,mode=host] or TARGET[/tcp|http]")
                 }
                 return port
             }
@@ -288,10 +288,16 @@ struct Reader {
         throw ServiceFileError(at(key), "'\(value)' is not a CPU amount (cores, e.g. 0.5, or millicores, e.g. 500m)")
     }
 
-    /// "8080:80/http", "80", "80/tcp".
+    /// "8080:80/http", "80", "80/tcp", "8080:80/tcp,mode=host".
     static func port(_ text: String) -> Flotilla_V1_PortSpec? {
         var port = Flotilla_V1_PortSpec()
-        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        var options = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let mapping = options.removeFirst()
+        for option in options {
+            guard option.hasPrefix("mode="), port.publishMode.isEmpty else { return nil }
+            port.publishMode = String(option.dropFirst("mode=".count))
+        }
+        let parts = mapping.split(separator: "/", maxSplits: 1).map(String.init)
         if parts.count == 2 { port.protocol = parts[1] }
         let numbers = parts.first?.split(separator: ":").map { UInt32($0) } ?? []
         switch numbers.count {

@@ -27,7 +27,7 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("env"), help: "An environment variable, KEY=VALUE (repeatable).") var env: [String] = []
         @Option(help: "replicated or global.") var mode: String?
         @Option(help: "How many tasks (replicated).") var replicas: UInt32?
-        @Option(name: .customLong("publish"), help: ArgumentHelp("A port: PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http] (repeatable).", valueName: "port")) var ports: [String] = []
+        @Option(name: .customLong("publish"), help: ArgumentHelp("A port: PUBLISHED:TARGET[/tcp|http][,mode=host] or TARGET[/tcp|http] (repeatable). mode=host binds the published port on the task's node instead of every node's load balancer.", valueName: "port")) var ports: [String] = []
         @Option(name: .customLong("constraint"), help: "node.labels.K==V, node.name!=N, node.role==agent (repeatable).") var constraints: [String] = []
         @Option(name: .customLong("spread-over"), help: "A node label to spread over, e.g. node.labels.zone.") var spreadOver: String?
         @Option(name: .customLong("max-per-node"), help: "At most this many tasks per node.") var maxPerNode: UInt32?
@@ -100,7 +100,7 @@ struct ServiceCommand: AsyncParsableCommand {
 
         static func port(_ text: String) throws -> Flotilla_V1_PortSpec {
             guard let port = ServiceFile.port(text) else {
-                throw ValidationError("--publish \(text) is not PUBLISHED:TARGET[/tcp|http] or TARGET[/tcp|http]")
+                throw ValidationError("--publish \(text) is not PUBLISHED:TARGET[/tcp|http][,mode=host] or TARGET[/tcp|http]")
             }
             return port
         }
@@ -320,7 +320,7 @@ struct ServiceJSON: Encodable {
     }
 
     static func portText(_ ports: [Flotilla_V1_PortSpec]) -> String {
-        ports.isEmpty ? "-" : ports.map { ($0.publishedPort == 0 ? "" : "\($0.publishedPort)→") + "\($0.targetPort)/\($0.protocol)" }.joined(separator: ",")
+        ports.isEmpty ? "-" : ports.map { ($0.publishedPort == 0 ? "" : "\($0.publishedPort)→") + "\($0.targetPort)/\($0.protocol)" + ($0.publishMode == "host" ? " (host)" : "") }.joined(separator: ",")
     }
 }
 

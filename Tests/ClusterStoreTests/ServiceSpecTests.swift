@@ -40,7 +40,8 @@ struct ServiceSpecTests {
         ("resources.cpu_limit_millis", "cpu limit below reservation"), ("constraints[0]", "no operator"),
         ("constraints[1]", "unknown attribute"), ("spread_over", "not a label"),
         ("ports[0].published_port", "port 70000"), ("ports[0].target_port", "port 0"), ("ports[0].protocol", "udp"),
-        ("ports[1].published_port", "published twice"), ("lb_policy", "unknown policy"), ("health_check", "neither check"),
+        ("ports[1].published_port", "published twice"), ("ports[0].publish_mode", "unknown mode"),
+        ("ports[0].published_port", "host mode unpublished"), ("lb_policy", "unknown policy"), ("health_check", "neither check"),
         ("health_check.timeout_ms", "timeout not below interval"), ("restart_policy.condition", "unknown condition"),
         ("update_config.order", "unknown order"), ("update_config.failure_action", "unknown action"),
         ("rollback_config.max_failure_ratio", "ratio above 1"),
@@ -72,6 +73,10 @@ struct ServiceSpecTests {
             var port = spec.ports[0]
             port.targetPort = 9000
             spec.ports.append(port)
+        case "unknown mode": spec.ports[0].publishMode = "nodeport"
+        case "host mode unpublished":
+            spec.ports[0].publishMode = "host"
+            spec.ports[0].publishedPort = 0
         case "unknown policy": spec.lbPolicy = "fastest"
         case "neither check": spec.healthCheck = Flotilla_V1_HealthCheck()
         case "timeout not below interval":

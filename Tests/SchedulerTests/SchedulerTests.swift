@@ -27,7 +27,8 @@ struct SchedulerTests {
         return PlacementRequest(
             serviceID: id, cpuMillis: 100 * (rng.next() % 8), memoryBytes: (rng.next() % 8) << 27, constraints: constraints,
             maxPerNode: Int(rng.next() % 4), spreadOverLabel: rng.next() % 3 == 0 ? "zone" : nil,
-            strategy: rng.next() % 4 == 0 ? .binpack : .spread)
+            strategy: rng.next() % 4 == 0 ? .binpack : .spread,
+            hostPorts: rng.next() % 4 == 0 ? [UInt32(8000 + rng.next() % 2)] : [])
     }
 
     @Test("no node is over-committed, every constraint and limit holds, and unplaced tasks are explained", arguments: 0..<200 as Range<UInt64>)
@@ -35,11 +36,15 @@ struct SchedulerTests {
         var rng = SplitMix64(seed: seed)
         var nodes = Self.cluster(&rng, size: 2 + Int(rng.next() % 30))
         let before = nodes
+        var hostPortHolders: [String: Int] = [:]  // "node/port" -> tasks binding it there
         for service in 0..<3 {
             let request = Self.request(&rng, id: "svc-\(service)")
             let count = Int(rng.next() % 40)
             let placement = Scheduler.place(count, request, on: &nodes)
             #expect(placement.nodes.count + placement.unplaced == count)
+            for id in placement.nodes {
+                for port in request.hostPorts { hostPortHolders["\(id)/\(port)", default: 0] += 1 }
+            }
             for id in placement.nodes {
                 let node = nodes.first { $0.id == id }!
                 #expect(node.isReady && node.availability == .active, "seed \(seed): placed on \(node.name) (\(node.availability))")
@@ -51,6 +56,9 @@ struct SchedulerTests {
                 for node in nodes { #expect(node.tasksByService[request.serviceID, default: 0] <= request.maxPerNode) }
             }
             if placement.unplaced > 0 { #expect(placement.explanation?.isEmpty == false) }
+        }
+        for (holder, count) in hostPortHolders {
+            #expect(count == 1, "seed \(seed): \(count) tasks bind host port \(holder)")
         }
         for (node, original) in zip(nodes, before) {
             // Only what was placed here was added, and never beyond capacity (unless it was already over).
@@ -118,6 +126,22 @@ struct SchedulerTests {
         #expect(Scheduler.place(1, PlacementRequest(serviceID: "x"), on: &empty).explanation == "no nodes have joined the cluster")
     }
 
+    @Test("tasks publishing a host port never share a node; the rest stay pending, saying why")
+    func hostPorts() {
+        var nodes = (1...3).map { SchedulingNode(id: NodeID("n\($0)"), name: "n\($0)") }
+        let web = PlacementRequest(serviceID: "web", hostPorts: [9000])
+        let first = Scheduler.place(4, web, on: &nodes)
+        #expect(Set(first.nodes).count == 3)
+        #expect(first.unplaced == 1)
+        #expect(first.explanation == "3 nodes have host port 9000 in use")
+        // Another service on the same host port finds no room either; on another port it fits.
+        #expect(Scheduler.place(1, PlacementRequest(serviceID: "other", hostPorts: [9000]), on: &nodes).unplaced == 1)
+        #expect(Scheduler.place(1, PlacementRequest(serviceID: "other", hostPorts: [9001]), on: &nodes).unplaced == 0)
+        // A stopped task frees its port.
+        nodes[0].release(web)
+        #expect(Scheduler.place(1, web, on: &nodes).nodes == [NodeID("n1")])
+    }
+
     @Test("a node where the service failed recently is avoided while others can take the task")
     func avoidsRecentFailures() {
         var nodes = [SchedulingNode(id: NodeID("n1"), name: "n1"), SchedulingNode(id: NodeID("n2"), name: "n2")]
@@ -149,10 +173,7 @@ struct SchedulerTests {
         var reference: [NodeID] = []
         for _ in 0..<count {
             guard let index = Scheduler.best(for: request, among: slow) else { break }
-            slow[index].reservedCPUMillis += request.cpuMillis
-            slow[index].reservedMemoryBytes += request.memoryBytes
-            slow[index].tasksByService[request.serviceID, default: 0] += 1
-            slow[index].totalTasks += 1
+            slow[index].reserve(request)
             reference.append(slow[index].id)
         }
         #expect(placement.nodes == reference, "seed \(seed)")

@@ -11,7 +11,7 @@ struct ServiceFileTests {
             driver: process
             command: python3 -m http.server $PORT
             replicas: 3
-            ports: ["8080:8000/http"]
+            ports: ["8080:8000/http", "9100:9100/tcp,mode=host"]
             env: {GREETING: hi, COUNT: 2}
             constraints: ["node.labels.zone==a"]
             spread_over: node.labels.zone
@@ -32,6 +32,7 @@ struct ServiceFileTests {
         let hello = specs[0]
         #expect(hello.replicas == 3)
         #expect(hello.ports.first?.publishedPort == 8080 && hello.ports.first?.targetPort == 8000 && hello.ports.first?.protocol == "http")
+        #expect(hello.ports.map(\.publishMode) == ["", "host"])
         #expect(hello.env.map(\.name) == ["COUNT", "GREETING"])
         #expect(hello.resources.cpuReservationMillis == 500 && hello.resources.cpuLimitMillis == 500)
         #expect(hello.resources.memoryReservationBytes == 256 << 20 && hello.resources.memoryLimitBytes == 1 << 30)
@@ -52,6 +53,8 @@ struct ServiceFileTests {
         ("services:\n  web:\n    driver: process\n    command: x\n    replicass: 3\n", "services.web.replicass"),
         ("services:\n  web:\n    driver: process\n    command: x\n    ports: [\"99999\"]\n", "services.web.ports[0].target_port"),
         ("services:\n  web:\n    driver: process\n    command: x\n    ports: [\"eighty\"]\n", "services.web.ports[0]"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    ports: [\"80,mode=host,mode=host\"]\n", "services.web.ports[0]"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    ports: [\"80/tcp,mode=host\"]\n", "services.web.ports[0].published_port"),
         ("services:\n  web:\n    driver: process\n    command: x\n    update: {monitor: soon}\n", "services.web.update.monitor"),
         ("services:\n  web:\n    driver: process\n    command: x\n    resources: {reserve_memory: lots}\n", "services.web.resources.reserve_memory"),
         ("services:\n  Web:\n    driver: process\n    command: x\n", "services.Web.name"),

@@ -261,6 +261,11 @@ public nonisolated struct Flotilla_V1_PortSpec: Sendable {
   /// "tcp" (L4 proxying) or "http" (L7: balancing per request).
   public var `protocol`: String = String()
 
+  /// "ingress" (default): every node's load balancer listens on the published port and forwards to the tasks.
+  /// "host": the node running the task binds the published port itself (the process driver hands it in as
+  /// PORT); no two such tasks can share a node, which the scheduler enforces.
+  public var publishMode: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -626,7 +631,7 @@ nonisolated extension Flotilla_V1_Resources: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Flotilla_V1_PortSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PortSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}target_port\0\u{3}published_port\0\u{1}protocol\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}target_port\0\u{3}published_port\0\u{1}protocol\0\u{3}publish_mode\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -637,6 +642,7 @@ nonisolated extension Flotilla_V1_PortSpec: SwiftProtobuf.Message, SwiftProtobuf
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.targetPort) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.publishedPort) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.`protocol`) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.publishMode) }()
       default: break
       }
     }
@@ -652,6 +658,9 @@ nonisolated extension Flotilla_V1_PortSpec: SwiftProtobuf.Message, SwiftProtobuf
     if !self.`protocol`.isEmpty {
       try visitor.visitSingularStringField(value: self.`protocol`, fieldNumber: 3)
     }
+    if !self.publishMode.isEmpty {
+      try visitor.visitSingularStringField(value: self.publishMode, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -659,6 +668,7 @@ nonisolated extension Flotilla_V1_PortSpec: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.targetPort != rhs.targetPort {return false}
     if lhs.publishedPort != rhs.publishedPort {return false}
     if lhs.`protocol` != rhs.`protocol` {return false}
+    if lhs.publishMode != rhs.publishMode {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
