@@ -359,6 +359,41 @@ struct ReconcilerTests {
         #expect(cluster.live("web").allSatisfy { $0.specDigest == digest && $0.state == .running })
     }
 
+    @Test("random rolling updates: never more slots out than the parallelism (stop-first) or any (start-first), and every task updated", arguments: 0..<60 as Range<UInt64>)
+    func randomUpdates(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        var cluster = SimulatedCluster(seed: seed)
+        let nodes = 1 + Int(rng.next() % 6)
+        for index in 0..<nodes { cluster.addNode("n\(index)") }
+        let replicas = 1 + Int(rng.next() % 12)
+        cluster.createService("web", replicas: UInt32(replicas))
+        cluster.converge()
+        let parallelism = Int(rng.next() % 5)  // 0: all at once
+        let startFirst = rng.next() % 2 == 0
+        let delay = UInt32(rng.next() % 2) * 300
+        cluster.update("web", command: "serve --v2") {
+            $0.parallelism = UInt32(parallelism)
+            $0.order = startFirst ? "start-first" : "stop-first"
+            $0.delayMs = delay
+            $0.monitorMs = 200
+        }
+        let digest = ServiceSpecRules.taskDigest(cluster.state.service(named: "web")!.spec)
+        let allowedOut = startFirst ? 0 : (parallelism == 0 ? replicas : parallelism)
+        var rounds = 0
+        while rounds < 400, cluster.state.service(named: "web")!.updateStatus.state != "completed" {
+            rounds += 1
+            cluster.now += 100
+            _ = cluster.reconcileOnce()
+            let slotsRunning = Set(Self.running(cluster, "web").map(\.slot)).count
+            #expect(replicas - slotsRunning <= allowedOut,
+                    "seed \(seed): \(replicas - slotsRunning) slots out (parallelism \(parallelism), \(startFirst ? "start" : "stop")-first)")
+            cluster.agentsReport()
+        }
+        #expect(cluster.state.service(named: "web")!.updateStatus.state == "completed", "seed \(seed): update did not complete")
+        let live = cluster.live("web")
+        #expect(live.count == replicas && live.allSatisfy { $0.specDigest == digest && $0.state == .running }, "seed \(seed)")
+    }
+
     @Test("a start-first update starts each new task before stopping the old one: never fewer than the replicas running")
     func startFirstUpdate() {
         var cluster = SimulatedCluster(seed: 12)
