@@ -3,7 +3,7 @@
 # agents in one process, each with its own mutual-TLS session to the leader; tasks committed with a node
 # through Raft and received by their agents, per second.
 #
-#   bench/placement-bench.sh [--agents 1000] [--replicas 20000] [--trials 3] [--no-build]
+#   bench/placement-bench.sh [--agents 1000] [--replicas 10000] [--trials 3] [--no-build]
 #
 # 1. Builds flotilla-controller and raft-bench in release in bench/raft-bench (shared with raft-bench.sh).
 # 2. Starts 3 controllers on 127.0.0.1 as a user would (founder --init, two --join with its controller token).
@@ -18,7 +18,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-agents=1000 replicas=20000 trials=3 build=1
+agents=1000 replicas=10000 trials=3 build=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --agents) agents="$2"; shift 2 ;;

@@ -24,6 +24,11 @@ final class StoreApplication: RaftApplication {
     }
 
     func snapshot() -> [UInt8] { state.withLock { $0.snapshot() } }
+    /// A copy of the state (copy-on-write: cheap under the lock), encoded later off Raft's path.
+    func snapshotEncoder() -> @Sendable () -> [UInt8] {
+        let copy = state.withLock { $0 }
+        return { copy.snapshot() }
+    }
 
     func restore(_ snapshot: Snapshot) throws {
         let restored = try ClusterState(snapshot: snapshot.data)

@@ -11,8 +11,18 @@ public protocol RaftApplication: Sendable {
     func skip(index: LogIndex)
     /// The state as of the last applied index, for a snapshot.
     func snapshot() -> [UInt8]
+    /// The state as of the last applied index, captured now and encoded later, off the driver (a snapshot of a
+    /// large state must not stall Raft). The default encodes at once.
+    func snapshotEncoder() -> @Sendable () -> [UInt8]
     /// Replaces the state with a snapshot's.
     func restore(_ snapshot: Snapshot) throws
+}
+
+extension RaftApplication {
+    public func snapshotEncoder() -> @Sendable () -> [UInt8] {
+        let data = snapshot()
+        return { data }
+    }
 }
 
 /// How the driver reaches the other members. `send` must not block: the transport queues per peer and
@@ -86,6 +96,9 @@ public actor RaftDriver {
     private var readsAwaitingApply: [(index: LogIndex, continuation: CheckedContinuation<Void, any Error>)] = []
     private var nextReadContext: UInt64 = 1
     private var lastSnapshotIndex: LogIndex
+    /// A snapshot is being encoded and saved in the background.
+    private var snapshotInFlight = false
+    private var snapshotJobs: AsyncStream<SnapshotJob>.Continuation?
     private var stoppedWith: (any Error)?
     private var wakeup: CheckedContinuation<Void, Never>?
     private var workPending = false
@@ -127,10 +140,49 @@ public actor RaftDriver {
 
     /// Ticks and processes until cancelled or a fatal storage error (rethrown).
     public func run() async throws {
+        let jobs = AsyncStream<SnapshotJob>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        snapshotJobs = jobs.continuation
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await self.tickLoop() }
+            group.addTask { await self.snapshotLoop(jobs.stream) }
+            defer { jobs.continuation.finish() }
             try await self.processLoop()
         }
+    }
+
+    /// A snapshot to encode and save in the background: the state captured at `metadata.index`.
+    struct SnapshotJob: Sendable {
+        let metadata: SnapshotMetadata
+        let encode: @Sendable () -> [UInt8]
+    }
+
+    /// Encodes and saves the snapshots the driver asks for, one at a time, off the actor while Raft goes on.
+    private nonisolated func snapshotLoop(_ jobs: AsyncStream<SnapshotJob>) async {
+        for await job in jobs {
+            let snapshot = Snapshot(metadata: job.metadata, data: job.encode())
+            do {
+                try await disk.saveSnapshot(snapshot)
+                await snapshotSaved(snapshot)
+            } catch {
+                await snapshotFailed(error)
+            }
+        }
+    }
+
+    private func snapshotFailed(_ error: any Error) {
+        logger.critical("Raft member stops: its snapshot could not be saved", metadata: ["error": "\(error)"])
+        stop(error)
+        signal()
+    }
+
+    private func snapshotSaved(_ snapshot: Snapshot) {
+        snapshotInFlight = false
+        let applied = snapshot.metadata.index
+        let compactThrough = LogIndex(applied.rawValue > configuration.retainedEntries ? applied.rawValue - configuration.retainedEntries : 0)
+        node.snapshotTaken(snapshot, compactThrough: compactThrough)
+        // A leader's snapshot may have been installed while this one was being written.
+        lastSnapshotIndex = max(lastSnapshotIndex, applied)
+        logger.info("snapshot taken", metadata: ["raft.index": "\(applied)"])
     }
 
     private func tickLoop() async throws {
@@ -197,7 +249,7 @@ public actor RaftDriver {
             }
             node.advance(ready)
             wakeReaders()
-            try await snapshotIfDue()
+            snapshotIfDue()
         }
     }
 
@@ -232,19 +284,16 @@ public actor RaftDriver {
         }
     }
 
-    private func snapshotIfDue() async throws {
+    /// Past the threshold, hands the state as of now to the snapshot loop (one snapshot at a time).
+    private func snapshotIfDue() {
         let applied = node.appliedIndex
-        guard applied.rawValue >= lastSnapshotIndex.rawValue + configuration.snapshotThreshold,
+        guard !snapshotInFlight, let jobs = snapshotJobs,
+              applied.rawValue >= lastSnapshotIndex.rawValue + configuration.snapshotThreshold,
               let term = node.entry(at: applied)?.term else { return }
-        let snapshot = Snapshot(
+        snapshotInFlight = true
+        jobs.yield(SnapshotJob(
             metadata: SnapshotMetadata(index: applied, term: term, configuration: node.configuration),
-            data: application.snapshot())
-        try await disk.saveSnapshot(snapshot)
-        let compactThrough = LogIndex(applied.rawValue > configuration.retainedEntries ? applied.rawValue - configuration.retainedEntries : 0)
-        node.snapshotTaken(snapshot, compactThrough: compactThrough)
-        // A leader's snapshot may have been installed while this one was being written.
-        lastSnapshotIndex = max(lastSnapshotIndex, applied)
-        logger.info("snapshot taken", metadata: ["raft.index": "\(applied)"])
+            encode: application.snapshotEncoder()))
     }
 
     private func stop(_ error: any Error) {

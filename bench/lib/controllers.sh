@@ -5,7 +5,8 @@
 #                                       `BENCH wait-ready` says the cluster is settled
 #   controllers_stop                    stops every controller started here, by PID (TERM, then KILL after 5 s)
 #
-# Each controller N logs to $WORK/cN.log, keeps its data in $WORK/cN and its PID in $WORK/ctlN.pid.
+# Each controller N logs to $WORK/cN.log (LOG_LEVEL, default warning), keeps its data in $WORK/cN and its PID in
+# $WORK/ctlN.pid.
 # Needs `say` (the script's progress printer).
 
 controllers_setup() {
@@ -26,7 +27,7 @@ PY
 set -eu
 i="\$1"; shift
 ports=(${ports[*]})
-setsid "$controller" --data-dir "$work/c\$i" --listen "127.0.0.1:\${ports[\$((i - 1))]}" --log-level warning "\$@" \
+setsid "$controller" --data-dir "$work/c\$i" --listen "127.0.0.1:\${ports[\$((i - 1))]}" --log-level ${LOG_LEVEL:-warning} "\$@" \
     >>"$work/c\$i.log" 2>&1 </dev/null &
 echo \$! > "$work/ctl\$i.pid"
 SH

@@ -1,7 +1,7 @@
 // `raft-bench placements` (issue 5, benchmark b): placements committed end to end on a running cluster.
 //
-//   raft-bench placements --addresses A,B,C --credentials admin.creds [--agents 1000] [--replicas 20000]
-//                         [--trials 3] [--timeout 120] [--json FILE]
+//   raft-bench placements --addresses A,B,C --credentials admin.creds [--agents 1000] [--replicas 10000]
+//                         [--trials 3] [--timeout 120] [--settle 5] [--json FILE]
 //
 // Joins `agents` simulated agents with a token (real joins: key, CSR, certificate), each with its own session
 // (its own mutual-TLS connection to the leader) that heartbeats at the period the leader sets and acknowledges
@@ -10,7 +10,8 @@
 // tasks and measures from the create call to:
 //   - dispatched: every task committed with a node (scheduler + orchestrator + Raft) and received by its agent;
 //   - acknowledged: the leader reports every task running (the agents' reports committed through Raft).
-// Placements/s = replicas / dispatched seconds. Then removes the service and waits for the agents to be idle.
+// Placements/s = replicas / dispatched seconds. Then removes the service, waits for the agents to be idle and
+// `settle` seconds more (the store deletes the stopped tasks).
 // Every wait is bounded by --timeout.
 import Agent
 import AdminClient
@@ -96,9 +97,10 @@ func placements(_ arguments: Arguments) async throws -> [String: Any] {
     let addresses = try arguments.string("addresses").split(separator: ",").map(String.init)
     let credentials = try Credentials.load(from: try arguments.string("credentials"))
     let agentCount = try arguments.int("agents", 1000)
-    let replicas = try arguments.int("replicas", 20_000)
+    let replicas = try arguments.int("replicas", 10_000)
     let trials = try arguments.int("trials", 3)
     let timeout = try arguments.double("timeout", 120)
+    let settle = try arguments.double("settle", 5)
     let admin = try await AdminClient.connect(to: addresses, credentials: credentials)
     let fleet = Fleet()
     var logger = Logger(label: "sim-agent")
@@ -181,6 +183,9 @@ func placements(_ arguments: Arguments) async throws -> [String: Any] {
                 await sleep(seconds: 0.1)
             }
             log("placements: trial \(trial): removed; agents idle after \(round2(now() - removeStarted)) s")
+            // The removed tasks are deleted from the store after the agents report them stopped: let that
+            // finish, so each trial starts from the same quiet cluster.
+            await sleep(seconds: settle)
         }
         await admin.close()
         let rates = results.compactMap { $0["placements_per_s"] as? Double }.sorted()
