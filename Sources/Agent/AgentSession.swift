@@ -1,8 +1,8 @@
-public import ClusterModel
+import ClusterModel
 import Foundation
 import NIOSSL
 public import Logging
-public import PKI
+import PKI
 import Synchronization
 import Transport
 import Wire

@@ -63,9 +63,9 @@ struct HealthProbe: Sendable {
     private func runCommand(driver: ProcessDriver, timeout: Duration) async -> (healthy: Bool, reason: String) {
         guard let first = check.command.first else { return (false, "the health check has no command") }
         let exit = AsyncStream<Int32>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let handle: ProcessDriver.Handle
+        let pid: Int32
         do {
-            handle = try driver.start(
+            pid = try driver.start(
                 taskID: taskID, command: first, args: Array(check.command.dropFirst()), environment: environment, port: port
             ) { status in
                 exit.continuation.yield(status)
@@ -76,7 +76,7 @@ struct HealthProbe: Sendable {
         }
         let status = await withTimeout(timeout) { await exit.stream.first { _ in true } } ?? nil
         guard let status else {
-            _ = kill(-handle.pid, SIGKILL)
+            _ = kill(-pid, SIGKILL)
             return (false, "the health check command timed out after \(timeout)")
         }
         return status == 0 ? (true, "") : (false, "the health check command exited with status \(status)")

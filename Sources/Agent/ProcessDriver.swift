@@ -6,11 +6,14 @@ import Glibc
 /// The plain-process driver: a task is `/bin/sh -c COMMAND ARGS…` on the host, in its own process group, with
 /// the service's environment plus `PORT` (a free port the agent picked for the task's first port) and
 /// `FLOTILLA_TASK_ID`. Stopping sends SIGTERM to the group, then SIGKILL after the grace period.
-final class ProcessDriver: Sendable {
-    /// A running task's process.
-    struct Handle: Sendable {
-        let pid: Int32
-        let port: Int?
+final class ProcessDriver: ContainerRuntime {
+    let name = "process"
+
+    func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (Int32) -> Void) throws -> RuntimeHandle {
+        let pid = try start(
+            taskID: launch.taskID, command: launch.spec.command, args: launch.spec.args, environment: launch.environment,
+            port: launch.port, onExit: onExit)
+        return RuntimeHandle(runtime: name, pid: pid)
     }
 
     /// Starts the task; `onExit` runs once with its exit status when it ends (for whatever reason).
@@ -21,7 +24,7 @@ final class ProcessDriver: Sendable {
     func start(
         taskID: String, command: String, args: [String], environment: [String: String], port: Int?,
         onExit: @escaping @Sendable (Int32) -> Void
-    ) throws -> Handle {
+    ) throws -> Int32 {
         var env = ProcessInfo.processInfo.environment.filter { ["PATH", "HOME", "LANG"].contains($0.key) }
         for (key, value) in environment { env[key] = value }
         env["FLOTILLA_TASK_ID"] = taskID
@@ -67,11 +70,11 @@ final class ProcessDriver: Sendable {
             let exitCode = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
             onExit(exitCode)
         }
-        return Handle(pid: pid, port: port)
+        return pid
     }
 
     /// SIGTERM to the task's process group; SIGKILL to the group if it is still there after `grace`.
-    func stop(_ handle: Handle, grace: Duration = .seconds(10), exited: @Sendable () async -> Bool) async {
+    func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {
         _ = kill(-handle.pid, SIGTERM)
         let deadline = ContinuousClock.now + grace
         while ContinuousClock.now < deadline {

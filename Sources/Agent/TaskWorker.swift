@@ -6,9 +6,12 @@ public import Messages
 /// tasks' state changes for the next heartbeat. Tasks keep running whatever happens to the session (static
 /// stability): only an assignment set from the leader stops them.
 public actor TaskWorker: AssignmentReceiver {
+    /// Host commands for health checks (and the process driver's tasks).
     private let driver = ProcessDriver()
+    /// The runtimes tasks may choose, by driver name.
+    private let runtimes: [String: any ContainerRuntime]
     private let logger: Logger
-    private var running: [String: ProcessDriver.Handle] = [:]
+    private var running: [String: RuntimeHandle] = [:]
     /// Tasks known to have ended (so a late duplicate assignment does not start them again).
     private var finished: Set<String> = []
     /// Tasks being stopped whose process has exited.
@@ -24,9 +27,13 @@ public actor TaskWorker: AssignmentReceiver {
     private let beforeStop: StopHook?
     private var assignments: [String: Flotilla_V1_TaskAssignment] = [:]
 
-    public init(logger: Logger, beforeStop: StopHook? = nil) {
+    /// `runtimes`: extra drivers beside the process driver (the OCI driver, once it exists).
+    public init(logger: Logger, runtimes: [any ContainerRuntime] = [], beforeStop: StopHook? = nil) {
         self.logger = logger
         self.beforeStop = beforeStop
+        var byName: [String: any ContainerRuntime] = [:]
+        for runtime in [driver] + runtimes { byName[runtime.name] = runtime }
+        self.runtimes = byName
     }
 
     /// Tasks running now (tests, metrics).
@@ -86,7 +93,7 @@ public actor TaskWorker: AssignmentReceiver {
         let assignment = assignments.removeValue(forKey: id)
         if failure == nil, let beforeStop, let assignment { await beforeStop(assignment) }
         healthLoops.removeValue(forKey: id)?.cancel()
-        await driver.stop(handle, grace: .seconds(5)) { await self.hasExited(id) }
+        await runtimes[handle.runtime]?.stop(handle, grace: .seconds(5)) { await self.hasExited(id) }
         exitedProcesses.remove(id)
         if let failure {
             report(id, .failed, failure)
@@ -123,8 +130,9 @@ public actor TaskWorker: AssignmentReceiver {
 
     private func start(_ assignment: Flotilla_V1_TaskAssignment) {
         let spec = assignment.spec
-        guard spec.driver == "process" else {
-            report(assignment.taskID, .failed, "the \(spec.driver) driver is not available on this agent yet; use --driver process")
+        guard let runtime = runtimes[spec.driver] else {
+            let available = runtimes.keys.sorted().joined(separator: ", ")
+            report(assignment.taskID, .failed, "the \(spec.driver) driver is not available on this agent (it has: \(available))")
             finished.insert(assignment.taskID)
             return
         }
@@ -133,7 +141,8 @@ public actor TaskWorker: AssignmentReceiver {
         let port: Int? = spec.ports.first.flatMap { $0.publishMode == "host" ? Int($0.publishedPort) : ProcessDriver.freePort() }
         let environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
         do {
-            let handle = try driver.start(taskID: id, command: spec.command, args: spec.args, environment: environment, port: port) { status in
+            let launch = TaskLaunch(taskID: id, serviceName: assignment.serviceName, spec: spec, environment: environment, port: port)
+            let handle = try runtime.start(launch) { status in
                 Task { await self.exited(id, status: status) }
             }
             running[id] = handle

@@ -1,4 +1,4 @@
-public import ClusterModel
+import ClusterModel
 public import ClusterStore
 public import Messages
 import Scheduler

@@ -194,6 +194,49 @@ struct TaskWorkerTests {
         await worker.stopAll()
     }
 
+    /// A runtime that runs nothing: it remembers what it was asked to start, and "exits" when stopped.
+    final class FakeRuntime: ContainerRuntime, @unchecked Sendable {
+        let name = "fake"
+        private let lock = NSLock()
+        private var exits: [Int32: @Sendable (Int32) -> Void] = [:]
+        private(set) var started: [String] = []
+
+        func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (Int32) -> Void) throws -> RuntimeHandle {
+            lock.withLock {
+                started.append(launch.taskID)
+                exits[Int32(started.count)] = onExit
+                return RuntimeHandle(runtime: name, pid: Int32(started.count))
+            }
+        }
+
+        func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {
+            let exit = lock.withLock { exits.removeValue(forKey: handle.pid) }
+            exit?(143)
+            while !(await exited()) { try? await Task.sleep(for: .milliseconds(5)) }
+        }
+    }
+
+    @Test("a task runs on the runtime its spec's driver names; a driver the agent lacks fails the task, saying which it has")
+    func runtimes() async throws {
+        let fake = FakeRuntime()
+        let worker = TaskWorker(logger: Logger(label: "worker"), runtimes: [fake])
+        var onFake = Self.assignment("on-fake")
+        onFake.spec.driver = "fake"
+        var onOCI = Self.assignment("on-oci")
+        onOCI.spec.driver = "oci"
+        await worker.apply(Self.update(complete: true, generation: 1, [onFake, onOCI]))
+        #expect(fake.started == ["on-fake"])
+        #expect(await worker.runningTaskIDs == ["on-fake"])
+        let reports = Reports()
+        await reports.collect(worker)
+        #expect(reports["on-oci"]?.state == .failed)
+        #expect(reports["on-oci"]?.message == "the oci driver is not available on this agent (it has: fake, process)")
+        await worker.apply(Self.update(complete: true, generation: 2, []))
+        #expect(await worker.runningTaskIDs.isEmpty)
+        await reports.collect(worker)
+        #expect(reports["on-fake"]?.state == .shutdown)
+    }
+
     @Test("the health judge: first success is healthy; only consecutive failures count; the start period forgives")
     func judge() {
         var judge = HealthJudge(retries: 3, startPeriod: .seconds(10))

@@ -1,0 +1,32 @@
+public import Messages
+
+/// What a runtime needs to start one task.
+public struct TaskLaunch: Sendable {
+    public let taskID: String
+    public let serviceName: String
+    public let spec: Flotilla_V1_ServiceSpec
+    /// The service's environment (PORT and FLOTILLA_TASK_ID are the runtime's to add).
+    public let environment: [String: String]
+    /// The port the task's first port listens on, handed in as PORT; nil when it has none.
+    public let port: Int?
+}
+
+/// A running task, as its runtime knows it.
+public struct RuntimeHandle: Sendable, Hashable {
+    /// The runtime that started it.
+    public let runtime: String
+    /// The process that stands for the task (what gets the stop signal).
+    public let pid: Int32
+}
+
+/// How the agent's worker runs tasks: one implementation per driver a service may choose (`--driver`). The
+/// process driver runs a command on the host; the OCI driver (crun/runc, issue 6) extends this contract with
+/// images, limits, stats, logs and recovery after an agent restart.
+public protocol ContainerRuntime: Sendable {
+    /// The `driver` value of the specs it runs ("process", "oci").
+    var name: String { get }
+    /// Starts the task; `onExit` runs once with its exit status when it ends, for whatever reason.
+    func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (Int32) -> Void) throws -> RuntimeHandle
+    /// Asks the task to stop (SIGTERM), and kills it (SIGKILL) if `exited` is not true within `grace`.
+    func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async
+}
