@@ -24,7 +24,7 @@ let package = Package(
         .library(name: "FlotillaTransport", targets: ["Transport", "Wire", "Messages", "PKI", "ClusterModel"]),
         .library(name: "FlotillaAdminClient", targets: ["AdminClient"]),
         // The agent's session and worker, for benchmarks that simulate many agents in one process.
-        .library(name: "FlotillaAgent", targets: ["Agent"]),
+        .library(name: "FlotillaAgent", targets: ["Agent", "ContainerRuntime"]),
         .library(name: "FlotillaScheduling", targets: ["Scheduler", "Orchestrator", "ClusterStore", "ClusterModel", "Messages"]),
     ],
     dependencies: [
@@ -138,13 +138,24 @@ let package = Package(
             swiftSettings: strict
         ),
         // The agent: joining, the session with the leader (containers and the load balancer join it later).
+        // How tasks run on a node: the ContainerRuntime protocol, the process driver, health probes (the OCI
+        // driver, images and node networking join it with issue 6).
+        .target(
+            name: "ContainerRuntime",
+            dependencies: [
+                "Messages",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "Agent",
             dependencies: [
-                "Wire", "Transport", "PKI", "ClusterModel",
+                "Wire", "Transport", "PKI", "ClusterModel", "ContainerRuntime",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -206,7 +217,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "Messages", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime"], swiftSettings: strict),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "ContainerRuntime", "Messages", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ClusterStore", "ClusterModel"], swiftSettings: strict),

@@ -1,4 +1,4 @@
-public import ClusterModel
+import ClusterModel
 import Crypto
 import Foundation
 public import Logging

@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+public import ContainerRuntime
 public import Messages
 
 /// The agent's worker: reconciles the leader's assignments against what runs on this node, and collects the

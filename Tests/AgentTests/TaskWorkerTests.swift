@@ -1,4 +1,5 @@
 @testable import Agent
+import ContainerRuntime
 import Foundation
 import Logging
 import Messages

@@ -6,10 +6,12 @@ import Glibc
 /// The plain-process driver: a task is `/bin/sh -c COMMAND ARGS…` on the host, in its own process group, with
 /// the service's environment plus `PORT` (a free port the agent picked for the task's first port) and
 /// `FLOTILLA_TASK_ID`. Stopping sends SIGTERM to the group, then SIGKILL after the grace period.
-final class ProcessDriver: ContainerRuntime {
-    let name = "process"
+public final class ProcessDriver: ContainerRuntime {
+    public let name = "process"
 
-    func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (Int32) -> Void) throws -> RuntimeHandle {
+    public init() {}
+
+    public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (Int32) -> Void) throws -> RuntimeHandle {
         let pid = try start(
             taskID: launch.taskID, command: launch.spec.command, args: launch.spec.args, environment: launch.environment,
             port: launch.port, onExit: onExit)
@@ -21,7 +23,7 @@ final class ProcessDriver: ContainerRuntime {
     /// Spawned with posix_spawn so the child gets what Foundation's Process cannot give it: its own process
     /// group (so a stop reaches whatever it started) and SIGTERM/SIGINT back at their default action (the
     /// agent ignores them to handle them itself, and ignored signals survive exec).
-    func start(
+    public func start(
         taskID: String, command: String, args: [String], environment: [String: String], port: Int?,
         onExit: @escaping @Sendable (Int32) -> Void
     ) throws -> Int32 {
@@ -74,7 +76,7 @@ final class ProcessDriver: ContainerRuntime {
     }
 
     /// SIGTERM to the task's process group; SIGKILL to the group if it is still there after `grace`.
-    func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {
+    public func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {
         _ = kill(-handle.pid, SIGTERM)
         let deadline = ContinuousClock.now + grace
         while ContinuousClock.now < deadline {
@@ -85,7 +87,7 @@ final class ProcessDriver: ContainerRuntime {
     }
 
     /// A free TCP port on this host (bound and released; the task binds it next).
-    static func freePort() -> Int? {
+    public static func freePort() -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

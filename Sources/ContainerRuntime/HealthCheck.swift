@@ -1,5 +1,5 @@
 import Foundation
-import Messages
+public import Messages
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -7,24 +7,24 @@ import NIOPosix
 /// Judges a task's health from its check results, as Docker and Swarm do: the first success makes a starting
 /// task healthy; `retries` consecutive failures make it unhealthy, except that failures within the start
 /// period do not count until the task has been healthy once.
-struct HealthJudge: Sendable {
-    enum Verdict: Sendable, Equatable {
+public struct HealthJudge: Sendable {
+    public enum Verdict: Sendable, Equatable {
         case healthy
         case unhealthy
     }
 
-    let retries: Int
-    let startPeriod: Duration
-    private(set) var everHealthy = false
-    private(set) var consecutiveFailures = 0
+    public let retries: Int
+    public let startPeriod: Duration
+    public private(set) var everHealthy = false
+    public private(set) var consecutiveFailures = 0
 
-    init(retries: Int, startPeriod: Duration) {
+    public init(retries: Int, startPeriod: Duration) {
         self.retries = max(1, retries)
         self.startPeriod = startPeriod
     }
 
     /// Folds in one check's result, `sinceStart` after the task started; returns a verdict when it changes.
-    mutating func record(success: Bool, sinceStart: Duration) -> Verdict? {
+    public mutating func record(success: Bool, sinceStart: Duration) -> Verdict? {
         if success {
             consecutiveFailures = 0
             defer { everHealthy = true }
@@ -37,21 +37,28 @@ struct HealthJudge: Sendable {
 
     /// How long to wait before the next check: quickly (at most 1 s) until the task is first healthy, so a
     /// new task becomes ready soon after it is, then at the configured interval.
-    func nextDelay(interval: Duration) -> Duration {
+    public func nextDelay(interval: Duration) -> Duration {
         everHealthy ? interval : min(interval, .seconds(1))
     }
 }
 
 /// One health check of a running task: the spec's command (on the host, with the task's environment), or an
 /// HTTP GET on the task's port.
-struct HealthProbe: Sendable {
-    let check: Flotilla_V1_HealthCheck
-    let taskID: String
-    let port: Int?
-    let environment: [String: String]
+public struct HealthProbe: Sendable {
+    public let check: Flotilla_V1_HealthCheck
+    public let taskID: String
+    public let port: Int?
+    public let environment: [String: String]
+
+    public init(check: Flotilla_V1_HealthCheck, taskID: String, port: Int?, environment: [String: String]) {
+        self.check = check
+        self.taskID = taskID
+        self.port = port
+        self.environment = environment
+    }
 
     /// The outcome and, on failure, why.
-    func run(driver: ProcessDriver) async -> (healthy: Bool, reason: String) {
+    public func run(driver: ProcessDriver) async -> (healthy: Bool, reason: String) {
         let timeout = Duration.milliseconds(Int(check.timeoutMs))
         if !check.httpPath.isEmpty {
             guard let port else { return (false, "the task has no port to check") }
@@ -83,7 +90,7 @@ struct HealthProbe: Sendable {
     }
 
     /// GET `path` on 127.0.0.1:`port`; 2xx and 3xx are healthy.
-    static func httpGet(port: Int, path: String, timeout: Duration) async -> (healthy: Bool, reason: String) {
+    public static func httpGet(port: Int, path: String, timeout: Duration) async -> (healthy: Bool, reason: String) {
         let outcome = await withTimeout(timeout) { () async -> Result<UInt, Error> in
             do {
                 return .success(try await statusCode(port: port, path: path, timeout: timeout))

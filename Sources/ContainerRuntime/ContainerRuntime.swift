@@ -9,6 +9,14 @@ public struct TaskLaunch: Sendable {
     public let environment: [String: String]
     /// The port the task's first port listens on, handed in as PORT; nil when it has none.
     public let port: Int?
+
+    public init(taskID: String, serviceName: String, spec: Flotilla_V1_ServiceSpec, environment: [String: String], port: Int?) {
+        self.taskID = taskID
+        self.serviceName = serviceName
+        self.spec = spec
+        self.environment = environment
+        self.port = port
+    }
 }
 
 /// A running task, as its runtime knows it.
@@ -17,6 +25,11 @@ public struct RuntimeHandle: Sendable, Hashable {
     public let runtime: String
     /// The process that stands for the task (what gets the stop signal).
     public let pid: Int32
+
+    public init(runtime: String, pid: Int32) {
+        self.runtime = runtime
+        self.pid = pid
+    }
 }
 
 /// How the agent's worker runs tasks: one implementation per driver a service may choose (`--driver`). The
