@@ -143,8 +143,8 @@ public actor TaskWorker: AssignmentReceiver {
         let environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
         do {
             let launch = TaskLaunch(taskID: id, serviceName: assignment.serviceName, spec: spec, environment: environment, port: port)
-            let handle = try runtime.start(launch) { status in
-                Task { await self.exited(id, status: status) }
+            let handle = try runtime.start(launch) { exit in
+                Task { await self.exited(id, exit) }
             }
             running[id] = handle
             assignments[id] = assignment
@@ -166,22 +166,23 @@ public actor TaskWorker: AssignmentReceiver {
 
     private func hasExited(_ id: String) -> Bool { exitedProcesses.contains(id) }
 
-    private func exited(_ id: String, status: Int32) {
+    private func exited(_ id: String, _ exit: TaskExit) {
         guard running.removeValue(forKey: id) != nil else {
             exitedProcesses.insert(id)  // stopped on purpose: the stop waits for this, and reports it
             return
         }
         healthLoops.removeValue(forKey: id)?.cancel()
-        assignments[id] = nil
+        let memoryLimit = assignments.removeValue(forKey: id)?.spec.resources.memoryLimitBytes ?? 0
         finished.insert(id)
-        var message = "exited with status \(status)"
-        if status == 0 {
-            report(id, .complete, message)
+        if exit.oomKilled {
+            let limit = memoryLimit > 0 ? " (limit \(memoryLimit >> 20) MiB)" : ""
+            report(id, .failed, "killed: out of memory\(limit); exit status \(exit.status)", exitCode: exit.status)
+        } else if exit.status == 0 {
+            report(id, .complete, "exited with status 0")
         } else {
-            message = "exited with status \(status)"
-            report(id, .failed, message, exitCode: status)
+            report(id, .failed, "exited with status \(exit.status)", exitCode: exit.status)
         }
-        logger.info("task exited", metadata: ["task": "\(id)", "status": "\(status)"])
+        logger.info("task exited", metadata: ["task": "\(id)", "status": "\(exit.status)", "oom": "\(exit.oomKilled)"])
     }
 
     private func report(_ id: String, _ state: Flotilla_V1_TaskState, _ message: String, exitCode: Int32 = 0) {

@@ -19,6 +19,19 @@ public struct TaskLaunch: Sendable {
     }
 }
 
+/// How a task ended.
+public struct TaskExit: Sendable, Equatable {
+    /// Its exit status; 128 + the signal when a signal ended it.
+    public let status: Int32
+    /// The kernel killed it for exceeding its memory limit.
+    public let oomKilled: Bool
+
+    public init(status: Int32, oomKilled: Bool) {
+        self.status = status
+        self.oomKilled = oomKilled
+    }
+}
+
 /// A running task, as its runtime knows it.
 public struct RuntimeHandle: Sendable, Hashable {
     /// The runtime that started it.
@@ -38,8 +51,8 @@ public struct RuntimeHandle: Sendable, Hashable {
 public protocol ContainerRuntime: Sendable {
     /// The `driver` value of the specs it runs ("process", "oci").
     var name: String { get }
-    /// Starts the task; `onExit` runs once with its exit status when it ends, for whatever reason.
-    func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (Int32) -> Void) throws -> RuntimeHandle
+    /// Starts the task; `onExit` runs once with how it ended, whatever the reason.
+    func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle
     /// Asks the task to stop (SIGTERM), and kills it (SIGKILL) if `exited` is not true within `grace`.
     func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async
 }

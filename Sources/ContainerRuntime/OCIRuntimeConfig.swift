@@ -15,7 +15,9 @@ public struct OCIRuntimeConfig: Codable, Sendable, Equatable {
         public var env: [String]
         public var cwd: String
         public var capabilities: Capabilities
-        public var rlimits: [Rlimit]
+        /// Unset: the container inherits the agent's limits (raising one above them needs CAP_SYS_RESOURCE, which a
+        /// container does not have, and the runtime would refuse to start).
+        public var rlimits: [Rlimit]?
         public var noNewPrivileges = true
     }
 
@@ -240,7 +242,7 @@ public enum OCIRuntimeConfigBuilder {
                 user: OCIRuntimeConfig.User(uid: request.uid, gid: request.gid), args: args, env: request.env, cwd: request.cwd,
                 capabilities: OCIRuntimeConfig.Capabilities(
                     bounding: defaultCapabilities, effective: defaultCapabilities, permitted: defaultCapabilities),
-                rlimits: [OCIRuntimeConfig.Rlimit(type: "RLIMIT_NOFILE", hard: 65_536, soft: 65_536)]),
+                rlimits: nil),
             root: OCIRuntimeConfig.Root(path: request.rootfs, readonly: request.readonlyRootfs),
             hostname: request.hostname,
             mounts: mounts,

@@ -199,10 +199,10 @@ struct TaskWorkerTests {
     final class FakeRuntime: ContainerRuntime, @unchecked Sendable {
         let name = "fake"
         private let lock = NSLock()
-        private var exits: [Int32: @Sendable (Int32) -> Void] = [:]
+        private var exits: [Int32: @Sendable (TaskExit) -> Void] = [:]
         private(set) var started: [String] = []
 
-        func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (Int32) -> Void) throws -> RuntimeHandle {
+        func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle {
             lock.withLock {
                 started.append(launch.taskID)
                 exits[Int32(started.count)] = onExit
@@ -212,7 +212,7 @@ struct TaskWorkerTests {
 
         func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {
             let exit = lock.withLock { exits.removeValue(forKey: handle.pid) }
-            exit?(143)
+            exit?(TaskExit(status: 143, oomKilled: false))
             while !(await exited()) { try? await Task.sleep(for: .milliseconds(5)) }
         }
     }

@@ -1,0 +1,84 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starting and reaping host processes for the drivers: posix_spawn gives the child what Foundation's Process
+/// cannot, namely SIGTERM/SIGINT back at their default action (the agent ignores them to handle them itself,
+/// and ignored signals survive exec) and, when asked, a process group of its own.
+enum HostProcess {
+    /// Spawns `path` with `argv` (argv[0] included) and `environment` ("NAME=value"); stdin from /dev/null,
+    /// stdout and stderr appended to `output` (or /dev/null). `onExit` runs once, on a thread of its own, with the
+    /// exit status (128 + signal when killed by one).
+    static func spawn(
+        _ path: String, _ argv: [String], environment: [String], output: String? = nil, newProcessGroup: Bool,
+        onExit: @escaping @Sendable (Int32) -> Void
+    ) throws -> Int32 {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigmask(&attributes, &unblocked)
+        var flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
+        if newProcessGroup {
+            posix_spawnattr_setpgroup(&attributes, 0)
+            flags |= POSIX_SPAWN_SETPGROUP
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
+        let sink = output ?? "/dev/null"
+        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, sink, O_WRONLY | O_CREAT | O_APPEND, 0o640)
+        posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO)
+
+        var pid: pid_t = 0
+        let result = withCStrings(argv) { argvPointers in
+            withCStrings(environment) { envPointers in
+                posix_spawn(&pid, path, &actions, &attributes, argvPointers, envPointers)
+            }
+        }
+        guard result == 0 else {
+            throw DriverError("could not start \(path): \(String(cString: strerror(result)))")
+        }
+        // One reaper thread per child: waitpid blocks, so it stays off the Swift concurrency pool.
+        let child = pid
+        Thread.detachNewThread {
+            var status: Int32 = 0
+            while waitpid(child, &status, 0) == -1 && errno == EINTR {}
+            onExit((status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F))
+        }
+        return pid
+    }
+
+    /// Runs `path` with `arguments` to completion; its exit status and what it printed (stdout and stderr).
+    static func run(_ path: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let directory = FileManager.default.temporaryDirectory.path
+        let capture = directory + "/flotilla-run-\(UUID().uuidString).log"
+        defer { try? FileManager.default.removeItem(atPath: capture) }
+        let exit = AsyncStream<Int32>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        _ = try spawn(path, [path] + arguments, environment: environment, output: capture, newProcessGroup: false) { status in
+            exit.continuation.yield(status)
+            exit.continuation.finish()
+        }
+        let status = await exit.stream.first { _ in true } ?? -1
+        let output = (try? String(contentsOfFile: capture, encoding: .utf8)) ?? ""
+        return (status, output.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+}
+
+/// Runs `body` with a NULL-terminated array of C strings (argv/envp), valid for the call only.
+private func withCStrings<T>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> T) -> T {
+    var pointers = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { for pointer in pointers { free(pointer) } }
+    return body(pointers)
+}
