@@ -143,7 +143,7 @@ let package = Package(
         .target(
             name: "ContainerRuntime",
             dependencies: [
-                "Messages",
+                "Messages", "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -217,7 +217,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
-        .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime"], swiftSettings: strict),
+        .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "ContainerRuntime", "Messages", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
