@@ -144,6 +144,7 @@ let package = Package(
             name: "ContainerRuntime",
             dependencies: [
                 "Messages", "CZlib",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -130,3 +130,87 @@ struct LayerUnpackerTests {
         #expect(throws: LayerUnpacker.Failure.self) { try LayerUnpacker.unpack(layer: work.path + "/garbage", into: root) }
     }
 }
+
+/// Images imported from an OCI image layout: blobs verified by digest and size, layers unpacked once, the
+/// config's defaults read; a tampered blob refused.
+@Suite("Container runtime: the image store")
+struct ImageStoreTests {
+    /// An OCI layout at `path` tagged "1.0": two gzip layers (the second whites out a file of the first) and a
+    /// config with Env, Entrypoint, Cmd and WorkingDir. Written with python3.
+    static func makeLayout(_ path: String) throws {
+        let script = """
+        import hashlib, io, json, os, sys, tarfile
+        out = sys.argv[1]
+        os.makedirs(out + "/blobs/sha256")
+        def blob(data):
+            digest = hashlib.sha256(data).hexdigest()
+            open(out + "/blobs/sha256/" + digest, "wb").write(data)
+            return {"digest": "sha256:" + digest, "size": len(data)}
+        def layer(entries):
+            buffer = io.BytesIO()
+            t = tarfile.open(fileobj=buffer, mode="w:gz")
+            for name, data in entries:
+                info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
+            t.close()
+            return blob(buffer.getvalue())
+        l1 = layer([("bin/app", b"v1"), ("etc/old", b"gone later")])
+        l2 = layer([("etc/.wh.old", b""), ("etc/new", b"fresh")])
+        config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin", "MODE=demo"],
+            "Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "WorkingDir": "/srv"},
+            "rootfs": {"type": "layers", "diff_ids": []}}).encode())
+        for d in (l1, l2): d["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
+        config["mediaType"] = "application/vnd.oci.image.config.v1+json"
+        manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config, "layers": [l1, l2]}).encode())
+        manifest["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+        manifest["annotations"] = {"org.opencontainers.image.ref.name": "1.0"}
+        json.dump({"schemaVersion": 2, "manifests": [manifest]}, open(out + "/index.json", "w"))
+        open(out + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
+        print(manifest["digest"])
+        """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", script, path]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ImageStore.Failure("python3 could not write the layout") }
+    }
+
+    @Test("an image imports from a layout: layers applied in order, config defaults read, unpacked only once")
+    func importsLayout() throws {
+        let work = try TemporaryDirectory()
+        try Self.makeLayout(work.path + "/layout")
+        let store = try ImageStore(root: work.path + "/store")
+        let image = try store.importLayout(work.path + "/layout", reference: "1.0")
+        #expect(image.digest.hasPrefix("sha256:"))
+        #expect(try String(contentsOfFile: image.rootfs + "/bin/app", encoding: .utf8) == "v1")
+        #expect(try String(contentsOfFile: image.rootfs + "/etc/new", encoding: .utf8) == "fresh")
+        #expect(!FileManager.default.fileExists(atPath: image.rootfs + "/etc/old"))
+        #expect(image.config == ImageConfig(env: ["PATH=/bin", "MODE=demo"], entrypoint: ["/bin/app"], cmd: ["--serve"], workingDir: "/srv", user: ""))
+        // A second import finds the blobs and the root file system in place.
+        try FileManager.default.removeItem(atPath: image.rootfs + "/etc/new")
+        #expect(try store.importLayout(work.path + "/layout") == image)
+        #expect(!FileManager.default.fileExists(atPath: image.rootfs + "/etc/new"), "not unpacked again")
+        let unknown = #expect(throws: ImageStore.Failure.self) { try store.importLayout(work.path + "/layout", reference: "2.0") }
+        #expect(unknown?.description.contains("has: 1.0") == true)
+    }
+
+    @Test("a blob whose bytes do not match its digest is refused, and nothing is unpacked")
+    func tamperedBlob() throws {
+        let work = try TemporaryDirectory()
+        try Self.makeLayout(work.path + "/layout")
+        // Change one byte of the biggest blob (a layer), keeping its size.
+        let blobs = work.path + "/layout/blobs/sha256"
+        let names = try FileManager.default.contentsOfDirectory(atPath: blobs)
+        let sizes = try names.map { ($0, try FileManager.default.attributesOfItem(atPath: blobs + "/" + $0)[.size] as? Int ?? 0) }
+        let victim = try #require(sizes.max { $0.1 < $1.1 }?.0)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: blobs + "/" + victim)))
+        bytes[bytes.count / 2] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: blobs + "/" + victim))
+        let store = try ImageStore(root: work.path + "/store")
+        let failure = #expect(throws: ImageStore.Failure.self) { try store.importLayout(work.path + "/layout") }
+        #expect(failure?.description.contains("does not match its digest") == true)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work.path + "/store/rootfs").isEmpty)
+    }
+}
