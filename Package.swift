@@ -186,7 +186,7 @@ let package = Package(
         .executableTarget(
             name: "flotilla-agent",
             dependencies: [
-                "Agent", "Transport", "PKI", "Wire", "ClusterModel",
+                "Agent", "ContainerRuntime", "Transport", "PKI", "Wire", "ClusterModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -218,7 +218,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
-        .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime", "Messages", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "ContainerRuntime", "Messages", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
@@ -232,7 +232,7 @@ let package = Package(
         .testTarget(
             name: "ControllerTests",
             dependencies: [
-                "Controller", "AdminClient", "TestSupport", "Agent", "Messages",
+                "Controller", "AdminClient", "TestSupport", "Agent", "ContainerRuntime", "Messages",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -1,5 +1,6 @@
 public import ArgumentParser
 import Agent
+import ContainerRuntime
 import ClusterModel
 import Foundation
 public import Logging
@@ -37,6 +38,9 @@ struct FlotillaAgent: AsyncParsableCommand {
 
     @Option(name: .customLong("advertise-ip"), help: ArgumentHelp("The IP other nodes reach this one on (default: as the controller sees it).", valueName: "ip"))
     var advertiseIP: String?
+
+    @Option(help: ArgumentHelp("The OCI runtime for --driver oci tasks: crun or runc (default: detect; crun preferred).", valueName: "name"))
+    var runtime: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -87,7 +91,16 @@ struct FlotillaAgent: AsyncParsableCommand {
             let known = controllers + directory.knownControllers().filter { !controllers.contains($0) }
             guard !known.isEmpty else { throw CleanError("no controller to reach: pass --controller host:port") }
             let identity = AgentIdentity(credentials)
-            let worker = TaskWorker(logger: logger)
+            var runtimes: [any ContainerRuntime] = []
+            switch OCIRuntimeSetup.make(preferred: runtime, dataDirectory: dataDirectory, nodeID: credentials.identity.nodeID.rawValue) {
+            case .success(let driver):
+                runtimes.append(driver)
+                logger.info("OCI driver ready", metadata: ["runtime": "\(driver.runtime.name)", "why": "\(driver.runtime.reason)"])
+            case .failure(let why):
+                if runtime != nil { throw CleanError("--runtime \(runtime!): \(why)") }
+                logger.warning("OCI driver unavailable; only --driver process tasks will run here", metadata: ["reason": "\(why)"])
+            }
+            let worker = TaskWorker(logger: logger, runtimes: runtimes)
             let session = AgentSession(identity: identity, controllers: known, directory: directory, worker: worker, logger: logger)
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)
             logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])

@@ -196,6 +196,17 @@ struct ImageStoreTests {
         #expect(unknown?.description.contains("has: 1.0") == true)
     }
 
+    @Test("image references: oci:PATH:TAG and oci:PATH import from a layout; a registry reference says what to do instead")
+    func references() throws {
+        let work = try TemporaryDirectory()
+        try Self.makeLayout(work.path + "/lay:out")
+        let store = try ImageStore(root: work.path + "/store")
+        let tagged = try store.importLayout(reference: "oci:\(work.path)/lay:out:1.0")
+        #expect(try store.importLayout(reference: "oci:\(work.path)/lay:out") == tagged)
+        let registry = #expect(throws: ImageStore.Failure.self) { try store.importLayout(reference: "registry.local/web:1.2") }
+        #expect(registry?.description.contains("oci:/path/to/layout:tag") == true)
+    }
+
     @Test("a blob whose bytes do not match its digest is refused, and nothing is unpacked")
     func tamperedBlob() throws {
         let work = try TemporaryDirectory()

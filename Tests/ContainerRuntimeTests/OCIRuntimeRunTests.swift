@@ -1,4 +1,5 @@
 @testable import ContainerRuntime
+import Messages
 import Foundation
 import Testing
 
@@ -76,4 +77,79 @@ struct OCIRuntimeRunTests {
             #expect(try await Self.run(runtime, "kill -TERM $$; sleep 5", cgroupParent: parent) == 143, "\(runtime.name)")
         }
     }
+}
+
+/// The OCI driver end to end with each runtime: a busybox image's root file system under an overlay, exit
+/// statuses and OOM kills reported exactly, a stop through the init. Root, catatonit, busybox-static and crun
+/// and/or runc needed (CI installs them).
+@Suite("Container runtime: the OCI driver", .serialized)
+struct OCIDriverTests {
+    static func launch(_ id: String, command: String, memory: UInt64 = 0) -> TaskLaunch {
+        var spec = Flotilla_V1_ServiceSpec()
+        spec.driver = "oci"
+        spec.command = command
+        spec.resources.memoryLimitBytes = memory
+        return TaskLaunch(taskID: id, serviceName: "svc", spec: spec, environment: ["GREETING": "hi"], port: 8080)
+    }
+
+    /// Starts `launch` and waits (bounded) for its end.
+    static func runToExit(_ driver: OCIDriver, _ launch: TaskLaunch) async throws -> TaskExit? {
+        let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        _ = try driver.start(launch) { exit in
+            exits.continuation.yield(exit)
+            exits.continuation.finish()
+        }
+        return await withTimeout(.seconds(20)) { await exits.stream.first { _ in true } } ?? nil
+    }
+
+    @Test("exit statuses exact, OOM reported as OOM, the environment handed in, SIGTERM through the init", .enabled(if: OCIRuntimeRunTests.available))
+    func lifecycle() async throws {
+        let runtimes = OCIRuntimeRunTests.runtimes()
+        #expect(!runtimes.isEmpty)
+        let image = try OCIRuntimeRunTests.bundle()
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-oci-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let parent = "flotilla-test-\(UInt32.random(in: 1...UInt32.max))"
+        defer {
+            for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+                rmdir("/sys/fs/cgroup/\(hierarchy)/\(parent)")
+            }
+        }
+        for runtime in runtimes {
+            let driver = try OCIDriver(
+                runtime: runtime, stateRoot: work + "/\(runtime.name)-state", bundles: work + "/\(runtime.name)-bundles",
+                cgroupParent: parent, initBinary: "/usr/bin/catatonit"
+            ) { _ in (image + "/rootfs", ImageConfig(env: ["PATH=/bin"])) }
+            let seven = try await Self.runToExit(driver, Self.launch("seven-\(runtime.name)", command: "exit 7"))
+            #expect(seven == TaskExit(status: 7, oomKilled: false), "\(runtime.name)")
+            let env = try await Self.runToExit(driver, Self.launch("env-\(runtime.name)", command: "test \"$GREETING$PORT\" = hi8080"))
+            #expect(env == TaskExit(status: 0, oomKilled: false), "\(runtime.name): the environment reaches the container")
+            let oom = try await Self.runToExit(
+                driver, Self.launch("oom-\(runtime.name)", command: "dd if=/dev/zero of=/dev/null bs=64M count=1", memory: 32 << 20))
+            #expect(oom == TaskExit(status: 137, oomKilled: true), "\(runtime.name)")
+
+            // A long runner stopped on purpose: SIGTERM through catatonit, 143.
+            let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
+            let handle = try driver.start(Self.launch("sleeper-\(runtime.name)", command: "sleep 60")) { exit in
+                exits.continuation.yield(exit)
+                exits.continuation.finish()
+            }
+            let ended = Flag()
+            async let stopped: Void = driver.stop(handle, grace: .seconds(10)) { ended.value }
+            let exit = await withTimeout(.seconds(20)) { await exits.stream.first { _ in true } } ?? nil
+            ended.set()
+            await stopped
+            #expect(exit == TaskExit(status: 143, oomKilled: false), "\(runtime.name)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/\(runtime.name)-bundles").isEmpty, "bundles removed")
+        }
+    }
+}
+
+/// A flag set from one task and read from another.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var raised = false
+    func set() { lock.withLock { raised = true } }
+    var value: Bool { lock.withLock { raised } }
 }

@@ -1,6 +1,7 @@
 import AdminClient
 import Agent
 import ClusterModel
+import ContainerRuntime
 import Logging
 import Messages
 import PKI
@@ -13,8 +14,12 @@ struct InProcessAgents {
     var sessions: [Task<Void, any Error>] = []
     var workers: [TaskWorker] = []
 
-    /// Joins one agent per name through `admin`'s cluster and starts its session.
-    static func start(_ names: [String], controllers: [String], admin: AdminClient) async throws -> InProcessAgents {
+    /// Joins one agent per name through `admin`'s cluster and starts its session; `runtimes` gives each agent's
+    /// worker its drivers beside the process driver (by node name and id).
+    static func start(
+        _ names: [String], controllers: [String], admin: AdminClient,
+        runtimes: (_ name: String, _ nodeID: String) throws -> [any ContainerRuntime] = { _, _ in [] }
+    ) async throws -> InProcessAgents {
         var agents = InProcessAgents()
         let token = try JoinToken(parsing: try await admin.tokenCreate(role: "agent", maxUses: UInt32(names.count)).token)
         for name in names {
@@ -22,7 +27,7 @@ struct InProcessAgents {
                 controllers: controllers, token: token,
                 request: .init(role: .agent, name: name, advertiseAddress: "127.0.0.1", version: "test"))
             let logger = Logger(label: name)
-            let worker = TaskWorker(logger: Logger(label: name))
+            let worker = TaskWorker(logger: Logger(label: name), runtimes: try runtimes(name, credentials.identity.nodeID.rawValue))
             let session = AgentSession(
                 identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker, logger: logger)
             agents.names.append(name)

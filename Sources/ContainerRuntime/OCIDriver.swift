@@ -1,0 +1,194 @@
+import Foundation
+public import Messages
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The OCI driver: each task is a container run by crun or runc from a bundle the agent writes.
+///
+/// Start is `<runtime> create` (the container's stdout and stderr go to the task's log file), then `start`. The
+/// agent is a child subreaper, so the container's process becomes its child when `create` exits, and
+/// `waitpid` gives its exact exit status; before `delete`, the container's memory cgroup tells whether the
+/// kernel killed it for memory (`oom_kill` in `memory.oom_control`). Stop is `kill TERM`, then `kill KILL`
+/// after the grace period.
+public final class OCIDriver: ContainerRuntime {
+    public let name = "oci"
+    public let runtime: OCIRuntimeChoice
+    /// The runtime's state directory (`--root`), per agent, so agents sharing a machine never see each other's.
+    public let stateRoot: String
+    /// Where bundles (config.json, rootfs mount point, log) are written, one directory per task.
+    public let bundles: String
+    /// The cgroup parent of every container of this agent (e.g. "flotilla-<node>").
+    public let cgroupParent: String
+    /// The static init bind-mounted as PID 1 (catatonit); nil: the command is PID 1.
+    public let initBinary: String?
+    /// The root file system for a task: an image's, prepared by the caller (read-only; the container gets a
+    /// writable overlay on top).
+    public let rootfs: @Sendable (TaskLaunch) throws -> (path: String, config: ImageConfig)
+    /// Running containers by the pid of their process.
+    private let containers = Mutex<[Int32: String]>([:])
+
+    public init(
+        runtime: OCIRuntimeChoice, stateRoot: String, bundles: String, cgroupParent: String, initBinary: String?,
+        rootfs: @escaping @Sendable (TaskLaunch) throws -> (path: String, config: ImageConfig)
+    ) throws {
+        self.runtime = runtime
+        self.stateRoot = stateRoot
+        self.bundles = bundles
+        self.cgroupParent = cgroupParent
+        self.initBinary = initBinary
+        self.rootfs = rootfs
+        try FileManager.default.createDirectory(atPath: bundles, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: stateRoot, withIntermediateDirectories: true)
+        guard Subreaper.enable() else { throw DriverError("could not make the agent a child subreaper (prctl): container exit codes would be lost") }
+    }
+
+    /// The container id of a task (task ids are already short and safe; the prefix keeps them recognisable).
+    func containerID(_ taskID: String) -> String { "flt-" + taskID }
+
+    public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle {
+        let id = containerID(launch.taskID)
+        let bundle = bundles + "/" + id
+        try? FileManager.default.removeItem(atPath: bundle)
+        try FileManager.default.createDirectory(atPath: bundle + "/upper", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: bundle + "/work", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: bundle + "/rootfs", withIntermediateDirectories: true)
+        let image = try rootfs(launch)
+        // The image stays read-only and shared; the container writes to its own upper directory.
+        let options = "lowerdir=\(image.path),upperdir=\(bundle)/upper,workdir=\(bundle)/work"
+        guard mount("overlay", bundle + "/rootfs", "overlay", 0, options) == 0 else {
+            throw DriverError("could not mount the container's overlay root (\(String(cString: strerror(errno)))); the OCI driver needs root")
+        }
+        do {
+            let config = OCIRuntimeConfigBuilder.build(Self.request(for: launch, image: image.config, id: id, rootfs: bundle + "/rootfs",
+                                                                   cgroupsPath: "/\(cgroupParent)/\(id)", initBinary: initBinary))
+            try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
+            let pid = try create(id: id, bundle: bundle)
+            let startStatus = try Self.runAndWait(runtime.binary, ["--root", stateRoot, "start", id], output: bundle + "/runtime.log")
+            guard startStatus == 0 else {
+                throw DriverError("\(runtime.name) start failed: \(Self.tail(bundle + "/runtime.log"))")
+            }
+            let memoryCgroup = "/sys/fs/cgroup/memory/\(cgroupParent)/\(id)"
+            containers.withLock { $0[pid] = id }
+            Thread.detachNewThread { [self] in
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                let code = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+                let oomKilled = Self.oomKills(memoryCgroup) > 0
+                self.containers.withLock { $0[pid] = nil }
+                self.cleanUp(id: id, bundle: bundle)
+                onExit(TaskExit(status: code, oomKilled: oomKilled))
+            }
+            return RuntimeHandle(runtime: name, pid: pid)
+        } catch {
+            cleanUp(id: id, bundle: bundle)
+            throw error
+        }
+    }
+
+    /// `create`: the runtime prepares the container and exits; the container's process waits to be started.
+    private func create(id: String, bundle: String) throws -> Int32 {
+        let pidFile = bundle + "/container.pid"
+        let status = try Self.runAndWait(
+            runtime.binary, ["--root", stateRoot, "create", "--bundle", bundle, "--pid-file", pidFile, id], output: bundle + "/output.log")
+        guard status == 0, let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw DriverError("\(runtime.name) create failed (status \(status)): \(Self.tail(bundle + "/output.log"))")
+        }
+        return pid
+    }
+
+    public func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {
+        guard let id = containers.withLock({ $0[handle.pid] }) else { return }
+        _ = try? Self.runAndWait(runtime.binary, ["--root", stateRoot, "kill", id, "TERM"], output: nil)
+        let deadline = ContinuousClock.now + grace
+        while ContinuousClock.now < deadline {
+            if await exited() { return }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        _ = try? Self.runAndWait(runtime.binary, ["--root", stateRoot, "kill", id, "KILL"], output: nil)
+    }
+
+    private func cleanUp(id: String, bundle: String) {
+        _ = try? Self.runAndWait(runtime.binary, ["--root", stateRoot, "delete", "--force", id], output: nil)
+        _ = umount2(bundle + "/rootfs", Int32(MNT_DETACH))
+        try? FileManager.default.removeItem(atPath: bundle)
+    }
+
+    /// The bundle request for a task: the image's entrypoint and cmd unless the spec gives a command (run with
+    /// the image's /bin/sh), the image's environment then the spec's then PORT and FLOTILLA_TASK_ID.
+    static func request(
+        for launch: TaskLaunch, image: ImageConfig, id: String, rootfs: String, cgroupsPath: String, initBinary: String?
+    ) -> OCIRuntimeConfigBuilder.Request {
+        let spec = launch.spec
+        let args: [String]
+        if !spec.command.isEmpty {
+            args = ["/bin/sh", "-c", spec.args.isEmpty ? spec.command : spec.command + " \"$@\"", "flotilla-task"] + spec.args
+        } else {
+            args = image.entrypoint + (spec.args.isEmpty ? image.cmd : spec.args)
+        }
+        var environment = image.env.isEmpty ? ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] : image.env
+        for (key, value) in launch.environment.sorted(by: { $0.key < $1.key }) {
+            environment.removeAll { $0.hasPrefix(key + "=") }
+            environment.append("\(key)=\(value)")
+        }
+        environment.append("FLOTILLA_TASK_ID=\(launch.taskID)")
+        if let port = launch.port { environment.append("PORT=\(port)") }
+        let user = image.user.split(separator: ":").map { UInt32($0) }
+        return OCIRuntimeConfigBuilder.Request(
+            taskID: launch.taskID, args: args, env: environment, cwd: image.workingDir.isEmpty ? "/" : image.workingDir,
+            uid: user.first.flatMap { $0 } ?? 0, gid: user.count > 1 ? (user[1] ?? 0) : 0, rootfs: rootfs, readonlyRootfs: false,
+            hostname: launch.taskID, cgroupsPath: cgroupsPath, networkNamespacePath: nil,
+            memoryLimitBytes: spec.resources.memoryLimitBytes, cpuLimitMillis: spec.resources.cpuLimitMillis,
+            cpuReservationMillis: spec.resources.cpuReservationMillis, pidsLimit: 0, initBinary: initBinary)
+    }
+
+    /// `oom_kill N` from a v1 memory cgroup's `memory.oom_control`; 0 when unreadable.
+    static func oomKills(_ cgroup: String) -> Int {
+        guard let text = try? String(contentsOfFile: cgroup + "/memory.oom_control", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix("oom_kill ") {
+            return Int(line.dropFirst("oom_kill ".count)) ?? 0
+        }
+        return 0
+    }
+
+    /// Runs a runtime command to completion on the calling thread (a plain thread, never the concurrency pool's
+    /// for long: these commands take milliseconds).
+    static func runAndWait(_ path: String, _ arguments: [String], output: String?) throws -> Int32 {
+        let done = DispatchSemaphore(value: 0)
+        let result = StatusBox()
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        _ = try HostProcess.spawn(path, [path] + arguments, environment: environment, output: output, newProcessGroup: true) { status in
+            result.set(status)
+            done.signal()
+        }
+        done.wait()
+        return result.get()
+    }
+
+    static func tail(_ path: String) -> String {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(3).joined(separator: "; ")
+    }
+}
+
+/// One exit status handed between threads.
+private final class StatusBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var status: Int32 = -1
+    func set(_ value: Int32) { lock.withLock { status = value } }
+    func get() -> Int32 { lock.withLock { status } }
+}
+
+/// Makes this process a child subreaper: orphaned descendants (a container's process, once `create` exits)
+/// become its children, so it can `waitpid` them. `prctl` is variadic and not visible from Swift; it is reached
+/// through `dlsym`.
+enum Subreaper {
+    static func enable() -> Bool {
+        typealias Prctl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
+        guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, "prctl") else { return false }
+        let prctl = unsafeBitCast(symbol, to: Prctl.self)
+        return prctl(36 /* PR_SET_CHILD_SUBREAPER */, 1, 0, 0, 0) == 0
+    }
+}

@@ -1,0 +1,107 @@
+import AdminClient
+import Agent
+import ContainerRuntime
+import Controller
+import Foundation
+import Logging
+import Messages
+import PKI
+import TestSupport
+import Transport
+import Testing
+
+/// A service with `--driver oci` end to end: the leader places it, the agents' workers run real containers from
+/// an OCI image layout through crun or runc, and removing the service stops them. Needs root, python3 (to write
+/// the image), busybox-static, catatonit and crun or runc; CI has them.
+@Suite("OCI services on a live controller", .serialized)
+struct OCIServiceTests {
+    static var available: Bool {
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/bin/busybox")
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/catatonit")
+            && (OCIRuntimeChoice.which("crun") != nil || OCIRuntimeChoice.which("runc") != nil)
+    }
+
+    /// An OCI image layout at `path`, tagged "1.0": busybox with sh and sleep.
+    static func makeBusyboxLayout(_ path: String) throws {
+        let script = """
+        import hashlib, io, json, os, sys, tarfile
+        out = sys.argv[1]
+        os.makedirs(out + "/blobs/sha256")
+        def blob(data, media):
+            digest = hashlib.sha256(data).hexdigest()
+            open(out + "/blobs/sha256/" + digest, "wb").write(data)
+            return {"mediaType": media, "digest": "sha256:" + digest, "size": len(data)}
+        buffer = io.BytesIO()
+        t = tarfile.open(fileobj=buffer, mode="w:gz")
+        t.add("/bin/busybox", arcname="bin/busybox")
+        for applet in ("sh", "sleep"):
+            info = tarfile.TarInfo("bin/" + applet); info.type = tarfile.SYMTYPE; info.linkname = "busybox"; t.addfile(info)
+        for d in ("proc", "sys", "dev", "tmp"):
+            info = tarfile.TarInfo(d); info.type = tarfile.DIRTYPE; info.mode = 0o755; t.addfile(info)
+        t.close()
+        layer = blob(buffer.getvalue(), "application/vnd.oci.image.layer.v1.tar+gzip")
+        config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": []}}).encode(), "application/vnd.oci.image.config.v1+json")
+        manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config, "layers": [layer]}).encode(), "application/vnd.oci.image.manifest.v1+json")
+        manifest["annotations"] = {"org.opencontainers.image.ref.name": "1.0"}
+        json.dump({"schemaVersion": 2, "manifests": [manifest]}, open(out + "/index.json", "w"))
+        open(out + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
+        """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", script, path]
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0)
+    }
+
+    @Test("an oci service runs containers on the agents and stops them when removed", .enabled(if: available))
+    func ociService() async throws {
+        let work = try TemporaryDirectory(prefix: "flotilla-oci-service")
+        try Self.makeBusyboxLayout(work.path + "/image")
+        let created = try ControllerDataDirectory(path: work.path + "/controller").initialize(addresses: [], now: Date())
+        let running = try await ControllerClusterTests.start(work.path + "/controller")
+        var agents = InProcessAgents()
+        do {
+            let server = running.server
+            #expect(try await eventually(timeout: .seconds(30)) { await server.raftStatus.role == .leader })
+            let admin = try await AdminClient.connect(to: [server.localAddress], credentials: try Credentials.load(from: created.adminCredentialsPath))
+            agents = try await InProcessAgents.start(["n1", "n2"], controllers: [server.localAddress], admin: admin) { name, nodeID in
+                [try OCIRuntimeSetup.make(preferred: nil, dataDirectory: work.path + "/" + name, nodeID: nodeID, runDirectory: work.path + "/run").get()]
+            }
+            var spec = Flotilla_V1_ServiceSpec()
+            spec.name = "boxes"
+            spec.driver = "oci"
+            spec.image = "oci:\(work.path)/image:1.0"
+            spec.command = "exec sleep 300"
+            spec.replicas = 3
+            spec.resources.memoryLimitBytes = 64 << 20
+            _ = try await admin.serviceCreate(spec)
+            let started = agents
+            @Sendable func processes() async -> Int { await started.runningCount() }
+            let running3 = try await eventually(timeout: .seconds(30)) {
+                let tasks = ((try? await admin.serviceInspect("boxes").tasks) ?? []).filter { $0.desiredState == .running }
+                let containers = await processes()
+                return tasks.count == 3 && tasks.allSatisfy { $0.state == .running } && containers == 3
+            }
+            let states = ((try? await admin.serviceInspect("boxes").tasks) ?? []).map { "\($0.state) \($0.message)" }
+            #expect(running3, "tasks: \(states)")
+            _ = try await admin.serviceRemove("boxes")
+            #expect(try await eventually(timeout: .seconds(30)) { await processes() == 0 })
+            await admin.close()
+        } catch {
+            await agents.stop()
+            await ControllerClusterTests.stop(running)
+            throw error
+        }
+        await agents.stop()
+        await ControllerClusterTests.stop(running)
+        // Each agent's cgroup parent is its own to remove.
+        for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/\(hierarchy)")) ?? [] where entry.hasPrefix("flotilla-") {
+                _ = rmdir("/sys/fs/cgroup/\(hierarchy)/\(entry)")
+            }
+        }
+    }
+}
