@@ -87,6 +87,15 @@ public final class OCIDriver: ContainerRuntime {
         }
     }
 
+    /// At a clean agent exit, once every container has stopped: removes the runtime's state directory (and its
+    /// node directory when that is empty), so nothing of this agent stays under /run.
+    public func releaseState() {
+        guard containers.withLock({ $0.isEmpty }) else { return }
+        try? FileManager.default.removeItem(atPath: stateRoot)
+        let parent = (stateRoot as NSString).deletingLastPathComponent
+        if (try? FileManager.default.contentsOfDirectory(atPath: parent))?.isEmpty == true { rmdir(parent) }
+    }
+
     /// `create`: the runtime prepares the container and exits; the container's process waits to be started.
     private func create(id: String, bundle: String) throws -> Int32 {
         let pidFile = bundle + "/container.pid"

@@ -42,6 +42,9 @@ struct FlotillaAgent: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The OCI runtime for --driver oci tasks: crun or runc (default: detect; crun preferred).", valueName: "name"))
     var runtime: String?
 
+    @Option(name: .customLong("run-dir"), help: ArgumentHelp("Where the OCI runtime keeps container state (a tmpfs).", valueName: "dir"))
+    var runDirectory = "/run"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -92,9 +95,13 @@ struct FlotillaAgent: AsyncParsableCommand {
             guard !known.isEmpty else { throw CleanError("no controller to reach: pass --controller host:port") }
             let identity = AgentIdentity(credentials)
             var runtimes: [any ContainerRuntime] = []
-            switch OCIRuntimeSetup.make(preferred: runtime, dataDirectory: dataDirectory, nodeID: credentials.identity.nodeID.rawValue) {
+            var oci: OCIDriver?
+            switch OCIRuntimeSetup.make(
+                preferred: runtime, dataDirectory: dataDirectory, nodeID: credentials.identity.nodeID.rawValue, runDirectory: runDirectory
+            ) {
             case .success(let driver):
                 runtimes.append(driver)
+                oci = driver
                 logger.info("OCI driver ready", metadata: ["runtime": "\(driver.runtime.name)", "why": "\(driver.runtime.reason)"])
             case .failure(let why):
                 if runtime != nil { throw CleanError("--runtime \(runtime!): \(why)") }
@@ -116,10 +123,12 @@ struct FlotillaAgent: AsyncParsableCommand {
                 }
             } catch {
                 await worker.stopAll()
+                oci?.releaseState()
                 throw error
             }
-            // The agent is stopping: its tasks stop with it (the process driver cannot adopt them later).
+            // The agent is stopping: its tasks stop with it (the drivers cannot adopt them later yet).
             await worker.stopAll()
+            oci?.releaseState()
         } catch let error as RPCError {
             throw CleanError("joining failed: \(error.message)")
         } catch let error as PKIError {

@@ -16,7 +16,7 @@ import Glibc
 struct NodeLifecycleTests {
     static func agent(_ dataDirectory: String, extra: [String]) throws -> ChildProcess {
         try ChildProcess(
-            try FlotillaBinaries.path("flotilla-agent"), ["--data-dir", dataDirectory, "--log-level", "warning"] + extra)
+            try FlotillaBinaries.path("flotilla-agent"), ["--data-dir", dataDirectory, "--run-dir", dataDirectory + "/run", "--log-level", "warning"] + extra)
     }
 
     static func nowMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
