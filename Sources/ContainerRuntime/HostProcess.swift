@@ -75,6 +75,30 @@ enum HostProcess {
     }
 }
 
+extension HostProcess {
+    /// Runs `path` with `arguments` to completion on the calling thread, output appended to `output`; its exit
+    /// status. For synchronous callers (a driver's start); async code uses `run`.
+    static func runBlocking(_ path: String, _ arguments: [String], output: String?) throws -> Int32 {
+        let done = DispatchSemaphore(value: 0)
+        let result = StatusBox()
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        _ = try spawn(path, [path] + arguments, environment: environment, output: output, newProcessGroup: true) { status in
+            result.set(status)
+            done.signal()
+        }
+        done.wait()
+        return result.get()
+    }
+}
+
+/// One exit status handed between threads.
+private final class StatusBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var status: Int32 = -1
+    func set(_ value: Int32) { lock.withLock { status = value } }
+    func get() -> Int32 { lock.withLock { status } }
+}
+
 /// Runs `body` with a NULL-terminated array of C strings (argv/envp), valid for the call only.
 private func withCStrings<T>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> T) -> T {
     var pointers = strings.map { strdup($0) }

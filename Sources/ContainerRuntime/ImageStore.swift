@@ -141,3 +141,21 @@ public struct ImageStore: Sendable {
             user: config["User"] as? String ?? "")
     }
 }
+
+extension ImageStore {
+    /// Imports the image an image reference names. Supported here: `oci:PATH[:TAG]` (an OCI image layout
+    /// directory, as skopeo and umoci write them). Registry references are refused with what to do instead.
+    public func importLayout(reference: String) throws -> StoredImage {
+        guard reference.hasPrefix("oci:") else {
+            throw Failure("image '\(reference)': pulling from registries is not available on this agent yet; "
+                + "use an OCI image layout, --image oci:/path/to/layout:tag (skopeo copy docker://… oci:/path:tag makes one)")
+        }
+        let rest = String(reference.dropFirst("oci:".count))
+        // The tag follows the last ':' after the last '/', unless the whole is a layout directory (a path may
+        // itself hold ':').
+        if !FileManager.default.fileExists(atPath: rest + "/oci-layout"), let colon = rest.lastIndex(of: ":"), !rest[colon...].contains("/") {
+            return try importLayout(String(rest[..<colon]), reference: String(rest[rest.index(after: colon)...]))
+        }
+        return try importLayout(rest)
+    }
+}

@@ -65,7 +65,7 @@ public final class OCIDriver: ContainerRuntime {
                                                                    cgroupsPath: "/\(cgroupParent)/\(id)", initBinary: initBinary))
             try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
             let pid = try create(id: id, bundle: bundle)
-            let startStatus = try Self.runAndWait(runtime.binary, ["--root", stateRoot, "start", id], output: bundle + "/runtime.log")
+            let startStatus = try HostProcess.runBlocking(runtime.binary, ["--root", stateRoot, "start", id], output: bundle + "/runtime.log")
             guard startStatus == 0 else {
                 throw DriverError("\(runtime.name) start failed: \(Self.tail(bundle + "/runtime.log"))")
             }
@@ -99,7 +99,7 @@ public final class OCIDriver: ContainerRuntime {
     /// `create`: the runtime prepares the container and exits; the container's process waits to be started.
     private func create(id: String, bundle: String) throws -> Int32 {
         let pidFile = bundle + "/container.pid"
-        let status = try Self.runAndWait(
+        let status = try HostProcess.runBlocking(
             runtime.binary, ["--root", stateRoot, "create", "--bundle", bundle, "--pid-file", pidFile, id], output: bundle + "/output.log")
         guard status == 0, let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
@@ -110,17 +110,17 @@ public final class OCIDriver: ContainerRuntime {
 
     public func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {
         guard let id = containers.withLock({ $0[handle.pid] }) else { return }
-        _ = try? Self.runAndWait(runtime.binary, ["--root", stateRoot, "kill", id, "TERM"], output: nil)
+        _ = try? await HostProcess.run(runtime.binary, ["--root", stateRoot, "kill", id, "TERM"])
         let deadline = ContinuousClock.now + grace
         while ContinuousClock.now < deadline {
             if await exited() { return }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        _ = try? Self.runAndWait(runtime.binary, ["--root", stateRoot, "kill", id, "KILL"], output: nil)
+        _ = try? await HostProcess.run(runtime.binary, ["--root", stateRoot, "kill", id, "KILL"])
     }
 
     private func cleanUp(id: String, bundle: String) {
-        _ = try? Self.runAndWait(runtime.binary, ["--root", stateRoot, "delete", "--force", id], output: nil)
+        _ = try? HostProcess.runBlocking(runtime.binary, ["--root", stateRoot, "delete", "--force", id], output: nil)
         _ = umount2(bundle + "/rootfs", Int32(MNT_DETACH))
         try? FileManager.default.removeItem(atPath: bundle)
     }
@@ -162,32 +162,10 @@ public final class OCIDriver: ContainerRuntime {
         return 0
     }
 
-    /// Runs a runtime command to completion on the calling thread (a plain thread, never the concurrency pool's
-    /// for long: these commands take milliseconds).
-    static func runAndWait(_ path: String, _ arguments: [String], output: String?) throws -> Int32 {
-        let done = DispatchSemaphore(value: 0)
-        let result = StatusBox()
-        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-        _ = try HostProcess.spawn(path, [path] + arguments, environment: environment, output: output, newProcessGroup: true) { status in
-            result.set(status)
-            done.signal()
-        }
-        done.wait()
-        return result.get()
-    }
-
     static func tail(_ path: String) -> String {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         return text.split(separator: "\n").suffix(3).joined(separator: "; ")
     }
-}
-
-/// One exit status handed between threads.
-private final class StatusBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var status: Int32 = -1
-    func set(_ value: Int32) { lock.withLock { status = value } }
-    func get() -> Int32 { lock.withLock { status } }
 }
 
 /// Makes this process a child subreaper: orphaned descendants (a container's process, once `create` exits)

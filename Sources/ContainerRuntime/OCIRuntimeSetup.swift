@@ -8,10 +8,16 @@ import Glibc
 /// node so several agents can share a machine. Returns why not when it cannot (not root, no runtime): the agent
 /// then runs process-driver tasks only, and OCI tasks fail saying so.
 public enum OCIRuntimeSetup {
+    /// Why the OCI driver could not be set up, for the agent's log.
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
     /// `runDirectory`: where the runtime keeps its state (tmpfs `/run`: containers do not survive a reboot).
     public static func make(
         preferred: String?, dataDirectory: String, nodeID: String, runDirectory: String = "/run"
-    ) -> Result<OCIDriver, OCIRuntimeChoice.Problem.Setup> {
+    ) -> Result<OCIDriver, OCIRuntimeSetup.Failure> {
         guard getuid() == 0 else { return .failure(.init("the OCI driver needs root (mounts, cgroups, namespaces)")) }
         var installed: [String: String] = [:]
         for name in ["crun", "runc"] { installed[name] = OCIRuntimeChoice.which(name) }
@@ -34,31 +40,5 @@ public enum OCIRuntimeSetup {
         } catch {
             return .failure(.init("\(error)"))
         }
-    }
-}
-
-extension OCIRuntimeChoice.Problem {
-    /// Why the OCI driver could not be set up, for the agent's log.
-    public struct Setup: Error, CustomStringConvertible {
-        public let description: String
-        init(_ description: String) { self.description = description }
-    }
-}
-
-extension ImageStore {
-    /// Imports the image an image reference names. Supported here: `oci:PATH[:TAG]` (an OCI image layout
-    /// directory, as skopeo and umoci write them). Registry references are refused with what to do instead.
-    public func importLayout(reference: String) throws -> StoredImage {
-        guard reference.hasPrefix("oci:") else {
-            throw Failure("image '\(reference)': pulling from registries is not available on this agent yet; "
-                + "use an OCI image layout, --image oci:/path/to/layout:tag (skopeo copy docker://… oci:/path:tag makes one)")
-        }
-        let rest = String(reference.dropFirst("oci:".count))
-        // The tag follows the last ':' after the last '/', unless the whole is a layout directory (a path may
-        // itself hold ':').
-        if !FileManager.default.fileExists(atPath: rest + "/oci-layout"), let colon = rest.lastIndex(of: ":"), !rest[colon...].contains("/") {
-            return try importLayout(String(rest[..<colon]), reference: String(rest[rest.index(after: colon)...]))
-        }
-        return try importLayout(rest)
     }
 }

@@ -43,12 +43,14 @@ final class AssignmentDispatcher: Sendable {
     /// Keeps the index up to date from the store and forwards changes to the sessions, until cancelled.
     func run() async {
         let watch = store.watch.subscribe()
-        state.withLock { state in
-            state.index.rebuild(from: store.read { $0 })
-            state.built = true
-        }
         for await event in watch {
             state.withLock { state in
+                // No sessions (a follower, or a leader no agent has reached yet): keep no index; the first
+                // session to open builds it from the state of that moment.
+                guard !state.sessions.isEmpty else {
+                    state.built = false
+                    return
+                }
                 let snapshot = store.read { $0 }
                 switch event {
                 case .reset:
