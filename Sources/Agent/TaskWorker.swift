@@ -3,42 +3,90 @@ public import Logging
 public import ContainerRuntime
 public import Messages
 
-/// The agent's worker: reconciles the leader's assignments against what runs on this node, and collects the
-/// tasks' state changes for the next heartbeat. Tasks keep running whatever happens to the session (static
-/// stability): only an assignment set from the leader stops them.
+/// The agent's worker: reconciles the leader's assignments against what runs on this node, supervises what it
+/// started (restarts in place with backoff, liveness and readiness checks), and collects the tasks' state
+/// changes for the next heartbeat. Tasks keep running whatever happens to the session (static stability): only
+/// an assignment set from the leader stops them.
 public actor TaskWorker: AssignmentReceiver {
-    /// Host commands for health checks (and the process driver's tasks).
-    private let driver = ProcessDriver()
-    /// The runtimes tasks may choose, by driver name.
-    private let runtimes: [String: any ContainerRuntime]
-    private let logger: Logger
-    private var running: [String: RuntimeHandle] = [:]
-    /// Tasks known to have ended (so a late duplicate assignment does not start them again).
-    private var finished: Set<String> = []
-    /// Tasks being stopped whose process has exited.
-    private var exitedProcesses: Set<String> = []
-    private var statuses: [Flotilla_V1_TaskStatus] = []
-    /// The health-check loop of each running task that has a check.
-    private var healthLoops: [String: Task<Void, Never>] = [:]
+    /// Supervision timings (tests shorten them).
+    public struct Settings: Sendable {
+        /// The longest wait between restarts in place.
+        public var restartCap = RestartBackoff.cap
+        /// A task that ran this long before it stopped starts its backoff over.
+        public var restartResetAfter = RestartBackoff.resetAfter
+        /// SIGTERM → SIGKILL when the spec gives no stop grace period.
+        public var stopGrace = Duration.seconds(10)
+        public init() {}
+    }
 
     /// Called before a task is stopped on purpose (not when it failed its health check or exited), with the
     /// assignment it ran: where the node's load balancer takes it out of rotation and lets its connections
     /// drain before the process gets SIGTERM.
     public typealias StopHook = @Sendable (Flotilla_V1_TaskAssignment) async -> Void
-    private let beforeStop: StopHook?
-    private var assignments: [String: Flotilla_V1_TaskAssignment] = [:]
 
-    /// `runtimes`: extra drivers beside the process driver (the OCI driver, once it exists).
-    public init(logger: Logger, runtimes: [any ContainerRuntime] = [], beforeStop: StopHook? = nil) {
+    /// One assigned task, from its first start until it is stopped on purpose or given up.
+    private struct Supervised {
+        let assignment: Flotilla_V1_TaskAssignment
+        let launch: TaskLaunch
+        let runtime: any ContainerRuntime
+        var backoff: RestartBackoff
+        /// Counts starts: an exit or a check of an earlier run is ignored.
+        var run = 0
+        /// The running process; nil while it starts or waits to restart.
+        var handle: RuntimeHandle?
+        var startedAt = ContinuousClock.now
+        /// Being stopped on purpose.
+        var stopping = false
+        /// Its runtime is starting it (the start finishes, and undoes itself if it was stopped meanwhile).
+        var launching = false
+        /// Why it is being stopped as a failure (its liveness check).
+        var unhealthy: String?
+        /// Health checks, or the wait before a restart.
+        var loops: [Task<Void, Never>] = []
+        /// Liveness: nil without a check, else whether it passes (false until the first pass).
+        var healthy: Bool?
+        /// Readiness: nil without a check, else whether it passes.
+        var readyCheck: Bool?
+        var state = Flotilla_V1_TaskState.starting
+        var message = "starting"
+        var exitCode: Int32 = 0
+        var restarts: UInt32 = 0
+
+        var ready: Bool { handle != nil && state == .running && healthy != false && readyCheck != false }
+        var health: String {
+            guard let healthy else { return "" }
+            return healthy ? "healthy" : (state == .running || unhealthy != nil ? "unhealthy" : "starting")
+        }
+        var address: String { launch.port.map { "127.0.0.1:\($0)" } ?? "" }
+        var grace: Duration? {
+            assignment.spec.stopGracePeriodMs > 0 ? .milliseconds(Int(assignment.spec.stopGracePeriodMs)) : nil
+        }
+    }
+
+    /// The runtimes tasks may choose, by driver name.
+    private let runtimes: [String: any ContainerRuntime]
+    private let logger: Logger
+    private let settings: Settings
+    private let beforeStop: StopHook?
+    /// The clock restart windows count on.
+    private let origin = ContinuousClock.now
+    private var tasks: [String: Supervised] = [:]
+    /// Tasks known to have ended (so a late duplicate assignment does not start them again).
+    private var finished: Set<String> = []
+    private var statuses: [Flotilla_V1_TaskStatus] = []
+
+    /// `runtimes`: drivers beside the process driver (the OCI driver).
+    public init(logger: Logger, runtimes: [any ContainerRuntime] = [], settings: Settings = Settings(), beforeStop: StopHook? = nil) {
         self.logger = logger
+        self.settings = settings
         self.beforeStop = beforeStop
         var byName: [String: any ContainerRuntime] = [:]
-        for runtime in [driver] + runtimes { byName[runtime.name] = runtime }
+        for runtime in [ProcessDriver()] + runtimes { byName[runtime.name] = runtime }
         self.runtimes = byName
     }
 
-    /// Tasks running now (tests, metrics).
-    public var runningTaskIDs: [String] { running.keys.sorted() }
+    /// Tasks this worker supervises now (started, starting or waiting to restart), for tests and metrics.
+    public var runningTaskIDs: [String] { tasks.filter { !$0.value.stopping }.keys.sorted() }
 
     /// Where the worker stands in the session's sequence of assignment updates.
     private var sequence = AssignmentSequence()
@@ -47,7 +95,8 @@ public actor TaskWorker: AssignmentReceiver {
     public func position() -> AssignmentSequence.Position { sequence.position }
 
     /// Applies one assignment update from the leader: a complete set (starts what should run and does not,
-    /// stops what runs and should not), or a change on top of the previous generation.
+    /// stops what runs and should not), or a change on top of the previous generation. Starting happens in the
+    /// background (an image may have to be pulled); stopping is done when this returns.
     public func apply(_ update: Flotilla_V1_SessionUpdate) async {
         let before = sequence.position
         switch sequence.accept(update) {
@@ -60,7 +109,7 @@ public actor TaskWorker: AssignmentReceiver {
             }
             for assignment in upserts.sorted(by: { $0.taskID < $1.taskID }) {
                 if assignment.desiredState == .running {
-                    if running[assignment.taskID] == nil && !finished.contains(assignment.taskID) { start(assignment) }
+                    if tasks[assignment.taskID] == nil && !finished.contains(assignment.taskID) { begin(assignment) }
                 } else {
                     await stop(assignment.taskID)
                 }
@@ -73,126 +122,259 @@ public actor TaskWorker: AssignmentReceiver {
         }
     }
 
-    /// Applies a complete assignment set: starts what should run and does not, stops what runs and should not.
     private func apply(complete assignments: [Flotilla_V1_TaskAssignment]) async {
         let wanted = Dictionary(assignments.map { ($0.taskID, $0) }, uniquingKeysWith: { _, last in last })
-        for id in running.keys where wanted[id]?.desiredState != .running {
+        for id in tasks.keys where wanted[id]?.desiredState != .running {
             await stop(id)
         }
         // Tasks no longer assigned are forgotten: the set is the whole truth.
         finished = finished.filter { wanted[$0] != nil }
         for assignment in assignments.sorted(by: { $0.taskID < $1.taskID })
-        where assignment.desiredState == .running && running[assignment.taskID] == nil && !finished.contains(assignment.taskID) {
-            start(assignment)
+        where assignment.desiredState == .running && tasks[assignment.taskID] == nil && !finished.contains(assignment.taskID) {
+            begin(assignment)
         }
     }
 
-    /// Stops a running task on purpose and reports it shut down (or failed, with `failure`).
-    private func stop(_ id: String, failure: String? = nil) async {
-        guard let handle = running.removeValue(forKey: id) else { return }
-        finished.insert(id)
-        let assignment = assignments.removeValue(forKey: id)
-        if failure == nil, let beforeStop, let assignment { await beforeStop(assignment) }
-        healthLoops.removeValue(forKey: id)?.cancel()
-        await runtimes[handle.runtime]?.stop(handle, grace: .seconds(5)) { await self.hasExited(id) }
-        exitedProcesses.remove(id)
-        if let failure {
-            report(id, .failed, failure)
-        } else {
-            report(id, .shutdown, "stopped")
-        }
-    }
+    // MARK: - Starting
 
-    /// Runs a task's health check until the task stops: reports it running at the first pass, and stops it
-    /// as failed when it turns unhealthy (the orchestrator replaces it as its restart policy says).
-    private func watchHealth(_ id: String, probe: HealthProbe, listening: String) async {
-        let started = ContinuousClock.now
-        let interval = Duration.milliseconds(Int(probe.check.intervalMs))
-        var judge = HealthJudge(retries: Int(probe.check.retries), startPeriod: .milliseconds(Int(probe.check.startPeriodMs)))
-        while !Task.isCancelled {
-            try? await Task.sleep(for: judge.nextDelay(interval: interval))
-            guard !Task.isCancelled, running[id] != nil else { return }
-            let result = await probe.run(driver: driver)
-            guard !Task.isCancelled, running[id] != nil else { return }
-            switch judge.record(success: result.healthy, sinceStart: ContinuousClock.now - started) {
-            case .healthy:
-                report(id, .running, listening.isEmpty ? "healthy" : "\(listening); healthy")
-                logger.info("task healthy", metadata: ["task": "\(id)"])
-            case .unhealthy:
-                logger.warning("task unhealthy; stopping it", metadata: ["task": "\(id)", "reason": "\(result.reason)"])
-                healthLoops[id] = nil
-                await stop(id, failure: "unhealthy: \(result.reason) (\(judge.consecutiveFailures) checks in a row)")
-                return
-            case nil:
-                break
-            }
-        }
-    }
-
-    private func start(_ assignment: Flotilla_V1_TaskAssignment) {
+    /// Takes on a newly assigned task and starts it in the background.
+    private func begin(_ assignment: Flotilla_V1_TaskAssignment) {
+        let id = assignment.taskID
         let spec = assignment.spec
         guard let runtime = runtimes[spec.driver] else {
             let available = runtimes.keys.sorted().joined(separator: ", ")
-            report(assignment.taskID, .failed, "the \(spec.driver) driver is not available on this agent (it has: \(available))")
-            finished.insert(assignment.taskID)
+            finished.insert(id)
+            report(id, .failed, "the \(spec.driver) driver is not available on this agent (it has: \(available))")
             return
         }
-        let id = assignment.taskID
         // A host-mode port is bound on this node as published; otherwise the load balancer reaches a free one.
+        // Kept across restarts, so the task's address does not change.
         let port: Int? = spec.ports.first.flatMap { $0.publishMode == "host" ? Int($0.publishedPort) : ProcessDriver.freePort() }
         let environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
-        do {
-            let launch = TaskLaunch(taskID: id, serviceName: assignment.serviceName, spec: spec, environment: environment, port: port)
-            let handle = try runtime.start(launch) { exit in
-                Task { await self.exited(id, exit) }
-            }
-            running[id] = handle
-            assignments[id] = assignment
-            let listening = port.map { "listening on port \($0)" } ?? ""
-            if spec.hasHealthCheck {
-                // Running, but not ready: the task counts as running once its check first passes.
-                report(id, .starting, listening.isEmpty ? "waiting for the health check" : "\(listening); waiting for the health check")
-                let probe = HealthProbe(check: spec.healthCheck, taskID: id, port: port, environment: environment)
-                healthLoops[id] = Task { await self.watchHealth(id, probe: probe, listening: listening) }
-            } else {
-                report(id, .running, listening)
-            }
-            logger.info("task started", metadata: ["task": "\(id)", "service": "\(assignment.serviceName)", "pid": "\(handle.pid)"])
-        } catch {
-            finished.insert(id)
-            report(id, .failed, "could not start: \(error)")
-        }
+        let launch = TaskLaunch(taskID: id, serviceName: assignment.serviceName, spec: spec, environment: environment, port: port)
+        let backoff = RestartBackoff(spec.restartPolicy, cap: settings.restartCap, resetAfter: settings.restartResetAfter)
+        tasks[id] = Supervised(assignment: assignment, launch: launch, runtime: runtime, backoff: backoff)
+        report(id)
+        let run = 0
+        Task { await self.launch(id, run: run) }
     }
 
-    private func hasExited(_ id: String) -> Bool { exitedProcesses.contains(id) }
-
-    private func exited(_ id: String, _ exit: TaskExit) {
-        guard running.removeValue(forKey: id) != nil else {
-            exitedProcesses.insert(id)  // stopped on purpose: the stop waits for this, and reports it
+    /// Starts run `run` of the task (its first start, or a restart), unless it was stopped meanwhile.
+    private func launch(_ id: String, run: Int) async {
+        guard var entry = tasks[id], entry.run == run, !entry.stopping else { return }
+        entry.launching = true
+        tasks[id] = entry
+        let handle: RuntimeHandle
+        do {
+            handle = try await entry.runtime.start(entry.launch) { exit in
+                Task { await self.exited(id, run: run, exit) }
+            }
+        } catch {
+            guard let current = tasks[id], current.run == run else { return }
+            tasks[id] = nil
+            finished.insert(id)
+            if !current.stopping { report(id, .failed, "could not start: \(error)") }
+            logger.warning("task could not start", metadata: ["task": "\(id)", "error": "\(error)"])
             return
         }
-        healthLoops.removeValue(forKey: id)?.cancel()
-        let memoryLimit = assignments.removeValue(forKey: id)?.spec.resources.memoryLimitBytes ?? 0
-        finished.insert(id)
-        if exit.oomKilled {
-            let limit = memoryLimit > 0 ? " (limit \(memoryLimit >> 20) MiB)" : ""
-            report(id, .failed, "killed: out of memory\(limit); exit status \(exit.status)", exitCode: exit.status)
-        } else if exit.status == 0 {
-            report(id, .complete, "exited with status 0")
-        } else {
-            report(id, .failed, "exited with status \(exit.status)", exitCode: exit.status)
+        guard var current = tasks[id], current.run == run else { return }
+        current.launching = false
+        current.handle = handle
+        if current.stopping {
+            // Stopped while it was starting: stop what just started (the stop already reported it).
+            tasks[id] = current
+            await current.runtime.stop(handle, grace: current.grace ?? settings.stopGrace) { await self.hasExited(id, run: run) }
+            if tasks[id]?.run == run { tasks[id] = nil }
+            return
         }
-        logger.info("task exited", metadata: ["task": "\(id)", "status": "\(exit.status)", "oom": "\(exit.oomKilled)"])
+        current.startedAt = .now
+        let spec = current.assignment.spec
+        let listening = current.launch.port.map { "listening on port \($0)" } ?? ""
+        if spec.hasHealthCheck {
+            // Running, but not ready: the task counts as running once its check first passes.
+            current.healthy = false
+            current.state = .starting
+            current.message = listening.isEmpty ? "waiting for the health check" : "\(listening); waiting for the health check"
+            current.loops.append(Task { await self.watch(id, run: run, check: spec.healthCheck, liveness: true) })
+        } else {
+            current.state = .running
+            current.message = listening
+        }
+        if spec.hasReadinessCheck {
+            current.readyCheck = false
+            current.loops.append(Task { await self.watch(id, run: run, check: spec.readinessCheck, liveness: false) })
+        }
+        tasks[id] = current
+        report(id)
+        logger.info("task started", metadata: ["task": "\(id)", "service": "\(current.assignment.serviceName)", "pid": "\(handle.pid)",
+                                               "restarts": "\(current.restarts)"])
     }
 
-    private func report(_ id: String, _ state: Flotilla_V1_TaskState, _ message: String, exitCode: Int32 = 0) {
+    // MARK: - Checks
+
+    /// Runs a check until the run ends. Liveness: the task is running from its first pass, and is restarted
+    /// (as a failure) when it turns unhealthy. Readiness: only decides whether the task is ready for traffic.
+    private func watch(_ id: String, run: Int, check: Flotilla_V1_HealthCheck, liveness: Bool) async {
+        guard let entry = tasks[id], let handle = entry.handle else { return }
+        let probe = HealthProbe(check: check, port: entry.launch.port)
+        let runtime = entry.runtime
+        let launch = entry.launch
+        let exec: HealthProbe.Exec = { command, timeout in try await runtime.exec(handle, launch: launch, command: command, timeout: timeout) }
+        let interval = Duration.milliseconds(Int(max(check.intervalMs, 10)))
+        var judge = HealthJudge(retries: Int(check.retries), startPeriod: .milliseconds(Int(check.startPeriodMs)))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: judge.nextDelay(interval: interval))
+            guard !Task.isCancelled, tasks[id]?.run == run, tasks[id]?.handle != nil else { return }
+            let result = await probe.run(exec: exec)
+            guard !Task.isCancelled, var current = tasks[id], current.run == run, let handle = current.handle, !current.stopping else { return }
+            guard let verdict = judge.record(success: result.healthy, sinceStart: ContinuousClock.now - current.startedAt) else { continue }
+            let listening = current.launch.port.map { "listening on port \($0); " } ?? ""
+            switch (liveness, verdict) {
+            case (true, .healthy):
+                current.healthy = true
+                current.state = .running
+                current.message = listening + "healthy"
+                logger.info("task healthy", metadata: ["task": "\(id)"])
+            case (true, .unhealthy):
+                let reason = "\(result.reason) (\(judge.consecutiveFailures) checks in a row)"
+                logger.warning("task unhealthy; restarting it", metadata: ["task": "\(id)", "reason": "\(reason)"])
+                current.healthy = false
+                current.unhealthy = reason
+                tasks[id] = current
+                // Stopped as a failure: its exit goes through the restart policy like a crash.
+                let grace = current.grace ?? settings.stopGrace
+                let runtime = current.runtime
+                Task { await runtime.stop(handle, grace: grace) { await self.hasExited(id, run: run) } }
+                return
+            case (false, .healthy):
+                current.readyCheck = true
+                current.message = listening + (current.healthy == false ? "waiting for the health check" : "ready")
+            case (false, .unhealthy):
+                current.readyCheck = false
+                current.message = listening + "not ready: \(result.reason)"
+                logger.info("task not ready", metadata: ["task": "\(id)", "reason": "\(result.reason)"])
+            }
+            tasks[id] = current
+            report(id)
+        }
+    }
+
+    // MARK: - Exits and restarts
+
+    private func hasExited(_ id: String, run: Int) -> Bool {
+        guard let entry = tasks[id] else { return true }
+        return entry.run != run || entry.handle == nil
+    }
+
+    /// The task's process ended. Stopped on purpose: the stop reports it. Otherwise the restart policy decides:
+    /// restart in place after a backoff, or report how it ended.
+    private func exited(_ id: String, run: Int, _ exit: TaskExit) {
+        guard var entry = tasks[id], entry.run == run else { return }
+        entry.handle = nil
+        entry.loops.forEach { $0.cancel() }
+        entry.loops = []
+        if entry.stopping {
+            tasks[id] = entry
+            return
+        }
+        let memoryLimit = entry.assignment.spec.resources.memoryLimitBytes
+        let how: String
+        if let unhealthy = entry.unhealthy {
+            how = "unhealthy: \(unhealthy)"
+        } else if exit.oomKilled {
+            how = "killed: out of memory\(memoryLimit > 0 ? " (limit \(memoryLimit >> 20) MiB)" : ""); exit status \(exit.status)"
+        } else {
+            how = "exited with status \(exit.status)"
+        }
+        let failed = entry.unhealthy != nil || exit.oomKilled || exit.status != 0
+        entry.unhealthy = nil
+        logger.info("task exited", metadata: ["task": "\(id)", "status": "\(exit.status)", "oom": "\(exit.oomKilled)"])
+        let now = ContinuousClock.now
+        switch entry.backoff.stopped(failed: failed, ranFor: now - entry.startedAt, now: now - origin) {
+        case .done:
+            tasks[id] = nil
+            finished.insert(id)
+            report(id, failed ? .failed : .complete, how, exitCode: exit.status)
+        case .giveUp(let reason):
+            tasks[id] = nil
+            finished.insert(id)
+            report(id, .failed, "\(how); \(reason)", exitCode: exit.status, restarts: entry.restarts)
+            logger.warning("task given back to the orchestrator", metadata: ["task": "\(id)", "reason": "\(reason)"])
+        case .restart(let after, let count):
+            entry.run += 1
+            entry.restarts = UInt32(count)
+            entry.state = .starting
+            entry.message = "\(how); restarting in \(RestartBackoff.text(after)) (restart \(count))"
+            entry.exitCode = exit.status
+            entry.healthy = entry.healthy.map { _ in false }
+            entry.readyCheck = entry.readyCheck.map { _ in false }
+            let next = entry.run
+            entry.loops = [Task {
+                try? await Task.sleep(for: after)
+                await self.launch(id, run: next)
+            }]
+            tasks[id] = entry
+            report(id)
+        }
+    }
+
+    // MARK: - Stopping
+
+    /// Stops a task on purpose and reports it shut down; done when its process has exited (or, while it is
+    /// still starting, once the start has finished and been undone).
+    private func stop(_ id: String) async {
+        guard var entry = tasks[id], !entry.stopping else { return }
+        finished.insert(id)
+        entry.stopping = true
+        entry.loops.forEach { $0.cancel() }
+        entry.loops = []
+        tasks[id] = entry
+        if let handle = entry.handle {
+            if let beforeStop { await beforeStop(entry.assignment) }
+            let run = entry.run
+            await entry.runtime.stop(handle, grace: entry.grace ?? settings.stopGrace) { await self.hasExited(id, run: run) }
+            if tasks[id]?.run == run { tasks[id] = nil }
+        } else if !entry.launching {
+            tasks[id] = nil  // waiting to restart: nothing runs
+        }
+        report(id, .shutdown, "stopped")
+    }
+
+    /// Stops every task (agent shutdown).
+    public func stopAll() async {
+        for id in tasks.keys.sorted() { await stop(id) }
+    }
+
+    // MARK: - Reporting
+
+    /// Reports a supervised task's current state.
+    private func report(_ id: String) {
+        guard let entry = tasks[id] else { return }
+        var status = Self.status(id, entry.state, entry.message, exitCode: entry.exitCode, restarts: entry.restarts)
+        status.ready = entry.ready
+        status.health = entry.health
+        status.address = entry.handle == nil ? "" : entry.address
+        enqueue(status)
+    }
+
+    /// Reports a final state (the task is no longer supervised).
+    private func report(_ id: String, _ state: Flotilla_V1_TaskState, _ message: String, exitCode: Int32 = 0, restarts: UInt32 = 0) {
+        enqueue(Self.status(id, state, message, exitCode: exitCode, restarts: restarts))
+    }
+
+    private static func status(_ id: String, _ state: Flotilla_V1_TaskState, _ message: String, exitCode: Int32, restarts: UInt32) -> Flotilla_V1_TaskStatus {
         var status = Flotilla_V1_TaskStatus()
         status.taskID = id
         status.state = state
         status.message = message
         status.exitCode = exitCode
+        status.restarts = restarts
         status.atMs = UInt64(Date().timeIntervalSince1970 * 1000)
-        statuses.removeAll { $0.taskID == id }
+        return status
+    }
+
+    private func enqueue(_ status: Flotilla_V1_TaskStatus) {
+        statuses.removeAll { $0.taskID == status.taskID }
         statuses.append(status)
     }
 
@@ -204,10 +386,5 @@ public actor TaskWorker: AssignmentReceiver {
 
     public func requeue(_ unsent: [Flotilla_V1_TaskStatus]) {
         for status in unsent where !statuses.contains(where: { $0.taskID == status.taskID }) { statuses.insert(status, at: 0) }
-    }
-
-    /// Stops every task (agent shutdown).
-    public func stopAll() async {
-        for id in running.keys { await stop(id) }
     }
 }

@@ -111,10 +111,18 @@ extension ClusterState {
         for status in report.statuses {
             guard var task = taskTable[status.taskID], task.nodeID == report.nodeID else { continue }
             if case .UNRECOGNIZED = status.state { continue }
-            guard task.state != status.state || task.message != status.message || task.exitCode != status.exitCode else { continue }
+            let message = String(status.message.prefix(1024))
+            let address = String(status.address.prefix(64))
+            let health = String(status.health.prefix(16))
+            guard task.state != status.state || task.message != message || task.exitCode != status.exitCode || task.ready != status.ready
+                    || task.health != health || task.restarts != status.restarts || task.address != address else { continue }
             task.state = status.state
-            task.message = String(status.message.prefix(1024))
+            task.message = message
             task.exitCode = status.exitCode
+            task.ready = status.ready
+            task.health = health
+            task.restarts = status.restarts
+            task.address = address
             task.stateChangedAtMs = status.atMs
             taskTable[task.id] = task
             changes.append(StoreChange(table: .tasks, key: task.id, kind: .put, index: index))

@@ -39,12 +39,18 @@ public enum ServiceSpecRules {
         if spec.restartPolicy.delayMs == 0 { spec.restartPolicy.delayMs = 1_000 }
         spec.updateConfig = normalized(spec.updateConfig)
         spec.rollbackConfig = normalized(spec.rollbackConfig)
-        if spec.hasHealthCheck {
-            if spec.healthCheck.intervalMs == 0 { spec.healthCheck.intervalMs = 5_000 }
-            if spec.healthCheck.timeoutMs == 0 { spec.healthCheck.timeoutMs = 2_000 }
-            if spec.healthCheck.retries == 0 { spec.healthCheck.retries = 3 }
-        }
+        if spec.hasHealthCheck { spec.healthCheck = normalized(spec.healthCheck) }
+        if spec.hasReadinessCheck { spec.readinessCheck = normalized(spec.readinessCheck) }
         return spec
+    }
+
+    /// A check every 5 s with a 2 s timeout, 3 failures in a row deciding.
+    static func normalized(_ check: Flotilla_V1_HealthCheck) -> Flotilla_V1_HealthCheck {
+        var check = check
+        if check.intervalMs == 0 { check.intervalMs = 5_000 }
+        if check.timeoutMs == 0 { check.timeoutMs = 2_000 }
+        if check.retries == 0 { check.retries = 3 }
+        return check
     }
 
     /// What a task runs, as a short stable digest: the spec without the fields that change no task (replicas,
@@ -139,21 +145,36 @@ public enum ServiceSpecRules {
             }
         }
         check(spec.lbPolicy.isEmpty || policies.contains(spec.lbPolicy), "lb_policy", "'\(spec.lbPolicy)' is not a policy; use one of \(policies.joined(separator: ", "))")
-        if spec.hasHealthCheck {
-            let health = spec.healthCheck
-            check(health.command.isEmpty != health.httpPath.isEmpty, "health_check", "set exactly one of command and http_path")
-            if !health.httpPath.isEmpty {
-                check(health.httpPath.hasPrefix("/"), "health_check.http_path", "'\(health.httpPath)' must start with '/'")
-                check(!spec.ports.isEmpty, "health_check.http_path", "an HTTP check needs a port to check")
-            }
-            if health.intervalMs > 0 && health.timeoutMs > 0 {
-                check(health.timeoutMs < health.intervalMs, "health_check.timeout_ms", "\(health.timeoutMs) ms must be less than the interval (\(health.intervalMs) ms)")
-            }
-        }
+        if spec.hasHealthCheck { problems += checkProblems(spec.healthCheck, field: "health_check", ports: spec.ports) }
+        if spec.hasReadinessCheck { problems += checkProblems(spec.readinessCheck, field: "readiness_check", ports: spec.ports) }
+        check(["", "bridge", "host"].contains(spec.network), "network", "'\(spec.network)' is not a network mode; use bridge or host")
+        check(spec.network != "bridge" || spec.driver != "process", "network", "the process driver runs tasks on the host's network; use network host or the oci driver")
+        check(spec.stopGracePeriodMs <= 3_600_000, "stop_grace_period_ms", "\(spec.stopGracePeriodMs) ms is more than an hour")
         let restart = spec.restartPolicy
         check(restart.condition.isEmpty || restartConditions.contains(restart.condition), "restart_policy.condition", "'\(restart.condition)' is not a condition; use any, on-failure or none")
         problems += updateProblems(spec.updateConfig, field: "update_config")
         problems += updateProblems(spec.rollbackConfig, field: "rollback_config")
+        return problems
+    }
+
+    /// A health or readiness check: exactly one kind, an HTTP path that is a path, a port to reach, a timeout
+    /// shorter than the interval.
+    static func checkProblems(_ check: Flotilla_V1_HealthCheck, field: String, ports: [Flotilla_V1_PortSpec]) -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        func require(_ condition: Bool, _ name: String, _ message: String) {
+            if !condition { problems.append(SpecProblem(name, message)) }
+        }
+        let kinds = [!check.command.isEmpty, !check.httpPath.isEmpty, check.tcp].filter { $0 }.count
+        require(kinds == 1, field, "set exactly one of command, http_path and tcp")
+        if !check.httpPath.isEmpty {
+            require(check.httpPath.hasPrefix("/"), field + ".http_path", "'\(check.httpPath)' must start with '/'")
+        }
+        if !check.httpPath.isEmpty || check.tcp {
+            require(!ports.isEmpty, field, "an HTTP or TCP check needs a port to check")
+        }
+        if check.intervalMs > 0 && check.timeoutMs > 0 {
+            require(check.timeoutMs < check.intervalMs, field + ".timeout_ms", "\(check.timeoutMs) ms must be less than the interval (\(check.intervalMs) ms)")
+        }
         return problems
     }
 

@@ -45,14 +45,17 @@ public struct RuntimeHandle: Sendable, Hashable {
     }
 }
 
-/// How the agent's worker runs tasks: one implementation per driver a service may choose (`--driver`). The
-/// process driver runs a command on the host; the OCI driver (crun/runc, issue 6) extends this contract with
-/// images, limits, stats, logs and recovery after an agent restart.
+/// How the agent's worker runs tasks: one implementation per driver a service may choose (`--driver`): the
+/// process driver runs a command on the host, the OCI driver a container through crun or runc.
 public protocol ContainerRuntime: Sendable {
     /// The `driver` value of the specs it runs ("process", "oci").
     var name: String { get }
-    /// Starts the task; `onExit` runs once with how it ended, whatever the reason.
-    func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle
+    /// Prepares (an image pull, a bundle) and starts the task; `onExit` runs once with how it ended, whatever
+    /// the reason. Suspends while it prepares: other tasks start and stop meanwhile.
+    func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle
     /// Asks the task to stop (SIGTERM), and kills it (SIGKILL) if `exited` is not true within `grace`.
     func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async
+    /// Runs `command` (argv) where the task runs (inside its container, for the OCI driver), with the task's
+    /// environment: a health check. Its exit status; throws when it could not run or took longer than `timeout`.
+    func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32
 }

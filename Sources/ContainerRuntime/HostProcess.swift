@@ -58,20 +58,40 @@ enum HostProcess {
         return pid
     }
 
-    /// Runs `path` with `arguments` to completion; its exit status and what it printed (stdout and stderr).
-    static func run(_ path: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
-        let directory = FileManager.default.temporaryDirectory.path
-        let capture = directory + "/flotilla-run-\(UUID().uuidString).log"
-        defer { try? FileManager.default.removeItem(atPath: capture) }
+    /// Runs `path` with `arguments` (in a process group of its own) to completion; its exit status and what it
+    /// printed (stdout and stderr; empty when appended to `output`, a file the caller keeps). `environment`:
+    /// "NAME=value" entries, the agent's own when nil. Throws `TimedOut` when `timeout` passes first, after
+    /// killing the process group.
+    static func run(
+        _ path: String, _ arguments: [String], environment: [String]? = nil, appendingTo output: String? = nil,
+        timeout: Duration? = nil
+    ) async throws -> (status: Int32, output: String) {
+        let capture = output ?? FileManager.default.temporaryDirectory.path + "/flotilla-run-\(UUID().uuidString).log"
+        defer { if output == nil { try? FileManager.default.removeItem(atPath: capture) } }
         let exit = AsyncStream<Int32>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-        _ = try spawn(path, [path] + arguments, environment: environment, output: capture, newProcessGroup: false) { status in
+        let environment = environment ?? ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        let pid = try spawn(path, [path] + arguments, environment: environment, output: capture, newProcessGroup: true) { status in
             exit.continuation.yield(status)
             exit.continuation.finish()
         }
-        let status = await exit.stream.first { _ in true } ?? -1
-        let output = (try? String(contentsOfFile: capture, encoding: .utf8)) ?? ""
-        return (status, output.trimmingCharacters(in: .whitespacesAndNewlines))
+        let waited: Int32?? = if let timeout {
+            await withTimeout(timeout) { await exit.stream.first { _ in true } }
+        } else {
+            .some(await exit.stream.first { _ in true })
+        }
+        guard case .some(let status) = waited else {
+            _ = kill(-pid, SIGKILL)
+            throw TimedOut(command: ([path] + arguments).joined(separator: " "), limit: timeout ?? .zero)
+        }
+        let text = output == nil ? (try? String(contentsOfFile: capture, encoding: .utf8)) ?? "" : ""
+        return (status ?? -1, text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// A command that did not finish in time (and was killed).
+    struct TimedOut: Error, CustomStringConvertible {
+        let command: String
+        let limit: Duration
+        var description: String { "timed out after \(limit)" }
     }
 }
 

@@ -42,12 +42,20 @@ public final class OCIDriver: ContainerRuntime {
         try FileManager.default.createDirectory(atPath: bundles, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: stateRoot, withIntermediateDirectories: true)
         guard Subreaper.enable() else { throw DriverError("could not make the agent a child subreaper (prctl): container exit codes would be lost") }
+        // Adopted processes that exit on their own (a check's command whose runtime process died) are reaped
+        // every few seconds, for as long as the driver exists.
+        Thread.detachNewThread { [weak self] in
+            while let driver = self {
+                driver.sweepOrphans()
+                Thread.sleep(forTimeInterval: 2)
+            }
+        }
     }
 
     /// The container id of a task (task ids are already short and safe; the prefix keeps them recognisable).
     func containerID(_ taskID: String) -> String { "flt-" + taskID }
 
-    public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle {
+    public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
         let id = containerID(launch.taskID)
         let bundle = bundles + "/" + id
         try? FileManager.default.removeItem(atPath: bundle)
@@ -64,8 +72,8 @@ public final class OCIDriver: ContainerRuntime {
             let config = OCIRuntimeConfigBuilder.build(Self.request(for: launch, image: image.config, id: id, rootfs: bundle + "/rootfs",
                                                                    cgroupsPath: "/\(cgroupParent)/\(id)", initBinary: initBinary))
             try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
-            let pid = try create(id: id, bundle: bundle)
-            let startStatus = try HostProcess.runBlocking(runtime.binary, ["--root", stateRoot, "start", id], output: bundle + "/runtime.log")
+            let pid = try await create(id: id, bundle: bundle)
+            let startStatus = try await HostProcess.run(runtime.binary, ["--root", stateRoot, "start", id], appendingTo: bundle + "/runtime.log").status
             guard startStatus == 0 else {
                 throw DriverError("\(runtime.name) start failed: \(Self.tail(bundle + "/runtime.log"))")
             }
@@ -97,10 +105,10 @@ public final class OCIDriver: ContainerRuntime {
     }
 
     /// `create`: the runtime prepares the container and exits; the container's process waits to be started.
-    private func create(id: String, bundle: String) throws -> Int32 {
+    private func create(id: String, bundle: String) async throws -> Int32 {
         let pidFile = bundle + "/container.pid"
-        let status = try HostProcess.runBlocking(
-            runtime.binary, ["--root", stateRoot, "create", "--bundle", bundle, "--pid-file", pidFile, id], output: bundle + "/output.log")
+        let status = try await HostProcess.run(
+            runtime.binary, ["--root", stateRoot, "create", "--bundle", bundle, "--pid-file", pidFile, id], appendingTo: bundle + "/output.log").status
         guard status == 0, let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw DriverError("\(runtime.name) create failed (status \(status)): \(Self.tail(bundle + "/output.log"))")
@@ -112,11 +120,40 @@ public final class OCIDriver: ContainerRuntime {
         guard let id = containers.withLock({ $0[handle.pid] }) else { return }
         _ = try? await HostProcess.run(runtime.binary, ["--root", stateRoot, "kill", id, "TERM"])
         let deadline = ContinuousClock.now + grace
+        var sweeps = 0
         while ContinuousClock.now < deadline {
             if await exited() { return }
             try? await Task.sleep(for: .milliseconds(20))
+            // A container ends only once every process in it is reaped, adopted ones included.
+            sweeps += 1
+            if sweeps % 25 == 1 { sweepOrphans() }
         }
         _ = try? await HostProcess.run(runtime.binary, ["--root", stateRoot, "kill", id, "KILL"])
+        sweepOrphans()
+    }
+
+    /// `<runtime> exec` in the task's container, with the task's environment.
+    public func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32 {
+        guard let id = containers.withLock({ $0[handle.pid] }) else { throw DriverError("the container is not running") }
+        guard !command.isEmpty else { throw DriverError("the command is empty") }
+        var environment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "FLOTILLA_TASK_ID=\(launch.taskID)"]
+        environment += launch.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        if let port = launch.port { environment.append("PORT=\(port)") }
+        let arguments = ["--root", stateRoot, "exec"] + environment.flatMap { ["--env", $0] } + [id] + command
+        do {
+            return try await HostProcess.run(runtime.binary, arguments, timeout: timeout).status
+        } catch let timedOut as HostProcess.TimedOut {
+            // The command outlived its runtime process and is now the agent's: end it, or it holds the container.
+            sweepOrphans(killingIn: id)
+            throw timedOut
+        }
+    }
+
+    /// Reaps what the agent adopted from its containers (see `OrphanReaper`); with a container id, also kills
+    /// what is left running in it.
+    func sweepOrphans(killingIn id: String? = nil) {
+        let tracked = containers.withLock { Set($0.keys) }
+        OrphanReaper.sweep(tracked: tracked, killing: id.map { "/\(cgroupParent)/\($0)" })
     }
 
     private func cleanUp(id: String, bundle: String) {

@@ -11,7 +11,7 @@ public final class ProcessDriver: ContainerRuntime {
 
     public init() {}
 
-    public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle {
+    public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
         let pid = try start(
             taskID: launch.taskID, command: launch.spec.command, args: launch.spec.args, environment: launch.environment,
             port: launch.port) { onExit(TaskExit(status: $0, oomKilled: false)) }
@@ -24,15 +24,28 @@ public final class ProcessDriver: ContainerRuntime {
         taskID: String, command: String, args: [String], environment: [String: String], port: Int?,
         onExit: @escaping @Sendable (Int32) -> Void
     ) throws -> Int32 {
-        var env = ProcessInfo.processInfo.environment.filter { ["PATH", "HOME", "LANG"].contains($0.key) }
-        for (key, value) in environment { env[key] = value }
-        env["FLOTILLA_TASK_ID"] = taskID
-        if let port { env["PORT"] = String(port) }
         // "$0" is the command's name for the shell; "$@" the arguments after it.
         let argv = ["/bin/sh", "-c", args.isEmpty ? command : command + " \"$@\"", "flotilla-task"] + args
-        let envp = env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-
+        let envp = Self.environment(taskID: taskID, environment, port: port)
         return try HostProcess.spawn("/bin/sh", argv, environment: envp, newProcessGroup: true, onExit: onExit)
+    }
+
+    /// A command beside the task, on the host, with the task's environment (a health check).
+    public func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32 {
+        guard let first = command.first else { throw DriverError("the command is empty") }
+        // Not a path: found on PATH by env(1), as a shell would.
+        let (path, arguments) = first.contains("/") ? (first, Array(command.dropFirst())) : ("/usr/bin/env", command)
+        let environment = Self.environment(taskID: launch.taskID, launch.environment, port: launch.port)
+        return try await HostProcess.run(path, arguments, environment: environment, timeout: timeout).status
+    }
+
+    /// The agent's PATH, HOME and LANG, then the service's variables, FLOTILLA_TASK_ID and PORT.
+    static func environment(taskID: String, _ variables: [String: String], port: Int?) -> [String] {
+        var env = ProcessInfo.processInfo.environment.filter { ["PATH", "HOME", "LANG"].contains($0.key) }
+        for (key, value) in variables { env[key] = value }
+        env["FLOTILLA_TASK_ID"] = taskID
+        if let port { env["PORT"] = String(port) }
+        return env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     }
 
     /// SIGTERM to the task's process group; SIGKILL to the group if it is still there after `grace`.

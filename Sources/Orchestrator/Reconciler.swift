@@ -107,7 +107,16 @@ public struct Reconciler: Sendable {
                 case "on-failure": replace = task.state == .failed
                 default: replace = true
                 }
-                if replace { stop(task, "replaced after it \(task.state == .failed ? "failed" : "exited")") }
+                guard replace else { continue }
+                if let limit = Self.restartLimitReached(task, of: tasks, policy: spec.restartPolicy, nowMs: nowMs) {
+                    if task.message != limit && !task.message.hasSuffix("; " + limit) {
+                        var kept = task
+                        kept.message = task.message.isEmpty ? limit : task.message + "; " + limit
+                        changed[task.id] = kept
+                    }
+                    continue
+                }
+                stop(task, "replaced after it \(task.state == .failed ? "failed" : "exited")")
             }
             let digest = ServiceSpecRules.taskDigest(spec)
             var live = tasks.map { changed[$0.id] ?? $0 }.filter { $0.desiredState == .running }
@@ -210,7 +219,8 @@ public struct Reconciler: Sendable {
         let outdated = live.filter { $0.specDigest != digest }.sorted { ($0.slot, $0.nodeID, $0.id) < ($1.slot, $1.nodeID, $1.id) }
         let fresh = tasks.filter { $0.specDigest == digest && $0.createdAtMs >= status.startedAtMs }
         let monitor = UInt64(config.monitorMs)
-        let failed = fresh.filter { $0.state == .failed }.count
+        // A new task that crashed counts as failed, also while its agent restarts it in place.
+        let failed = fresh.filter { $0.state == .failed || $0.restarts > 0 }.count
         func record(_ state: String, _ message: String) {
             status.state = state
             status.message = message
@@ -256,6 +266,24 @@ public struct Reconciler: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// Why a stopped task of a slot is not replaced: the restart policy's `max_attempts` within its window,
+    /// counting restarts in place (each task's `restarts`) and replacements (every earlier task of the slot
+    /// that ended within the window); nil when it may be.
+    static func restartLimitReached(
+        _ task: Flotilla_V1_TaskRecord, of tasks: [Flotilla_V1_TaskRecord], policy: Flotilla_V1_RestartPolicy, nowMs: UInt64
+    ) -> String? {
+        guard policy.maxAttempts > 0 else { return nil }
+        let since = policy.windowMs > 0 && nowMs > UInt64(policy.windowMs) ? nowMs - UInt64(policy.windowMs) : 0
+        let slot = tasks.filter { other in
+            other.slot == task.slot && (task.slot != 0 || other.nodeID == task.nodeID) && isTerminal(other.state)
+                && other.state != .shutdown && other.stateChangedAtMs >= since
+        }
+        let attempts = slot.reduce(0) { $0 + Int($1.restarts) } + max(slot.count - 1, 0)
+        guard attempts >= Int(policy.maxAttempts) else { return nil }
+        let window = policy.windowMs > 0 ? " within \(policy.windowMs / 1000) s" : ""
+        return "restart limit reached (\(policy.maxAttempts) restarts\(window))"
+    }
 
     static func isTerminal(_ state: Flotilla_V1_TaskState) -> Bool {
         switch state {

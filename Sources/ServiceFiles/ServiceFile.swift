@@ -30,15 +30,34 @@ public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertib
 ///     constraints: ["node.labels.zone==a"]
 ///     spread_over: node.labels.zone
 ///     resources: {reserve_cpu: 0.5, reserve_memory: 256M, limit_memory: 512M}
-///     health_check: {http: /, interval: 5s, timeout: 2s, retries: 3}
-///     restart: {condition: on-failure, delay: 1s}
+///     health_check: {http: /, interval: 5s, timeout: 2s, retries: 3}   # or command: …, or tcp: true
+///     readiness_check: {http: /ready, interval: 2s}                     # not ready: no traffic, no restart
+///     restart: {condition: on-failure, delay: 1s, max_attempts: 10, window: 10m}
+///     stop_grace_period: 30s
+///     network: host                      # oci default: bridge (an address on the node's subnet)
 ///     update: {parallelism: 2, order: start-first, failure_action: rollback, monitor: 10s}
 /// ```
 public enum ServiceFile {
     static let serviceKeys: Set<String> = [
         "name", "image", "driver", "command", "args", "env", "mode", "replicas", "resources", "constraints", "spread_over",
-        "max_replicas_per_node", "ports", "lb_policy", "health_check", "restart", "update", "rollback",
+        "max_replicas_per_node", "ports", "lb_policy", "health_check", "readiness_check", "network", "stop_grace_period", "restart",
+        "update", "rollback",
     ]
+
+    /// A health or readiness check section: one of command, http and tcp, with its timings.
+    static func check(_ section: Reader) throws(ServiceFileError) -> Flotilla_V1_HealthCheck {
+        var section = section
+        try section.allowOnly(["command", "http", "tcp", "interval", "timeout", "retries", "start_period"])
+        var check = Flotilla_V1_HealthCheck()
+        if let command = try section.string("command") { check.command = ["/bin/sh", "-c", command] }
+        check.httpPath = try section.string("http") ?? ""
+        check.tcp = try section.bool("tcp") ?? false
+        check.intervalMs = try section.duration("interval") ?? 0
+        check.timeoutMs = try section.duration("timeout") ?? 0
+        check.retries = try section.unsigned("retries") ?? 0
+        check.startPeriodMs = try section.duration("start_period") ?? 0
+        return check
+    }
 
     /// The specs in `text`, in the file's order (sorted by name under `services:`).
     public static func parse(_ text: String) throws(ServiceFileError) -> [Flotilla_V1_ServiceSpec] {
@@ -116,15 +135,10 @@ public enum ServiceFile {
             }
         }
         spec.lbPolicy = try reader.string("lb_policy") ?? ""
-        if var health = try reader.section("health_check") {
-            try health.allowOnly(["command", "http", "interval", "timeout", "retries", "start_period"])
-            if let command = try health.string("command") { spec.healthCheck.command = ["/bin/sh", "-c", command] }
-            spec.healthCheck.httpPath = try health.string("http") ?? ""
-            spec.healthCheck.intervalMs = try health.duration("interval") ?? 0
-            spec.healthCheck.timeoutMs = try health.duration("timeout") ?? 0
-            spec.healthCheck.retries = try health.unsigned("retries") ?? 0
-            spec.healthCheck.startPeriodMs = try health.duration("start_period") ?? 0
-        }
+        if let health = try reader.section("health_check") { spec.healthCheck = try Self.check(health) }
+        if let readiness = try reader.section("readiness_check") { spec.readinessCheck = try Self.check(readiness) }
+        spec.network = try reader.string("network") ?? ""
+        spec.stopGracePeriodMs = try reader.duration("stop_grace_period") ?? 0
         if var restart = try reader.section("restart") {
             try restart.allowOnly(["condition", "delay", "max_attempts", "window"])
             spec.restartPolicy.condition = try restart.string("condition") ?? ""
@@ -241,6 +255,12 @@ struct Reader {
 
     func section(_ key: String) throws(ServiceFileError) -> Reader? {
         try map(key).map { Reader(fields: $0, path: at(key)) }
+    }
+
+    func bool(_ key: String) throws(ServiceFileError) -> Bool? {
+        guard let value = fields[key] else { return nil }
+        guard let flag = value as? Bool else { throw ServiceFileError(at(key), "must be true or false") }
+        return flag
     }
 
     func unsigned(_ key: String) throws(ServiceFileError) -> UInt32? {

@@ -42,7 +42,17 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("health-timeout"), help: "One health check's limit (e.g. 2s).") var healthTimeout: String?
         @Option(name: .customLong("health-retries"), help: "Failed checks in a row that make a task unhealthy.") var healthRetries: UInt32?
         @Option(name: .customLong("health-start-period"), help: "After start, failed checks do not count for this long (e.g. 30s).") var healthStartPeriod: String?
+        @Flag(name: .customLong("health-tcp"), help: "A health check that connects to the first port.") var healthTCP = false
+        @Option(name: .customLong("ready-cmd"), help: "A readiness check command: while it fails the task gets no traffic (it is not restarted).") var readyCommand: String?
+        @Option(name: .customLong("ready-http"), help: "A readiness check HTTP path on the first port.") var readyHTTP: String?
+        @Flag(name: .customLong("ready-tcp"), help: "A readiness check that connects to the first port.") var readyTCP = false
+        @Option(name: .customLong("ready-interval"), help: "Between readiness checks (e.g. 2s).") var readyInterval: String?
         @Option(name: .customLong("restart-condition"), help: "any, on-failure or none.") var restartCondition: String?
+        @Option(name: .customLong("restart-delay"), help: "Before the first restart in place (e.g. 1s); doubles each time, up to 5m.") var restartDelay: String?
+        @Option(name: .customLong("restart-max-attempts"), help: "Give up after this many restarts within the window (0: never).") var restartMaxAttempts: UInt32?
+        @Option(name: .customLong("restart-window"), help: "The window for --restart-max-attempts (e.g. 10m).") var restartWindow: String?
+        @Option(name: .customLong("stop-grace-period"), help: "Between SIGTERM and SIGKILL when a task stops (default 10s).") var stopGracePeriod: String?
+        @Option(name: .customLong("network"), help: "bridge (oci default: the task's own address on its node's subnet) or host.") var network: String?
         @Option(name: .customLong("update-parallelism"), help: "Tasks updated at once (0: all).") var updateParallelism: UInt32?
         @Option(name: .customLong("update-delay"), help: "Between update batches (e.g. 10s).") var updateDelay: String?
         @Option(name: .customLong("update-order"), help: "stop-first or start-first.") var updateOrder: String?
@@ -89,7 +99,17 @@ struct ServiceCommand: AsyncParsableCommand {
             if let healthTimeout { spec.healthCheck.timeoutMs = try Self.milliseconds(healthTimeout, flag: "--health-timeout") }
             if let healthRetries { spec.healthCheck.retries = healthRetries }
             if let healthStartPeriod { spec.healthCheck.startPeriodMs = try Self.milliseconds(healthStartPeriod, flag: "--health-start-period") }
+            if healthTCP { spec.healthCheck.tcp = true }
+            if let readyCommand { spec.readinessCheck.command = ["/bin/sh", "-c", readyCommand] }
+            if let readyHTTP { spec.readinessCheck.httpPath = readyHTTP }
+            if readyTCP { spec.readinessCheck.tcp = true }
+            if let readyInterval { spec.readinessCheck.intervalMs = try Self.milliseconds(readyInterval, flag: "--ready-interval") }
             if let restartCondition { spec.restartPolicy.condition = restartCondition }
+            if let restartDelay { spec.restartPolicy.delayMs = try Self.milliseconds(restartDelay, flag: "--restart-delay") }
+            if let restartMaxAttempts { spec.restartPolicy.maxAttempts = restartMaxAttempts }
+            if let restartWindow { spec.restartPolicy.windowMs = try Self.milliseconds(restartWindow, flag: "--restart-window") }
+            if let stopGracePeriod { spec.stopGracePeriodMs = try Self.milliseconds(stopGracePeriod, flag: "--stop-grace-period") }
+            if let network { spec.network = network }
             if let updateParallelism { spec.updateConfig.parallelism = updateParallelism }
             if let updateDelay { spec.updateConfig.delayMs = try Self.milliseconds(updateDelay, flag: "--update-delay") }
             if let updateOrder { spec.updateConfig.order = updateOrder }
@@ -271,12 +291,12 @@ struct ServiceCommand: AsyncParsableCommand {
             case .json:
                 try printJSON(inspected.tasks.map { TaskJSON($0, node: inspected.nodeNames[$0.nodeID]) })
             case .table:
-                var table = TextTable("TASK", "SLOT", "NODE", "DESIRED", "CURRENT", "SINCE", "VERSION", "MESSAGE")
+                var table = TextTable("TASK", "SLOT", "NODE", "DESIRED", "CURRENT", "HEALTH", "RESTARTS", "SINCE", "VERSION", "MESSAGE")
                 for task in inspected.tasks {
                     let json = TaskJSON(task, node: inspected.nodeNames[task.nodeID])
                     table.append(
-                        task.id, task.slot == 0 ? "-" : "\(task.slot)", json.node ?? "-", json.desired, json.current,
-                        NodeJSON.ago(task.stateChangedAtMs), "\(task.serviceVersion)", task.message.isEmpty ? "-" : task.message)
+                        task.id, task.slot == 0 ? "-" : "\(task.slot)", json.node ?? "-", json.desired, json.current, json.healthText,
+                        "\(task.restarts)", NodeJSON.ago(task.stateChangedAtMs), "\(task.serviceVersion)", task.message.isEmpty ? "-" : task.message)
                 }
                 print(table.render())
             }
@@ -333,6 +353,14 @@ struct TaskJSON: Encodable {
     let current: String
     let message: String
     let version: UInt64
+    /// Ready for traffic (running, healthy, passing its readiness check).
+    let ready: Bool
+    /// "", "starting", "healthy" or "unhealthy".
+    let health: String
+    /// Restarts in place by its agent.
+    let restarts: UInt32
+    /// Where it accepts connections on its first port.
+    let address: String
 
     init(_ task: Flotilla_V1_TaskRecord, node: String?) {
         id = task.id
@@ -342,6 +370,17 @@ struct TaskJSON: Encodable {
         current = Self.name(task.state)
         message = task.message
         version = task.serviceVersion
+        ready = task.ready
+        health = task.health
+        restarts = task.restarts
+        address = task.address
+    }
+
+    /// "healthy, ready", "starting", "not ready", or "-" for a task that does not run.
+    var healthText: String {
+        guard current == "running" || current == "starting" else { return "-" }
+        let readiness = ready ? "ready" : "not ready"
+        return health.isEmpty ? readiness : "\(health), \(readiness)"
     }
 
     static func name(_ state: Flotilla_V1_TaskState) -> String {

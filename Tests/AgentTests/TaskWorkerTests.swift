@@ -10,9 +10,14 @@ import Testing
 /// health checks. Needs /bin/sh, sleep and python3 (an HTTP server for the HTTP check).
 @Suite("Agent: task worker", .serialized)
 struct TaskWorkerTests {
+    /// A process-driver task; by default not restarted in place when it stops (restart condition "none").
     static func assignment(_ id: String, command: String = "exec sleep 60", desired: Flotilla_V1_TaskState = .running,
-                           health: Flotilla_V1_HealthCheck? = nil, port: Bool = false) -> Flotilla_V1_TaskAssignment {
+                           health: Flotilla_V1_HealthCheck? = nil, readiness: Flotilla_V1_HealthCheck? = nil, port: Bool = false,
+                           restart: String = "none", restartDelayMs: UInt32 = 100) -> Flotilla_V1_TaskAssignment {
         var assignment = Flotilla_V1_TaskAssignment()
+        assignment.spec.restartPolicy.condition = restart
+        assignment.spec.restartPolicy.delayMs = restartDelayMs
+        if let readiness { assignment.spec.readinessCheck = readiness }
         assignment.taskID = id
         assignment.serviceID = "svc"
         assignment.serviceName = "svc"
@@ -57,8 +62,28 @@ struct TaskWorkerTests {
         }
     }
 
-    static func withWorker(_ body: (TaskWorker) async throws -> Void) async throws {
-        let worker = TaskWorker(logger: Logger(label: "worker"))
+    /// A check that passes while `flag` exists.
+    static func fileCheck(_ flag: String, intervalMs: UInt32, retries: UInt32) -> Flotilla_V1_HealthCheck {
+        var check = Flotilla_V1_HealthCheck()
+        check.command = ["/bin/sh", "-c", "test -f \(flag)"]
+        check.intervalMs = intervalMs
+        check.timeoutMs = intervalMs * 9 / 10
+        check.retries = retries
+        return check
+    }
+
+    /// Whether the task's latest report satisfies `condition` within 10 s.
+    static func eventuallyReported(
+        _ reports: Reports, _ worker: TaskWorker, task: String, _ condition: @escaping @Sendable (Flotilla_V1_TaskStatus) -> Bool
+    ) async throws -> Bool {
+        try await eventually {
+            await reports.collect(worker)
+            return reports[task].map(condition) ?? false
+        }
+    }
+
+    static func withWorker(settings: TaskWorker.Settings = TaskWorker.Settings(), _ body: (TaskWorker) async throws -> Void) async throws {
+        let worker = TaskWorker(logger: Logger(label: "worker"), settings: settings)
         do {
             try await body(worker)
         } catch {
@@ -103,11 +128,7 @@ struct TaskWorkerTests {
     func commandHealthCheck() async throws {
         let directory = try TemporaryDirectory()
         let flag = directory.path + "/healthy"
-        var check = Flotilla_V1_HealthCheck()
-        check.command = ["test -f \(flag)"]
-        check.intervalMs = 200
-        check.timeoutMs = 150
-        check.retries = 2
+        let check = Self.fileCheck(flag, intervalMs: 200, retries: 2)
         try await Self.withWorker { worker in
             await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("t", health: check)]))
             let reports = Reports()
@@ -186,7 +207,7 @@ struct TaskWorkerTests {
         let reports = Reports()
         #expect(try await eventually {
             await reports.collect(worker)
-            return reports["dies"]?.state == .failed
+            return reports["dies"]?.state == .failed && reports["kept"]?.state == .running
         })
         await worker.apply(Self.update(complete: false, generation: 2, [], removed: ["kept"]))
         #expect(hooked.all == ["kept"])
@@ -202,7 +223,7 @@ struct TaskWorkerTests {
         private var exits: [Int32: @Sendable (TaskExit) -> Void] = [:]
         private(set) var started: [String] = []
 
-        func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle {
+        func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
             lock.withLock {
                 started.append(launch.taskID)
                 exits[Int32(started.count)] = onExit
@@ -215,6 +236,8 @@ struct TaskWorkerTests {
             exit?(TaskExit(status: 143, oomKilled: false))
             while !(await exited()) { try? await Task.sleep(for: .milliseconds(5)) }
         }
+
+        func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32 { 0 }
     }
 
     @Test("a task runs on the runtime its spec's driver names; a driver the agent lacks fails the task, saying which it has")
@@ -226,7 +249,7 @@ struct TaskWorkerTests {
         var onOCI = Self.assignment("on-oci")
         onOCI.spec.driver = "oci"
         await worker.apply(Self.update(complete: true, generation: 1, [onFake, onOCI]))
-        #expect(fake.started == ["on-fake"])
+        #expect(try await eventually { fake.started == ["on-fake"] })
         #expect(await worker.runningTaskIDs == ["on-fake"])
         let reports = Reports()
         await reports.collect(worker)
@@ -253,7 +276,177 @@ struct TaskWorkerTests {
         #expect(judge.record(success: false, sinceStart: .seconds(8)) == nil)
         #expect(judge.record(success: false, sinceStart: .seconds(9)) == .unhealthy)
         #expect(judge.nextDelay(interval: .seconds(5)) == .seconds(5))
+        #expect(judge.record(success: false, sinceStart: .seconds(10)) == nil, "already unhealthy")
+        #expect(judge.record(success: true, sinceStart: .seconds(11)) == .healthy, "a readiness check comes back")
         let fresh = HealthJudge(retries: 3, startPeriod: .zero)
         #expect(fresh.nextDelay(interval: .seconds(5)) == .seconds(1))
+    }
+
+    // MARK: - Supervision
+
+    @Test("restart backoff: the delay doubles from the policy's up to the cap; a long run resets it; 5 restarts in a row give the task back")
+    func backoffPolicy() {
+        var backoff = RestartBackoff(condition: "any", delay: .seconds(1), cap: .seconds(10), resetAfter: .seconds(600))
+        var now = Duration.zero
+        var delays: [Duration] = []
+        for _ in 0..<5 {
+            guard case .restart(let after, _) = backoff.stopped(failed: true, ranFor: .seconds(1), now: now) else {
+                Issue.record("expected a restart")
+                return
+            }
+            delays.append(after)
+            now += after + .seconds(1)
+        }
+        #expect(delays == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(10)], "doubling, capped")
+        #expect(backoff.stopped(failed: true, ranFor: .seconds(1), now: now) == .giveUp("failed 6 times in a row on this node"))
+
+        var reset = RestartBackoff(condition: "any", delay: .seconds(1))
+        _ = reset.stopped(failed: true, ranFor: .seconds(1), now: .zero)
+        _ = reset.stopped(failed: true, ranFor: .seconds(1), now: .seconds(10))
+        #expect(reset.stopped(failed: true, ranFor: .seconds(1), now: .seconds(20)) == .restart(after: .seconds(4), restart: 3))
+        #expect(reset.stopped(failed: true, ranFor: .seconds(601), now: .seconds(700)) == .restart(after: .seconds(1), restart: 4),
+                "ten minutes of running start the backoff over")
+
+        var onFailure = RestartBackoff(condition: "on-failure", delay: .seconds(1))
+        #expect(onFailure.stopped(failed: false, ranFor: .seconds(1), now: .zero) == .done)
+        #expect(onFailure.stopped(failed: true, ranFor: .seconds(1), now: .zero) == .restart(after: .seconds(1), restart: 1))
+        var never = RestartBackoff(condition: "none", delay: .seconds(1))
+        #expect(never.stopped(failed: true, ranFor: .seconds(1), now: .zero) == .done)
+
+        var limited = RestartBackoff(condition: "any", delay: .seconds(1), maxAttempts: 2, window: .seconds(60))
+        #expect(limited.stopped(failed: true, ranFor: .seconds(700), now: .seconds(0)) == .restart(after: .seconds(1), restart: 1))
+        #expect(limited.stopped(failed: true, ranFor: .seconds(700), now: .seconds(10)) == .restart(after: .seconds(1), restart: 2))
+        #expect(limited.stopped(failed: true, ranFor: .seconds(700), now: .seconds(20)) == .giveUp("restart limit reached (2 restarts within 1m)"))
+        #expect(limited.stopped(failed: true, ranFor: .seconds(700), now: .seconds(100)) == .restart(after: .seconds(1), restart: 3),
+                "restarts older than the window no longer count")
+    }
+
+    @Test("a crashing task is restarted in place, each wait twice the one before, and given back as failed after 5 restarts in a row")
+    func restartBackoffGrows() async throws {
+        let directory = try TemporaryDirectory()
+        let starts = directory.path + "/starts"
+        let command = "date +%s%N >> \(starts); exit 3"
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("crash", command: command, restart: "any", restartDelayMs: 100)]))
+            let reports = Reports()
+            let gaveUp = try await eventually(timeout: .seconds(20)) {
+                await reports.collect(worker)
+                return reports["crash"]?.state == .failed
+            }
+            #expect(gaveUp)
+            #expect(reports["crash"]?.message == "exited with status 3; failed 6 times in a row on this node")
+            #expect(reports["crash"]?.exitCode == 3)
+            #expect(reports["crash"]?.restarts == 5)
+            let times = try String(contentsOfFile: starts, encoding: .utf8).split(separator: "\n").compactMap { Int64($0) }
+            #expect(times.count == 6)
+            let gaps = zip(times.dropFirst(), times).map { ($0 - $1) / 1_000_000 }
+            for (gap, delay) in zip(gaps, [100, 200, 400, 800, 1600]) {
+                #expect(gap >= Int64(delay), "waited at least \(delay) ms before restarting (waited \(gap) ms)")
+            }
+            #expect(await worker.runningTaskIDs.isEmpty)
+        }
+    }
+
+    @Test("a task that ran longer than the reset time starts its backoff over, and is never given back for it")
+    func restartBackoffResets() async throws {
+        var settings = TaskWorker.Settings()
+        settings.restartResetAfter = .milliseconds(300)
+        try await Self.withWorker(settings: settings) { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [
+                Self.assignment("slow-crash", command: "sleep 0.4; exit 1", restart: "on-failure", restartDelayMs: 50)]))
+            let reports = Reports()
+            let manyRestarts = try await eventually(timeout: .seconds(20)) {
+                await reports.collect(worker)
+                return (reports["slow-crash"]?.restarts ?? 0) >= 7
+            }
+            #expect(manyRestarts, "more restarts than 5 in a row, since each run outlasted the reset time")
+            #expect(reports["slow-crash"]?.message.contains("restarting in 50ms") == true, "\(reports["slow-crash"]?.message ?? "")")
+            #expect(reports["slow-crash"]?.state != .failed)
+        }
+    }
+
+    @Test("a liveness failure restarts the task in place; the restart is reported with the task")
+    func livenessRestart() async throws {
+        let directory = try TemporaryDirectory()
+        let flag = directory.path + "/alive"
+        #expect(FileManager.default.createFile(atPath: flag, contents: nil))
+        let check = Self.fileCheck(flag, intervalMs: 100, retries: 2)
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [
+                Self.assignment("live", health: check, restart: "on-failure", restartDelayMs: 100)]))
+            let reports = Reports()
+            #expect(try await eventually {
+                await reports.collect(worker)
+                return reports["live"]?.state == .running && reports["live"]?.health == "healthy"
+            })
+            #expect(reports["live"]?.ready == true)
+            try FileManager.default.removeItem(atPath: flag)
+            #expect(try await eventually {
+                await reports.collect(worker)
+                return reports["live"]?.restarts == 1
+            })
+            #expect(reports["live"]?.message.hasPrefix("unhealthy: the health check command exited with status 1") == true, "\(reports["live"]?.message ?? "")")
+            #expect(reports["live"]?.ready == false)
+            #expect(FileManager.default.createFile(atPath: flag, contents: nil))
+            let healthyAgain = try await eventually {
+                await reports.collect(worker)
+                return reports["live"]?.state == .running && reports["live"]?.health == "healthy"
+            }
+            #expect(healthyAgain, "healthy again after the restart")
+            #expect(reports["live"]?.restarts == 1)
+            #expect(await worker.runningTaskIDs == ["live"])
+        }
+    }
+
+    @Test("readiness toggles whether the task is ready, both ways, without restarting it")
+    func readinessToggles() async throws {
+        let directory = try TemporaryDirectory()
+        let flag = directory.path + "/ready"
+        let check = Self.fileCheck(flag, intervalMs: 100, retries: 1)
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("r", readiness: check, restart: "any")]))
+            let reports = Reports()
+            #expect(try await eventually {
+                await reports.collect(worker)
+                return reports["r"]?.state == .running
+            })
+            #expect(reports["r"]?.ready == false, "running, but not ready until its readiness check passes")
+            for ready in [true, false, true] {
+                if ready {
+                    #expect(FileManager.default.createFile(atPath: flag, contents: nil))
+                } else {
+                    try FileManager.default.removeItem(atPath: flag)
+                }
+                let toggled = try await Self.eventuallyReported(reports, worker, task: "r") { $0.ready == ready }
+                #expect(toggled, "ready: \(ready)")
+                #expect(reports["r"]?.state == .running)
+                #expect(reports["r"]?.restarts == 0)
+            }
+        }
+    }
+
+    @Test("a TCP check passes once the task accepts connections on its port, and names the address when it cannot")
+    func tcpCheck() async throws {
+        var check = Flotilla_V1_HealthCheck()
+        check.tcp = true
+        check.intervalMs = 200
+        check.timeoutMs = 150
+        check.retries = 2
+        let directory = try TemporaryDirectory()
+        let server = "cd \(directory.path) && exec python3 -m http.server --bind 127.0.0.1 $PORT"
+        try await Self.withWorker { worker in
+            await worker.apply(Self.update(complete: true, generation: 1, [
+                Self.assignment("listens", command: server, health: check, port: true),
+                Self.assignment("deaf", command: "exec sleep 60", health: check, port: true),
+            ]))
+            let reports = Reports()
+            let settled = try await eventually(timeout: .seconds(15)) {
+                await reports.collect(worker)
+                return reports["listens"]?.state == .running && reports["deaf"]?.state == .failed
+            }
+            #expect(settled)
+            #expect(reports["listens"]?.address.hasPrefix("127.0.0.1:") == true)
+            #expect(reports["deaf"]?.message.contains("connecting to 127.0.0.1:") == true, "\(reports["deaf"]?.message ?? "")")
+        }
     }
 }

@@ -44,7 +44,9 @@ struct ServiceSpecTests {
         ("ports[0].published_port", "host mode unpublished"), ("lb_policy", "unknown policy"), ("health_check", "neither check"),
         ("health_check.timeout_ms", "timeout not below interval"), ("restart_policy.condition", "unknown condition"),
         ("update_config.order", "unknown order"), ("update_config.failure_action", "unknown action"),
-        ("rollback_config.max_failure_ratio", "ratio above 1"),
+        ("rollback_config.max_failure_ratio", "ratio above 1"), ("readiness_check", "two kinds of readiness check"),
+        ("health_check", "tcp without a port"), ("network", "unknown network"), ("network", "process on a bridge"),
+        ("stop_grace_period_ms", "grace over an hour"),
     ]
 
     static func broken(_ label: String) -> Flotilla_V1_ServiceSpec {
@@ -87,6 +89,16 @@ struct ServiceSpecTests {
         case "unknown order": spec.updateConfig.order = "random"
         case "unknown action": spec.updateConfig.failureAction = "panic"
         case "ratio above 1": spec.rollbackConfig.maxFailureRatio = 1.5
+        case "two kinds of readiness check":
+            spec.readinessCheck.httpPath = "/ready"
+            spec.readinessCheck.tcp = true
+        case "tcp without a port":
+            spec.ports = []
+            spec.healthCheck = Flotilla_V1_HealthCheck()
+            spec.healthCheck.tcp = true
+        case "unknown network": spec.network = "overlay"
+        case "process on a bridge": spec.network = "bridge"
+        case "grace over an hour": spec.stopGracePeriodMs = 3_600_001
         default: Issue.record("no breakage named \(label)")
         }
         return spec

@@ -95,7 +95,7 @@ struct OCIDriverTests {
     /// Starts `launch` and waits (bounded) for its end.
     static func runToExit(_ driver: OCIDriver, _ launch: TaskLaunch) async throws -> TaskExit? {
         let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        _ = try driver.start(launch) { exit in
+        _ = try await driver.start(launch) { exit in
             exits.continuation.yield(exit)
             exits.continuation.finish()
         }
@@ -131,9 +131,18 @@ struct OCIDriverTests {
 
             // A long runner stopped on purpose: SIGTERM through catatonit, 143.
             let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
-            let handle = try driver.start(Self.launch("sleeper-\(runtime.name)", command: "sleep 60")) { exit in
+            let sleeper = Self.launch("sleeper-\(runtime.name)", command: "sleep 60")
+            let handle = try await driver.start(sleeper) { exit in
                 exits.continuation.yield(exit)
                 exits.continuation.finish()
+            }
+            // Health-check commands run inside the container, with the task's environment; a slow one is cut.
+            let inside = try await driver.exec(handle, launch: sleeper, command: ["/bin/sh", "-c", "test \"$GREETING\" = hi && test -d /proc/1"], timeout: .seconds(10))
+            #expect(inside == 0, "\(runtime.name): exec in the container")
+            let failing = try await driver.exec(handle, launch: sleeper, command: ["/bin/sh", "-c", "exit 3"], timeout: .seconds(10))
+            #expect(failing == 3, "\(runtime.name)")
+            await #expect(throws: (any Error).self, "\(runtime.name): a check that outlives its timeout") {
+                _ = try await driver.exec(handle, launch: sleeper, command: ["sleep", "10"], timeout: .milliseconds(300))
             }
             let ended = Flag()
             async let stopped: Void = driver.stop(handle, grace: .seconds(10)) { ended.value }

@@ -151,6 +151,17 @@ struct SimulatedCluster {
         return state.tasks(ofService: service.id).filter { $0.desiredState == .running }
     }
 
+    /// The task's agent reports it (restarted in place `restarts` times).
+    mutating func report(_ task: Flotilla_V1_TaskRecord, _ state: Flotilla_V1_TaskState, restarts: UInt32, _ message: String) {
+        var status = Flotilla_V1_TaskStatus()
+        status.taskID = task.id
+        status.state = state
+        status.restarts = restarts
+        status.message = message
+        status.atMs = now
+        run(ClusterCommands.taskStatusReport(nodeID: NodeID(task.nodeID), [status]))
+    }
+
     func failTask(_ task: Flotilla_V1_TaskRecord) -> [UInt8] {
         var status = Flotilla_V1_TaskStatus()
         status.taskID = task.id
@@ -264,6 +275,58 @@ struct ReconcilerTests {
             #expect(cluster.state.task(first.id)?.desiredState == (replaced ? .shutdown : .running))
             #expect(cluster.state.task(first.id)?.state == .failed)
         }
+    }
+
+    @Test("max_attempts within the window counts restarts in place and replacements; once reached the slot stays failed, saying why")
+    func restartLimit() {
+        var cluster = SimulatedCluster(seed: 7)
+        cluster.addNode("n1")
+        cluster.addNode("n2")
+        cluster.createService("job", replicas: 1)
+        var service = cluster.state.service(named: "job")!
+        var spec = service.spec
+        spec.restartPolicy.maxAttempts = 4
+        spec.restartPolicy.windowMs = 60_000
+        cluster.run(ClusterCommands.serviceUpdate(id: service.id, spec: spec, expectedVersion: service.version, nowMs: cluster.now))
+        cluster.converge()
+        // Each task is restarted twice in place by its agent, then given back as failed.
+        var failures = 0
+        while let task = cluster.live("job").first(where: { $0.state == .running }), failures < 10 {
+            cluster.report(task, .failed, restarts: 2, "exited with status 1; failed 3 times in a row on this node")
+            failures += 1
+            cluster.converge()
+        }
+        // 2 restarts in place, a replacement, 2 more in place: the limit of 4 is reached with the second task.
+        #expect(failures == 2)
+        service = cluster.state.service(named: "job")!
+        let last = cluster.live("job")
+        #expect(last.count == 1)
+        #expect(last.first?.state == .failed)
+        #expect(last.first?.message.hasSuffix("restart limit reached (4 restarts within 60 s)") == true, "\(last.first?.message ?? "")")
+        // Outside the window, a failure is replaced again.
+        cluster.now += 120_000
+        cluster.converge()
+        #expect(cluster.live("job").filter { $0.state == .running }.count == 1)
+    }
+
+    @Test("a new task its agent restarts in place counts as failed for the rolling update's judgement")
+    func restartedUpdateTaskCountsAsFailed() {
+        var cluster = SimulatedCluster(seed: 14)
+        cluster.addNode("n1")
+        cluster.createService("web", replicas: 2)
+        cluster.converge()
+        cluster.update("web", command: "crash-loop") { $0.failureAction = "pause"; $0.monitorMs = 60_000 }
+        // The agents report the new tasks running, then restarting in place (state starting, one restart).
+        cluster.converge(rounds: 3)
+        let fresh = cluster.live("web").filter { $0.specDigest == ServiceSpecRules.taskDigest(cluster.state.service(named: "web")!.spec) }
+        #expect(!fresh.isEmpty)
+        for task in fresh {
+            cluster.report(task, .starting, restarts: 1, "exited with status 1; restarting in 1s (restart 1)")
+        }
+        _ = cluster.reconcileOnce()
+        let update = cluster.state.service(named: "web")!.updateStatus
+        #expect(update.state == "paused")
+        #expect(update.message.contains("updated tasks failed"))
     }
 
     @Test("a task that cannot be placed stays pending with the reason, and is placed once a node can take it")

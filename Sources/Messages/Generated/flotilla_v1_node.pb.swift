@@ -148,6 +148,31 @@ public nonisolated struct Flotilla_V1_SessionUpdate: Sendable {
 
   public var removedTaskIds: [String] = []
 
+  /// Container networking, sent first and again whenever it changes: this node's subnet (its containers'
+  /// addresses; empty: the cluster has no container network) and the route to every other node's subnet.
+  public var networkChanged: Bool = false
+
+  public var subnet: String = String()
+
+  public var routes: [Flotilla_V1_NodeRoute] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Another node's container subnet and the node address that reaches it.
+public nonisolated struct Flotilla_V1_NodeRoute: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "10.240.3.0/24".
+  public var subnet: String = String()
+
+  /// The node's address ("192.168.50.3").
+  public var via: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -384,7 +409,7 @@ nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SessionUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0\u{3}removed_task_ids\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0\u{3}removed_task_ids\0\u{3}network_changed\0\u{1}subnet\0\u{1}routes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -398,6 +423,9 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.assignments) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.assignmentsGeneration) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.removedTaskIds) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.networkChanged) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
       default: break
       }
     }
@@ -422,6 +450,15 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if !self.removedTaskIds.isEmpty {
       try visitor.visitRepeatedStringField(value: self.removedTaskIds, fieldNumber: 6)
     }
+    if self.networkChanged != false {
+      try visitor.visitSingularBoolField(value: self.networkChanged, fieldNumber: 7)
+    }
+    if !self.subnet.isEmpty {
+      try visitor.visitSingularStringField(value: self.subnet, fieldNumber: 8)
+    }
+    if !self.routes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.routes, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -432,6 +469,44 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if lhs.assignments != rhs.assignments {return false}
     if lhs.assignmentsGeneration != rhs.assignmentsGeneration {return false}
     if lhs.removedTaskIds != rhs.removedTaskIds {return false}
+    if lhs.networkChanged != rhs.networkChanged {return false}
+    if lhs.subnet != rhs.subnet {return false}
+    if lhs.routes != rhs.routes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_NodeRoute: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeRoute"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}subnet\0\u{1}via\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.via) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.subnet.isEmpty {
+      try visitor.visitSingularStringField(value: self.subnet, fieldNumber: 1)
+    }
+    if !self.via.isEmpty {
+      try visitor.visitSingularStringField(value: self.via, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_NodeRoute, rhs: Flotilla_V1_NodeRoute) -> Bool {
+    if lhs.subnet != rhs.subnet {return false}
+    if lhs.via != rhs.via {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

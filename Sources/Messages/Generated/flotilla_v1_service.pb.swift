@@ -199,6 +199,30 @@ public nonisolated struct Flotilla_V1_ServiceSpec: @unchecked Sendable {
   /// Clears the value of `rollbackConfig`. Subsequent reads from it will return its default value.
   public mutating func clearRollbackConfig() {_uniqueStorage()._rollbackConfig = nil}
 
+  /// Whether a task is ready for traffic (a backend in load-balancer tables). Failing it takes the task out of
+  /// rotation without restarting it; absent: a running (and healthy) task is ready.
+  public var readinessCheck: Flotilla_V1_HealthCheck {
+    get {_storage._readinessCheck ?? Flotilla_V1_HealthCheck()}
+    set {_uniqueStorage()._readinessCheck = newValue}
+  }
+  /// Returns true if `readinessCheck` has been explicitly set.
+  public var hasReadinessCheck: Bool {_storage._readinessCheck != nil}
+  /// Clears the value of `readinessCheck`. Subsequent reads from it will return its default value.
+  public mutating func clearReadinessCheck() {_uniqueStorage()._readinessCheck = nil}
+
+  /// "bridge" (default for "oci": the task gets its own network namespace and an address from its node's
+  /// subnet) or "host" (the task shares the node's network; always so for "process").
+  public var network: String {
+    get {_storage._network}
+    set {_uniqueStorage()._network = newValue}
+  }
+
+  /// How long a task may take to exit after SIGTERM before it gets SIGKILL, ms (default 10000).
+  public var stopGracePeriodMs: UInt32 {
+    get {_storage._stopGracePeriodMs}
+    set {_uniqueStorage()._stopGracePeriodMs = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -271,13 +295,14 @@ public nonisolated struct Flotilla_V1_PortSpec: Sendable {
   public init() {}
 }
 
-/// A health check. Exactly one of `command` and `http_path`.
+/// A health check (liveness as `health_check`: failing it restarts the task; or `readiness_check`). Exactly one
+/// of `command`, `http_path` and `tcp`.
 public nonisolated struct Flotilla_V1_HealthCheck: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// A command run inside the task; exit 0 is healthy.
+  /// A command run inside the task (in its container for "oci"); exit 0 is healthy.
   public var command: [String] = []
 
   /// An HTTP GET to this path on the first port; 2xx and 3xx are healthy.
@@ -295,12 +320,18 @@ public nonisolated struct Flotilla_V1_HealthCheck: Sendable {
   /// After start, failures do not count for this long, ms.
   public var startPeriodMs: UInt32 = 0
 
+  /// A TCP connection to the first port; accepted is healthy.
+  public var tcp: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// When a stopped task is replaced.
+/// When a task that stopped is restarted. The agent restarts it in place, waiting `delay_ms` before the first
+/// restart and twice as long before each next one (at most 5 minutes; back to `delay_ms` once it has run 10
+/// minutes). After 5 restarts in a row on one node it reports the task failed, and the orchestrator replaces it,
+/// on another node when one can take it.
 public nonisolated struct Flotilla_V1_RestartPolicy: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -309,10 +340,10 @@ public nonisolated struct Flotilla_V1_RestartPolicy: Sendable {
   /// "any" (default), "on-failure" or "none".
   public var condition: String = String()
 
-  /// Wait before restarting, ms (default 1000).
+  /// Wait before the first restart, ms (default 1000).
   public var delayMs: UInt32 = 0
 
-  /// Give up after this many restarts within `window_ms`; 0 means never give up.
+  /// Give up after this many restarts (in place or by replacement) within `window_ms`; 0 means never give up.
   public var maxAttempts: UInt32 = 0
 
   /// The window for max_attempts, ms; 0 means forever.
@@ -362,7 +393,7 @@ nonisolated extension Flotilla_V1_ServiceMode: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0\u{3}readiness_check\0\u{1}network\0\u{3}stop_grace_period_ms\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -383,6 +414,9 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
     var _restartPolicy: Flotilla_V1_RestartPolicy? = nil
     var _updateConfig: Flotilla_V1_UpdateConfig? = nil
     var _rollbackConfig: Flotilla_V1_UpdateConfig? = nil
+    var _readinessCheck: Flotilla_V1_HealthCheck? = nil
+    var _network: String = String()
+    var _stopGracePeriodMs: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -411,6 +445,9 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       _restartPolicy = source._restartPolicy
       _updateConfig = source._updateConfig
       _rollbackConfig = source._rollbackConfig
+      _readinessCheck = source._readinessCheck
+      _network = source._network
+      _stopGracePeriodMs = source._stopGracePeriodMs
     }
   }
 
@@ -447,6 +484,9 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         case 16: try { try decoder.decodeSingularMessageField(value: &_storage._restartPolicy) }()
         case 17: try { try decoder.decodeSingularMessageField(value: &_storage._updateConfig) }()
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._rollbackConfig) }()
+        case 19: try { try decoder.decodeSingularMessageField(value: &_storage._readinessCheck) }()
+        case 20: try { try decoder.decodeSingularStringField(value: &_storage._network) }()
+        case 21: try { try decoder.decodeSingularUInt32Field(value: &_storage._stopGracePeriodMs) }()
         default: break
         }
       }
@@ -513,6 +553,15 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       try { if let v = _storage._rollbackConfig {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
       } }()
+      try { if let v = _storage._readinessCheck {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+      } }()
+      if !_storage._network.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._network, fieldNumber: 20)
+      }
+      if _storage._stopGracePeriodMs != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._stopGracePeriodMs, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -540,6 +589,9 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         if _storage._restartPolicy != rhs_storage._restartPolicy {return false}
         if _storage._updateConfig != rhs_storage._updateConfig {return false}
         if _storage._rollbackConfig != rhs_storage._rollbackConfig {return false}
+        if _storage._readinessCheck != rhs_storage._readinessCheck {return false}
+        if _storage._network != rhs_storage._network {return false}
+        if _storage._stopGracePeriodMs != rhs_storage._stopGracePeriodMs {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -676,7 +728,7 @@ nonisolated extension Flotilla_V1_PortSpec: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Flotilla_V1_HealthCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HealthCheck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}command\0\u{3}http_path\0\u{3}interval_ms\0\u{3}timeout_ms\0\u{1}retries\0\u{3}start_period_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}command\0\u{3}http_path\0\u{3}interval_ms\0\u{3}timeout_ms\0\u{1}retries\0\u{3}start_period_ms\0\u{1}tcp\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -690,6 +742,7 @@ nonisolated extension Flotilla_V1_HealthCheck: SwiftProtobuf.Message, SwiftProto
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.retries) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.startPeriodMs) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.tcp) }()
       default: break
       }
     }
@@ -714,6 +767,9 @@ nonisolated extension Flotilla_V1_HealthCheck: SwiftProtobuf.Message, SwiftProto
     if self.startPeriodMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.startPeriodMs, fieldNumber: 6)
     }
+    if self.tcp != false {
+      try visitor.visitSingularBoolField(value: self.tcp, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -724,6 +780,7 @@ nonisolated extension Flotilla_V1_HealthCheck: SwiftProtobuf.Message, SwiftProto
     if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.retries != rhs.retries {return false}
     if lhs.startPeriodMs != rhs.startPeriodMs {return false}
+    if lhs.tcp != rhs.tcp {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

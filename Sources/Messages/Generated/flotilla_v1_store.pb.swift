@@ -793,6 +793,18 @@ public nonisolated struct Flotilla_V1_TaskStatus: Sendable {
   /// When the agent saw it, Unix ms (agent's clock).
   public var atMs: UInt64 = 0
 
+  /// Ready for traffic: running, healthy, and passing its readiness check if it has one.
+  public var ready: Bool = false
+
+  /// "" (no health check), "starting", "healthy" or "unhealthy".
+  public var health: String = String()
+
+  /// Times the agent restarted it in place.
+  public var restarts: UInt32 = 0
+
+  /// Where it accepts connections on its first port ("10.240.3.7:8080", "127.0.0.1:41234"); empty: no port.
+  public var address: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -922,6 +934,15 @@ public nonisolated struct Flotilla_V1_TaskRecord: Sendable {
   /// changes nothing a task runs, so it restarts nothing.
   public var specDigest: String = String()
 
+  /// As last reported by its agent (TaskStatus): ready for traffic, health, restarts in place, address.
+  public var ready: Bool = false
+
+  public var health: String = String()
+
+  public var restarts: UInt32 = 0
+
+  public var address: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -979,6 +1000,9 @@ public nonisolated struct Flotilla_V1_NodeRecord: Sendable {
 
   /// The agent's software version, as it reported it.
   public var agentVersion: String = String()
+
+  /// Its containers' subnet, carved from the cluster's container CIDR when it joined ("10.240.3.0/24").
+  public var subnet: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2079,7 +2103,7 @@ nonisolated extension Flotilla_V1_TaskStatusReport: SwiftProtobuf.Message, Swift
 
 nonisolated extension Flotilla_V1_TaskStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TaskStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}at_ms\0\u{1}ready\0\u{1}health\0\u{1}restarts\0\u{1}address\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2092,6 +2116,10 @@ nonisolated extension Flotilla_V1_TaskStatus: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.atMs) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.health) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.restarts) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.address) }()
       default: break
       }
     }
@@ -2113,6 +2141,18 @@ nonisolated extension Flotilla_V1_TaskStatus: SwiftProtobuf.Message, SwiftProtob
     if self.atMs != 0 {
       try visitor.visitSingularUInt64Field(value: self.atMs, fieldNumber: 5)
     }
+    if self.ready != false {
+      try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 6)
+    }
+    if !self.health.isEmpty {
+      try visitor.visitSingularStringField(value: self.health, fieldNumber: 7)
+    }
+    if self.restarts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.restarts, fieldNumber: 8)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2122,6 +2162,10 @@ nonisolated extension Flotilla_V1_TaskStatus: SwiftProtobuf.Message, SwiftProtob
     if lhs.message != rhs.message {return false}
     if lhs.exitCode != rhs.exitCode {return false}
     if lhs.atMs != rhs.atMs {return false}
+    if lhs.ready != rhs.ready {return false}
+    if lhs.health != rhs.health {return false}
+    if lhs.restarts != rhs.restarts {return false}
+    if lhs.address != rhs.address {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2238,7 +2282,7 @@ nonisolated extension Flotilla_V1_UpdateStatus: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TaskRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_version\0\u{1}slot\0\u{3}node_id\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at_ms\0\u{3}state_changed_at_ms\0\u{3}spec_digest\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}service_id\0\u{3}service_version\0\u{1}slot\0\u{3}node_id\0\u{3}desired_state\0\u{1}state\0\u{1}message\0\u{3}exit_code\0\u{3}created_at_ms\0\u{3}state_changed_at_ms\0\u{3}spec_digest\0\u{1}ready\0\u{1}health\0\u{1}restarts\0\u{1}address\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2258,6 +2302,10 @@ nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtob
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.createdAtMs) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.stateChangedAtMs) }()
       case 12: try { try decoder.decodeSingularStringField(value: &self.specDigest) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
+      case 14: try { try decoder.decodeSingularStringField(value: &self.health) }()
+      case 15: try { try decoder.decodeSingularUInt32Field(value: &self.restarts) }()
+      case 16: try { try decoder.decodeSingularStringField(value: &self.address) }()
       default: break
       }
     }
@@ -2300,6 +2348,18 @@ nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtob
     if !self.specDigest.isEmpty {
       try visitor.visitSingularStringField(value: self.specDigest, fieldNumber: 12)
     }
+    if self.ready != false {
+      try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 13)
+    }
+    if !self.health.isEmpty {
+      try visitor.visitSingularStringField(value: self.health, fieldNumber: 14)
+    }
+    if self.restarts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.restarts, fieldNumber: 15)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2316,6 +2376,10 @@ nonisolated extension Flotilla_V1_TaskRecord: SwiftProtobuf.Message, SwiftProtob
     if lhs.createdAtMs != rhs.createdAtMs {return false}
     if lhs.stateChangedAtMs != rhs.stateChangedAtMs {return false}
     if lhs.specDigest != rhs.specDigest {return false}
+    if lhs.ready != rhs.ready {return false}
+    if lhs.health != rhs.health {return false}
+    if lhs.restarts != rhs.restarts {return false}
+    if lhs.address != rhs.address {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2358,7 +2422,7 @@ nonisolated extension Flotilla_V1_Label: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Flotilla_V1_NodeRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}role\0\u{1}labels\0\u{1}address\0\u{1}status\0\u{1}availability\0\u{3}joined_at_ms\0\u{3}status_changed_at_ms\0\u{3}agent_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}role\0\u{1}labels\0\u{1}address\0\u{1}status\0\u{1}availability\0\u{3}joined_at_ms\0\u{3}status_changed_at_ms\0\u{3}agent_version\0\u{1}subnet\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2376,6 +2440,7 @@ nonisolated extension Flotilla_V1_NodeRecord: SwiftProtobuf.Message, SwiftProtob
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.joinedAtMs) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.statusChangedAtMs) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
       default: break
       }
     }
@@ -2412,6 +2477,9 @@ nonisolated extension Flotilla_V1_NodeRecord: SwiftProtobuf.Message, SwiftProtob
     if !self.agentVersion.isEmpty {
       try visitor.visitSingularStringField(value: self.agentVersion, fieldNumber: 10)
     }
+    if !self.subnet.isEmpty {
+      try visitor.visitSingularStringField(value: self.subnet, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2426,6 +2494,7 @@ nonisolated extension Flotilla_V1_NodeRecord: SwiftProtobuf.Message, SwiftProtob
     if lhs.joinedAtMs != rhs.joinedAtMs {return false}
     if lhs.statusChangedAtMs != rhs.statusChangedAtMs {return false}
     if lhs.agentVersion != rhs.agentVersion {return false}
+    if lhs.subnet != rhs.subnet {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
