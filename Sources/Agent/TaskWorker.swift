@@ -23,6 +23,9 @@ public actor TaskWorker: AssignmentReceiver {
     /// assignment it ran: where the node's load balancer takes it out of rotation and lets its connections
     /// drain before the process gets SIGTERM.
     public typealias StopHook = @Sendable (Flotilla_V1_TaskAssignment) async -> Void
+    /// Called with a session update that carries the node's network (subnet, routes), before its assignments
+    /// are applied: where the node's container network is set up.
+    public typealias NetworkHook = @Sendable (Flotilla_V1_SessionUpdate) async -> Void
 
     /// One assigned task, from its first start until it is stopped on purpose or given up.
     private struct Supervised {
@@ -57,7 +60,9 @@ public actor TaskWorker: AssignmentReceiver {
             guard let healthy else { return "" }
             return healthy ? "healthy" : (state == .running || unhealthy != nil ? "unhealthy" : "starting")
         }
-        var address: String { launch.port.map { "127.0.0.1:\($0)" } ?? "" }
+        /// Where its first port is reached: its own address, or the host's loopback when it shares its network.
+        var host: String { handle?.address ?? "127.0.0.1" }
+        var address: String { launch.port.map { "\(host):\($0)" } ?? "" }
         var grace: Duration? {
             assignment.spec.stopGracePeriodMs > 0 ? .milliseconds(Int(assignment.spec.stopGracePeriodMs)) : nil
         }
@@ -68,6 +73,7 @@ public actor TaskWorker: AssignmentReceiver {
     private let logger: Logger
     private let settings: Settings
     private let beforeStop: StopHook?
+    private let onNetwork: NetworkHook?
     /// The clock restart windows count on.
     private let origin = ContinuousClock.now
     private var tasks: [String: Supervised] = [:]
@@ -76,8 +82,12 @@ public actor TaskWorker: AssignmentReceiver {
     private var statuses: [Flotilla_V1_TaskStatus] = []
 
     /// `runtimes`: drivers beside the process driver (the OCI driver).
-    public init(logger: Logger, runtimes: [any ContainerRuntime] = [], settings: Settings = Settings(), beforeStop: StopHook? = nil) {
+    public init(
+        logger: Logger, runtimes: [any ContainerRuntime] = [], settings: Settings = Settings(), onNetwork: NetworkHook? = nil,
+        beforeStop: StopHook? = nil
+    ) {
         self.logger = logger
+        self.onNetwork = onNetwork
         self.settings = settings
         self.beforeStop = beforeStop
         var byName: [String: any ContainerRuntime] = [:]
@@ -98,6 +108,7 @@ public actor TaskWorker: AssignmentReceiver {
     /// stops what runs and should not), or a change on top of the previous generation. Starting happens in the
     /// background (an image may have to be pulled); stopping is done when this returns.
     public func apply(_ update: Flotilla_V1_SessionUpdate) async {
+        if update.networkChanged, let onNetwork { await onNetwork(update) }
         let before = sequence.position
         switch sequence.accept(update) {
         case .complete(let assignments):
@@ -147,9 +158,14 @@ public actor TaskWorker: AssignmentReceiver {
             report(id, .failed, "the \(spec.driver) driver is not available on this agent (it has: \(available))")
             return
         }
-        // A host-mode port is bound on this node as published; otherwise the load balancer reaches a free one.
-        // Kept across restarts, so the task's address does not change.
-        let port: Int? = spec.ports.first.flatMap { $0.publishMode == "host" ? Int($0.publishedPort) : ProcessDriver.freePort() }
+        // A task on its own network listens on its target port at its own address; on the host's network a
+        // host-mode port is bound as published, otherwise on a free port the load balancer reaches. Kept across
+        // restarts, so the task's address does not change.
+        let ownNetwork = spec.driver == "oci" && spec.network != "host"
+        let port: Int? = spec.ports.first.flatMap { mapping in
+            if ownNetwork { return Int(mapping.targetPort) }
+            return mapping.publishMode == "host" ? Int(mapping.publishedPort) : ProcessDriver.freePort()
+        }
         let environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
         let launch = TaskLaunch(taskID: id, serviceName: assignment.serviceName, spec: spec, environment: environment, port: port)
         let backoff = RestartBackoff(spec.restartPolicy, cap: settings.restartCap, resetAfter: settings.restartResetAfter)
@@ -216,7 +232,7 @@ public actor TaskWorker: AssignmentReceiver {
     /// (as a failure) when it turns unhealthy. Readiness: only decides whether the task is ready for traffic.
     private func watch(_ id: String, run: Int, check: Flotilla_V1_HealthCheck, liveness: Bool) async {
         guard let entry = tasks[id], let handle = entry.handle else { return }
-        let probe = HealthProbe(check: check, port: entry.launch.port)
+        let probe = HealthProbe(check: check, host: entry.host, port: entry.launch.port)
         let runtime = entry.runtime
         let launch = entry.launch
         let exec: HealthProbe.Exec = { command, timeout in try await runtime.exec(handle, launch: launch, command: command, timeout: timeout) }

@@ -35,19 +35,37 @@ extension ClusterState {
         token.used += 1
         tokenTable[token.id] = token
         changes.append(StoreChange(table: .tokens, key: token.id, kind: .put, index: index))
-        if let node {
+        if var node {
+            node.subnet = freeSubnet()
             nodeTable[id] = node
             changes.append(StoreChange(table: .nodes, key: id.rawValue, kind: .put, index: index))
         }
         return .ok(index: index)
     }
 
+    /// The cluster's container network: every agent gets a /24 of it for its containers.
+    public static let containerNetwork = "10.240.0.0/12"
+    public static let nodeSubnetPrefixLength = 24
+
+    /// The lowest node subnet no node holds; empty when the network is used up (the node then runs no
+    /// containers on their own network, and says so).
+    func freeSubnet() -> String {
+        let taken = nodeTable.values.compactMap { try? IPv4Subnet(parsing: $0.subnet) }
+        guard var allocator = try? SubnetAllocator(
+            cluster: IPv4Subnet(parsing: Self.containerNetwork), nodePrefixLength: Self.nodeSubnetPrefixLength, allocated: taken),
+            let subnet = try? allocator.allocate() else { return "" }
+        return subnet.description
+    }
+
     mutating func applyNodeUpsert(_ upsert: Flotilla_V1_NodeUpsert, at index: UInt64, changes: inout [StoreChange]) -> ApplyResult {
-        guard upsert.hasNode, let record = NodeRecord(proto: upsert.node) else {
+        guard upsert.hasNode, let proposed = NodeRecord(proto: upsert.node) else {
             return .invalid("a NodeUpsert command must carry a node record")
         }
-        if let problem = record.problem { return .invalid(problem) }
-        guard nodeTable[record.id] != nil else { return .notFound }
+        if let problem = proposed.problem { return .invalid(problem) }
+        guard let existing = nodeTable[proposed.id] else { return .notFound }
+        // The subnet is the store's to give: kept as it is, or given to a node that joined before there were any.
+        var record = proposed
+        record.subnet = existing.subnet.isEmpty ? freeSubnet() : existing.subnet
         if let holder = nodeNamed(record.name), holder.id != record.id {
             return .invalid("node name \(record.name) is taken by node \(holder.id)")
         }

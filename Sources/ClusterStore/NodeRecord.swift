@@ -34,6 +34,8 @@ public struct NodeRecord: Sendable, Hashable {
     public var joinedAtMs: UInt64
     public var statusChangedAtMs: UInt64
     public var agentVersion: String
+    /// Its containers' subnet ("10.240.3.0/24"), given by the store when it joins; empty: none yet.
+    public var subnet: String = ""
 
     public init(
         id: NodeID, name: String, labels: [String: String] = [:], address: String, status: Status = .unknown,
@@ -213,6 +215,7 @@ extension NodeRecord {
             labels: Dictionary(proto.labels.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last }),
             address: proto.address, status: Status(proto: proto.status), availability: availability,
             joinedAtMs: proto.joinedAtMs, statusChangedAtMs: proto.statusChangedAtMs, agentVersion: proto.agentVersion)
+        subnet = proto.subnet
     }
 
     var proto: Flotilla_V1_NodeRecord {
@@ -227,6 +230,7 @@ extension NodeRecord {
             return label
         }
         proto.address = address
+        proto.subnet = subnet
         proto.status = status.proto
         proto.availability = availability.proto
         proto.joinedAtMs = joinedAtMs

@@ -38,10 +38,13 @@ public struct RuntimeHandle: Sendable, Hashable {
     public let runtime: String
     /// The process that stands for the task (what gets the stop signal).
     public let pid: Int32
+    /// The task's own IP address when it has its own network namespace; nil: it shares the host's network.
+    public let address: String?
 
-    public init(runtime: String, pid: Int32) {
+    public init(runtime: String, pid: Int32, address: String? = nil) {
         self.runtime = runtime
         self.pid = pid
+        self.address = address
     }
 }
 

@@ -26,18 +26,21 @@ public final class OCIDriver: ContainerRuntime {
     /// The root file system for a task: an image's, prepared by the caller (read-only; the container gets a
     /// writable overlay on top).
     public let rootfs: @Sendable (TaskLaunch) throws -> (path: String, config: ImageConfig)
+    /// The node's container network; nil: every container shares the host's network.
+    public let networking: ContainerNetwork?
     /// Running containers by the pid of their process.
     private let containers = Mutex<[Int32: String]>([:])
 
     public init(
         runtime: OCIRuntimeChoice, stateRoot: String, bundles: String, cgroupParent: String, initBinary: String?,
-        rootfs: @escaping @Sendable (TaskLaunch) throws -> (path: String, config: ImageConfig)
+        networking: ContainerNetwork? = nil, rootfs: @escaping @Sendable (TaskLaunch) throws -> (path: String, config: ImageConfig)
     ) throws {
         self.runtime = runtime
         self.stateRoot = stateRoot
         self.bundles = bundles
         self.cgroupParent = cgroupParent
         self.initBinary = initBinary
+        self.networking = networking
         self.rootfs = rootfs
         try FileManager.default.createDirectory(atPath: bundles, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: stateRoot, withIntermediateDirectories: true)
@@ -68,9 +71,13 @@ public final class OCIDriver: ContainerRuntime {
         guard mount("overlay", bundle + "/rootfs", "overlay", 0, options) == 0 else {
             throw DriverError("could not mount the container's overlay root (\(String(cString: strerror(errno)))); the OCI driver needs root")
         }
+        let networking = launch.spec.network == "host" ? nil : self.networking
         do {
-            let config = OCIRuntimeConfigBuilder.build(Self.request(for: launch, image: image.config, id: id, rootfs: bundle + "/rootfs",
-                                                                   cgroupsPath: "/\(cgroupParent)/\(id)", initBinary: initBinary))
+            // Its own network namespace with an address on the node's subnet, unless it shares the host's.
+            let attachment = try await networking?.attach(taskID: launch.taskID)
+            let config = OCIRuntimeConfigBuilder.build(Self.request(
+                for: launch, image: image.config, id: id, rootfs: bundle + "/rootfs", cgroupsPath: "/\(cgroupParent)/\(id)",
+                networkNamespacePath: attachment?.namespacePath, initBinary: initBinary))
             try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
             let pid = try await create(id: id, bundle: bundle)
             let startStatus = try await HostProcess.run(runtime.binary, ["--root", stateRoot, "start", id], appendingTo: bundle + "/runtime.log").status
@@ -86,11 +93,18 @@ public final class OCIDriver: ContainerRuntime {
                 let oomKilled = Self.oomKills(memoryCgroup) > 0
                 self.containers.withLock { $0[pid] = nil }
                 self.cleanUp(id: id, bundle: bundle)
-                onExit(TaskExit(status: code, oomKilled: oomKilled))
+                // The network goes before the worker hears of the exit, so a restart in place attaches afresh.
+                let exit = TaskExit(status: code, oomKilled: oomKilled)
+                guard let networking else { return onExit(exit) }
+                Task {
+                    await networking.detach(taskID: launch.taskID)
+                    onExit(exit)
+                }
             }
-            return RuntimeHandle(runtime: name, pid: pid)
+            return RuntimeHandle(runtime: name, pid: pid, address: attachment.map { "\($0.address)" })
         } catch {
             cleanUp(id: id, bundle: bundle)
+            await networking?.detach(taskID: launch.taskID)
             throw error
         }
     }
@@ -165,7 +179,8 @@ public final class OCIDriver: ContainerRuntime {
     /// The bundle request for a task: the image's entrypoint and cmd unless the spec gives a command (run with
     /// the image's /bin/sh), the image's environment then the spec's then PORT and FLOTILLA_TASK_ID.
     static func request(
-        for launch: TaskLaunch, image: ImageConfig, id: String, rootfs: String, cgroupsPath: String, initBinary: String?
+        for launch: TaskLaunch, image: ImageConfig, id: String, rootfs: String, cgroupsPath: String, networkNamespacePath: String? = nil,
+        initBinary: String?
     ) -> OCIRuntimeConfigBuilder.Request {
         let spec = launch.spec
         let args: [String]
@@ -185,7 +200,7 @@ public final class OCIDriver: ContainerRuntime {
         return OCIRuntimeConfigBuilder.Request(
             taskID: launch.taskID, args: args, env: environment, cwd: image.workingDir.isEmpty ? "/" : image.workingDir,
             uid: user.first.flatMap { $0 } ?? 0, gid: user.count > 1 ? (user[1] ?? 0) : 0, rootfs: rootfs, readonlyRootfs: false,
-            hostname: launch.taskID, cgroupsPath: cgroupsPath, networkNamespacePath: nil,
+            hostname: launch.taskID, cgroupsPath: cgroupsPath, networkNamespacePath: networkNamespacePath,
             memoryLimitBytes: spec.resources.memoryLimitBytes, cpuLimitMillis: spec.resources.cpuLimitMillis,
             cpuReservationMillis: spec.resources.cpuReservationMillis, pidsLimit: 0, initBinary: initBinary)
     }

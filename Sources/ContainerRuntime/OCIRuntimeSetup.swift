@@ -1,3 +1,4 @@
+import ClusterModel
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -31,7 +32,8 @@ public enum OCIRuntimeSetup {
             let images = try ImageStore(root: dataDirectory + "/images")
             let driver = try OCIDriver(
                 runtime: choice, stateRoot: "\(runDirectory)/flotilla-\(nodeID)/\(choice.name)", bundles: dataDirectory + "/bundles",
-                cgroupParent: "flotilla-\(nodeID)", initBinary: OCIRuntimeChoice.which("catatonit")
+                cgroupParent: "flotilla-\(nodeID)", initBinary: OCIRuntimeChoice.which("catatonit"),
+                networking: ContainerNetwork(node: NodeID(nodeID))
             ) { launch in
                 let image = try images.importLayout(reference: launch.spec.image)
                 return (image.rootfs, image.config)

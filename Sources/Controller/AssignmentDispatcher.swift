@@ -16,6 +16,8 @@ final class AssignmentDispatcher: Sendable {
     enum Update: Sendable {
         case complete([Flotilla_V1_TaskAssignment])
         case delta(AssignmentDelta)
+        /// The nodes changed: the session sends the node its network view if that changed.
+        case nodes
     }
 
     /// Updates a slow session may have queued before its backlog is replaced by one complete set.
@@ -31,6 +33,9 @@ final class AssignmentDispatcher: Sendable {
         var built = false
         var nextID = 0
         var sessions: [Int: Registration] = [:]
+        /// Each node's "subnet via address", as last sent round: only a change there changes anyone's routes
+        /// (a node's status flapping does not).
+        var routing: [NodeID: String] = [:]
     }
 
     private let store: StoreApplication
@@ -59,6 +64,22 @@ final class AssignmentDispatcher: Sendable {
                         registration.mailbox.replaceAll(with: .complete(state.index.complete(for: registration.node, in: snapshot)))
                     }
                 case .changes(let changes):
+                    let nodeChanges = changes.filter { $0.table == .nodes }.map { NodeID($0.key) }
+                    var routingChanged = false
+                    for id in nodeChanges {
+                        let routing = snapshot.node(id).map { "\($0.subnet) via \($0.address)" }
+                        if state.routing[id] != routing {
+                            state.routing[id] = routing
+                            routingChanged = true
+                        }
+                    }
+                    if routingChanged {
+                        // Subnets and addresses of other nodes are every agent's routes.
+                        for registration in state.sessions.values {
+                            let node = registration.node
+                            registration.mailbox.push(.nodes) { .complete(state.index.complete(for: node, in: snapshot)) }
+                        }
+                    }
                     let deltas = state.index.apply(changes, state: snapshot)
                     guard !deltas.isEmpty else { return }
                     for registration in state.sessions.values {

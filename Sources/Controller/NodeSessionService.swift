@@ -113,16 +113,25 @@ struct NodeSessionService: Sendable {
     }
 
     /// Sends `node`'s assignments as the dispatcher produces them: the complete set first (with the heartbeat
-    /// period and the controllers' addresses), then changes, each one generation on.
+    /// period, the controllers' addresses and the node's network), then changes, each one generation on; and
+    /// the node's network again whenever it changes (a node joined, left or moved).
     private func dispatch(_ feed: AssignmentDispatcher.Session, writer: ResponseWriter<Flotilla_V1_SessionUpdate>) async throws {
         var generation: UInt64 = 0
+        var network: NetworkView?
         while let next = await feed.next() {
-            generation += 1
             var update = Flotilla_V1_SessionUpdate()
-            if generation == 1 {
+            if generation == 0 {
                 update.heartbeatPeriodMs = UInt32(monitor.heartbeatPeriod.components.seconds * 1000
                     + monitor.heartbeatPeriod.components.attoseconds / 1_000_000_000_000_000)
                 update.controllers = raft.store.read { $0.controllers.map(\.address) }
+            }
+            let view = raft.store.read { NetworkView(for: feed.node, in: $0) }
+            if view != network {
+                network = view
+                update.networkChanged = true
+                update.subnet = view.subnet
+                update.routes = view.routes
+                update.clusterNetwork = ClusterState.containerNetwork
             }
             switch next {
             case .complete(let assignments):
@@ -131,9 +140,35 @@ struct NodeSessionService: Sendable {
             case .delta(let delta):
                 update.assignments = delta.upserts
                 update.removedTaskIds = delta.removed
+            case .nodes:
+                // Not about assignments: no generation, and nothing to send unless the network changed.
+                guard update.networkChanged else { continue }
+                try await writer.write(update)
+                continue
             }
+            generation += 1
             update.assignmentsGeneration = generation
             try await writer.write(update)
+        }
+    }
+
+    /// What a node needs for container networking: its own subnet and the route to every other node's.
+    struct NetworkView: Equatable {
+        var subnet = ""
+        var routes: [Flotilla_V1_NodeRoute] = []
+
+        init(for node: NodeID, in state: ClusterState) {
+            for record in state.nodes where !record.subnet.isEmpty {
+                if record.id == node {
+                    subnet = record.subnet
+                } else {
+                    var route = Flotilla_V1_NodeRoute()
+                    route.subnet = record.subnet
+                    route.via = record.address
+                    routes.append(route)
+                }
+            }
+            routes.sort { $0.subnet < $1.subnet }
         }
     }
 

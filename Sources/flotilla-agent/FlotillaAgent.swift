@@ -107,7 +107,15 @@ struct FlotillaAgent: AsyncParsableCommand {
                 if runtime != nil { throw CleanError("--runtime \(runtime!): \(why)") }
                 logger.warning("OCI driver unavailable; only --driver process tasks will run here", metadata: ["reason": "\(why)"])
             }
-            let worker = TaskWorker(logger: logger, runtimes: runtimes)
+            let networking = oci?.networking
+            let worker = TaskWorker(logger: logger, runtimes: runtimes, onNetwork: { update in
+                do {
+                    try await networking?.configure(update)
+                    logger.info("container network configured", metadata: ["subnet": "\(update.subnet)", "routes": "\(update.routes.count)"])
+                } catch {
+                    logger.error("container network not configured; tasks on their own network will fail to start", metadata: ["error": "\(error)"])
+                }
+            })
             let session = AgentSession(identity: identity, controllers: known, directory: directory, worker: worker, logger: logger)
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)
             logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])
@@ -123,11 +131,13 @@ struct FlotillaAgent: AsyncParsableCommand {
                 }
             } catch {
                 await worker.stopAll()
+                await networking?.tearDown()
                 oci?.releaseState()
                 throw error
             }
             // The agent is stopping: its tasks stop with it (the drivers cannot adopt them later yet).
             await worker.stopAll()
+            await networking?.tearDown()
             oci?.releaseState()
         } catch let error as RPCError {
             throw CleanError("joining failed: \(error.message)")

@@ -200,9 +200,9 @@ struct TaskWorkerTests {
     @Test("a task stopped on purpose passes through the stop hook first (the load balancer drains it there); one that exits does not")
     func stopHook() async throws {
         let hooked = Reports.Names()
-        let worker = TaskWorker(logger: Logger(label: "worker")) { assignment in
+        let worker = TaskWorker(logger: Logger(label: "worker"), beforeStop: { assignment in
             hooked.add(assignment.taskID)
-        }
+        })
         await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("kept"), Self.assignment("dies", command: "exit 2")]))
         let reports = Reports()
         #expect(try await eventually {

@@ -13,6 +13,8 @@ struct InProcessAgents {
     var names: [String] = []
     var sessions: [Task<Void, any Error>] = []
     var workers: [TaskWorker] = []
+    /// The OCI drivers' container networks (bridges, routes, firewall tables), torn down at the end.
+    var networks: [ContainerNetwork] = []
 
     /// Joins one agent per name through `admin`'s cluster and starts its session; `runtimes` gives each agent's
     /// worker its drivers beside the process driver (by node name and id).
@@ -27,7 +29,12 @@ struct InProcessAgents {
                 controllers: controllers, token: token,
                 request: .init(role: .agent, name: name, advertiseAddress: "127.0.0.1", version: "test"))
             let logger = Logger(label: name)
-            let worker = TaskWorker(logger: Logger(label: name), runtimes: try runtimes(name, credentials.identity.nodeID.rawValue))
+            let drivers = try runtimes(name, credentials.identity.nodeID.rawValue)
+            let networks = drivers.compactMap { ($0 as? OCIDriver)?.networking }
+            let worker = TaskWorker(logger: Logger(label: name), runtimes: drivers, onNetwork: { update in
+                for network in networks { try? await network.configure(update) }
+            })
+            agents.networks += networks
             let session = AgentSession(
                 identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker, logger: logger)
             agents.names.append(name)
@@ -48,6 +55,7 @@ struct InProcessAgents {
     func stop() async {
         for session in sessions { session.cancel() }
         for worker in workers { await worker.stopAll() }
+        for network in networks { await network.tearDown() }
     }
 }
 

@@ -1,5 +1,6 @@
 import AdminClient
 import Agent
+import ClusterModel
 import ContainerRuntime
 import Controller
 import Foundation
@@ -21,7 +22,7 @@ struct OCIServiceTests {
             && (OCIRuntimeChoice.which("crun") != nil || OCIRuntimeChoice.which("runc") != nil)
     }
 
-    /// An OCI image layout at `path`, tagged "1.0": busybox with sh and sleep.
+    /// An OCI image layout at `path`, tagged "1.0": busybox with sh, sleep, httpd and wget.
     static func makeBusyboxLayout(_ path: String) throws {
         let script = """
         import hashlib, io, json, os, sys, tarfile
@@ -34,7 +35,7 @@ struct OCIServiceTests {
         buffer = io.BytesIO()
         t = tarfile.open(fileobj=buffer, mode="w:gz")
         t.add("/bin/busybox", arcname="bin/busybox")
-        for applet in ("sh", "sleep"):
+        for applet in ("sh", "sleep", "httpd", "mkdir", "echo", "wget"):
             info = tarfile.TarInfo("bin/" + applet); info.type = tarfile.SYMTYPE; info.linkname = "busybox"; t.addfile(info)
         for d in ("proc", "sys", "dev", "tmp"):
             info = tarfile.TarInfo(d); info.type = tarfile.DIRTYPE; info.mode = 0o755; t.addfile(info)
@@ -56,7 +57,22 @@ struct OCIServiceTests {
         try #require(process.terminationStatus == 0)
     }
 
-    @Test("an oci service runs containers on the agents and stops them when removed", .enabled(if: available))
+    /// The body of GET http://ADDRESS/ (trimmed), fetched with busybox wget, from this host or inside a named
+    /// network namespace.
+    static func get(_ address: String, inNamespace namespace: String? = nil) throws -> String {
+        let process = Process()
+        let output = Pipe()
+        let fetch = ["/usr/bin/timeout", "5", "/bin/busybox", "wget", "-qO-", "http://\(address)/"]
+        process.executableURL = URL(fileURLWithPath: namespace == nil ? fetch[0] : "/usr/sbin/ip")
+        process.arguments = namespace.map { ["netns", "exec", $0] + fetch } ?? Array(fetch.dropFirst())
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("an oci service runs containers on the agents, each on its own address reachable from the other node, and stops them when removed", .enabled(if: available))
     func ociService() async throws {
         let work = try TemporaryDirectory(prefix: "flotilla-oci-service")
         try Self.makeBusyboxLayout(work.path + "/image")
@@ -88,6 +104,36 @@ struct OCIServiceTests {
             let states = ((try? await admin.serviceInspect("boxes").tasks) ?? []).map { "\($0.state) \($0.message)" }
             #expect(running3, "tasks: \(states)")
             _ = try await admin.serviceRemove("boxes")
+            #expect(try await eventually(timeout: .seconds(30)) { await processes() == 0 })
+
+            // On their own network: each container has an address on its node's subnet, answers there, and
+            // reaches the containers of the other node.
+            var web = spec
+            web.name = "web"
+            web.command = "mkdir -p /www && echo $FLOTILLA_TASK_ID > /www/index.html && exec httpd -f -p $PORT -h /www"
+            var port = Flotilla_V1_PortSpec()
+            port.targetPort = 8080
+            web.ports = [port]
+            web.replicas = 2
+            web.maxReplicasPerNode = 1
+            _ = try await admin.serviceCreate(web)
+            let served = try await eventually(timeout: .seconds(30)) {
+                let tasks = ((try? await admin.serviceInspect("web").tasks) ?? []).filter { $0.desiredState == .running }
+                return tasks.count == 2 && tasks.allSatisfy { $0.state == .running && $0.address.hasPrefix("10.2") }
+            }
+            let tasks = try await admin.serviceInspect("web").tasks.filter { $0.desiredState == .running }
+            #expect(served, "tasks: \(tasks.map { "\($0.state) \($0.address) \($0.message)" })")
+            if served {
+                #expect(Set(tasks.map(\.nodeID)).count == 2)
+                for task in tasks {
+                    #expect(try Self.get(task.address) == task.id, "the host reaches \(task.id) at \(task.address)")
+                }
+                let (first, second) = (tasks[0], tasks[1])
+                let inside = NodeNetwork.prefix(for: NodeID(first.nodeID)) + "-" + first.id
+                #expect(try Self.get(second.address, inNamespace: inside) == second.id,
+                        "\(first.id) on one node reaches \(second.id) on the other at \(second.address)")
+            }
+            _ = try await admin.serviceRemove("web")
             #expect(try await eventually(timeout: .seconds(30)) { await processes() == 0 })
             await admin.close()
         } catch {
