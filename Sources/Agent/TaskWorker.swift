@@ -18,6 +18,10 @@ public actor TaskWorker: AssignmentReceiver {
     /// Tasks being stopped whose process has exited.
     private var exitedProcesses: Set<String> = []
     private var statuses: [Flotilla_V1_TaskStatus] = []
+    /// Tasks whose runtime is preparing them (pulling an image): not running yet, and not to be started twice.
+    private var preparing: Set<String> = []
+    /// Preparing tasks the leader no longer wants: not started when their preparation ends.
+    private var abandoned: Set<String> = []
     /// The health-check loop of each running task that has a check.
     private var healthLoops: [String: Task<Void, Never>] = [:]
 
@@ -60,7 +64,7 @@ public actor TaskWorker: AssignmentReceiver {
             }
             for assignment in upserts.sorted(by: { $0.taskID < $1.taskID }) {
                 if assignment.desiredState == .running {
-                    if running[assignment.taskID] == nil && !finished.contains(assignment.taskID) { start(assignment) }
+                    if running[assignment.taskID] == nil && !finished.contains(assignment.taskID) { await start(assignment) }
                 } else {
                     await stop(assignment.taskID)
                 }
@@ -79,16 +83,18 @@ public actor TaskWorker: AssignmentReceiver {
         for id in running.keys where wanted[id]?.desiredState != .running {
             await stop(id)
         }
+        for id in preparing where wanted[id]?.desiredState != .running { abandoned.insert(id) }
         // Tasks no longer assigned are forgotten: the set is the whole truth.
         finished = finished.filter { wanted[$0] != nil }
         for assignment in assignments.sorted(by: { $0.taskID < $1.taskID })
         where assignment.desiredState == .running && running[assignment.taskID] == nil && !finished.contains(assignment.taskID) {
-            start(assignment)
+            await start(assignment)
         }
     }
 
     /// Stops a running task on purpose and reports it shut down (or failed, with `failure`).
     private func stop(_ id: String, failure: String? = nil) async {
+        if preparing.contains(id) { abandoned.insert(id) }
         guard let handle = running.removeValue(forKey: id) else { return }
         finished.insert(id)
         let assignment = assignments.removeValue(forKey: id)
@@ -129,7 +135,7 @@ public actor TaskWorker: AssignmentReceiver {
         }
     }
 
-    private func start(_ assignment: Flotilla_V1_TaskAssignment) {
+    private func start(_ assignment: Flotilla_V1_TaskAssignment) async {
         let spec = assignment.spec
         guard let runtime = runtimes[spec.driver] else {
             let available = runtimes.keys.sorted().joined(separator: ", ")
@@ -138,11 +144,24 @@ public actor TaskWorker: AssignmentReceiver {
             return
         }
         let id = assignment.taskID
+        guard !preparing.contains(id) else {
+            abandoned.remove(id)  // wanted again while still preparing
+            return
+        }
         // A host-mode port is bound on this node as published; otherwise the load balancer reaches a free one.
         let port: Int? = spec.ports.first.flatMap { $0.publishMode == "host" ? Int($0.publishedPort) : ProcessDriver.freePort() }
         let environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
         do {
             let launch = TaskLaunch(taskID: id, serviceName: assignment.serviceName, spec: spec, environment: environment, port: port)
+            // May take long (an image pull); other updates are applied meanwhile.
+            preparing.insert(id)
+            defer { preparing.remove(id) }
+            try await runtime.prepare(launch)
+            if abandoned.remove(id) != nil {
+                finished.insert(id)
+                report(id, .shutdown, "stopped before it started")
+                return
+            }
             let handle = try runtime.start(launch) { exit in
                 Task { await self.exited(id, exit) }
             }

@@ -51,8 +51,16 @@ public struct RuntimeHandle: Sendable, Hashable {
 public protocol ContainerRuntime: Sendable {
     /// The `driver` value of the specs it runs ("process", "oci").
     var name: String { get }
-    /// Starts the task; `onExit` runs once with how it ended, whatever the reason.
+    /// Gets what the task needs before it can start, work that may take long (the OCI driver pulls and unpacks
+    /// the task's image here, without blocking a thread). The worker calls it before `start`; the default does
+    /// nothing.
+    func prepare(_ launch: TaskLaunch) async throws
+    /// Starts the task (after `prepare`); `onExit` runs once with how it ended, whatever the reason.
     func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle
     /// Asks the task to stop (SIGTERM), and kills it (SIGKILL) if `exited` is not true within `grace`.
     func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async
+}
+
+extension ContainerRuntime {
+    public func prepare(_ launch: TaskLaunch) async throws {}
 }
