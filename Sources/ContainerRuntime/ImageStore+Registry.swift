@@ -14,7 +14,7 @@ extension ImageStore {
         let manifest = try await RegistryClient.with(registries, reference) { client in
             var (data, type, digest) = try await client.manifest(tag: reference.tag, digest: reference.digest)
             if let kind = try? JSONDecoder().decode(ManifestDocument.self, from: data), ImageManifest.indexTypes.contains(kind.mediaType ?? type ?? "") {
-                let chosen = try choosePlatform(kind.manifests ?? [], of: reference)
+                let chosen = try choosePlatform(kind.manifests ?? [], of: name)
                 (data, type, digest) = try await client.manifest(digest: chosen.digest)
                 type = type ?? chosen.mediaType
             }
@@ -32,7 +32,7 @@ extension ImageStore {
     }
 
     /// The manifest for linux and this machine's architecture in an image index or manifest list.
-    func choosePlatform(_ manifests: [Descriptor], of reference: RegistryReference) throws -> Descriptor {
+    func choosePlatform(_ manifests: [Descriptor], of reference: String) throws -> Descriptor {
         let wanted = registries.architecture
         if let match = manifests.first(where: { $0.platform?.os == "linux" && $0.platform?.architecture == wanted }) {
             return match

@@ -103,8 +103,14 @@ public struct ImageStore: Sendable {
         }
         let pins = shared.pins()
         defer { pins.release() }
-        let manifestDigest = try take(descriptor, from: layout, pins: pins)
-        let manifest = try ImageManifest(try blob(manifestDigest), digest: manifestDigest, mediaType: descriptor.mediaType)
+        var manifestDescriptor = descriptor
+        if let type = descriptor.mediaType, ImageManifest.indexTypes.contains(type) {
+            // A multi-platform image (skopeo copy --all): its entry for this node's platform.
+            let nested = try JSONDecoder().decode(ManifestDocument.self, from: try blob(try take(descriptor, from: layout, pins: pins)))
+            manifestDescriptor = try choosePlatform(nested.manifests ?? [], of: name)
+        }
+        let manifestDigest = try take(manifestDescriptor, from: layout, pins: pins)
+        let manifest = try ImageManifest(try blob(manifestDigest), digest: manifestDigest, mediaType: manifestDescriptor.mediaType)
         for blob in [manifest.config] + manifest.layers { _ = try take(blob, from: layout, pins: pins) }
         return try install(manifest, as: name)
     }

@@ -26,6 +26,29 @@ struct ImageGarbageTests {
         #expect(store.list().map(\.reference) == ["oci-archive:\(work.path)/app.tar", "oci-archive:\(work.path)/app.tar:flt/app:1"])
     }
 
+    @Test("a layout entry that is an image index imports the entry for linux and the node's architecture")
+    func multiPlatformLayout() throws {
+        let work = try TemporaryDirectory()
+        let layout = work.path + "/layout"
+        let digest = try ImageStoreTests.makeLayout(layout)
+        let size = try FileManager.default.attributesOfItem(atPath: layout + "/blobs/sha256/" + ImageStore.hex(digest))[.size] as? Int ?? 0
+        let manifestType = "application/vnd.oci.image.manifest.v1+json"
+        let index = try JSONSerialization.data(withJSONObject: ["schemaVersion": 2, "manifests": [
+            ["mediaType": manifestType, "digest": "sha256:" + String(repeating: "0", count: 64), "size": 1, "platform": ["os": "linux", "architecture": "arm64"]],
+            ["mediaType": manifestType, "digest": digest, "size": size, "platform": ["os": "linux", "architecture": "amd64"]],
+        ]])
+        let indexDigest = ImageStore.digest(of: index)
+        try index.write(to: URL(fileURLWithPath: layout + "/blobs/sha256/" + ImageStore.hex(indexDigest)))
+        try JSONSerialization.data(withJSONObject: ["schemaVersion": 2, "manifests": [[
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": indexDigest, "size": index.count,
+            "annotations": ["org.opencontainers.image.ref.name": "multi"]]]]).write(to: URL(fileURLWithPath: layout + "/index.json"))
+        let amd64 = try ImageStore(root: work.path + "/amd64", registries: RegistryConfiguration(architecture: "amd64"))
+        #expect(try amd64.importLayout(layout, reference: "multi").digest == digest)
+        let s390x = try ImageStore(root: work.path + "/s390x", registries: RegistryConfiguration(architecture: "s390x"))
+        let none = #expect(throws: ImageStore.Failure.self) { try s390x.importLayout(layout, reference: "multi") }
+        #expect(none?.description == "image oci:\(layout):multi has no linux/s390x variant (it has: linux/arm64, linux/amd64)")
+    }
+
     @Test("garbage collection keeps images in use and the blobs they share, removes unused ones by age, and the index outlives the store value")
     func byAge() throws {
         let work = try TemporaryDirectory()
