@@ -10,14 +10,14 @@ import Testing
 /// health checks. Needs /bin/sh, sleep and python3 (an HTTP server for the HTTP check).
 @Suite("Agent: task worker", .serialized)
 struct TaskWorkerTests {
-    static func assignment(_ id: String, command: String = "exec sleep 60", desired: Flotilla_V1_TaskState = .running,
+    static func assignment(_ id: String, driver: String = "process", command: String = "exec sleep 60", desired: Flotilla_V1_TaskState = .running,
                            health: Flotilla_V1_HealthCheck? = nil, port: Bool = false) -> Flotilla_V1_TaskAssignment {
         var assignment = Flotilla_V1_TaskAssignment()
         assignment.taskID = id
         assignment.serviceID = "svc"
         assignment.serviceName = "svc"
         assignment.desiredState = desired
-        assignment.spec.driver = "process"
+        assignment.spec.driver = driver
         assignment.spec.command = command
         if port {
             var mapping = Flotilla_V1_PortSpec()
@@ -221,10 +221,8 @@ struct TaskWorkerTests {
     func runtimes() async throws {
         let fake = FakeRuntime()
         let worker = TaskWorker(logger: Logger(label: "worker"), runtimes: [fake])
-        var onFake = Self.assignment("on-fake")
-        onFake.spec.driver = "fake"
-        var onOCI = Self.assignment("on-oci")
-        onOCI.spec.driver = "oci"
+        let onFake = Self.assignment("on-fake", driver: "fake")
+        let onOCI = Self.assignment("on-oci", driver: "oci")
         await worker.apply(Self.update(complete: true, generation: 1, [onFake, onOCI]))
         #expect(fake.started == ["on-fake"])
         #expect(await worker.runningTaskIDs == ["on-fake"])
@@ -236,6 +234,65 @@ struct TaskWorkerTests {
         #expect(await worker.runningTaskIDs.isEmpty)
         await reports.collect(worker)
         #expect(reports["on-fake"]?.state == .shutdown)
+    }
+
+    /// A runtime whose `prepare` (an image pull, say) waits until the test opens the gate, or fails for tasks
+    /// named "broken".
+    final class SlowPreparingRuntime: ContainerRuntime, @unchecked Sendable {
+        let name = "slow"
+        private let lock = NSLock()
+        private var gate: CheckedContinuation<Void, Never>?
+        private(set) var prepared: [String] = []
+        private(set) var started: [String] = []
+
+        func prepare(_ launch: TaskLaunch) async throws {
+            lock.withLock { prepared.append(launch.taskID) }
+            if launch.taskID == "broken" { throw SlowFailure() }
+            await withCheckedContinuation { continuation in lock.withLock { gate = continuation } }
+        }
+
+        var waiting: Bool { lock.withLock { gate != nil } }
+
+        func open() { lock.withLock { gate.take() }?.resume() }
+
+        func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) throws -> RuntimeHandle {
+            lock.withLock { started.append(launch.taskID) }
+            return RuntimeHandle(runtime: name, pid: 1)
+        }
+
+        func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {}
+    }
+
+    struct SlowFailure: Error, CustomStringConvertible {
+        var description: String { "image registry.local/web:9 not found in the registry (manifest unknown)" }
+    }
+
+    @Test("a task is prepared (its image pulled) before it starts: updates meanwhile neither start it twice nor lose its removal; a failed preparation fails the task with the reason")
+    func preparation() async throws {
+        let runtime = SlowPreparingRuntime()
+        let worker = TaskWorker(logger: Logger(label: "worker"), runtimes: [runtime])
+        let task = Self.assignment("pulling", driver: "slow")
+        let firstUpdate = Self.update(complete: true, generation: 1, [task])
+        let first = Task { await worker.apply(firstUpdate) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !runtime.waiting && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(runtime.waiting)
+        // The same set again while it prepares: no second preparation. Then the task is removed.
+        await worker.apply(Self.update(complete: true, generation: 2, [task]))
+        #expect(runtime.prepared == ["pulling"])
+        await worker.apply(Self.update(complete: true, generation: 3, []))
+        runtime.open()
+        await first.value
+        #expect(runtime.started.isEmpty, "removed while preparing: never started")
+        let reports = Reports()
+        await reports.collect(worker)
+        #expect(reports["pulling"]?.state == .shutdown)
+        #expect(await worker.runningTaskIDs.isEmpty)
+
+        await worker.apply(Self.update(complete: true, generation: 4, [Self.assignment("broken", driver: "slow")]))
+        await reports.collect(worker)
+        #expect(reports["broken"]?.state == .failed)
+        #expect(reports["broken"]?.message == "could not start: image registry.local/web:9 not found in the registry (manifest unknown)")
     }
 
     @Test("the health judge: first success is healthy; only consecutive failures count; the start period forgives")
