@@ -98,6 +98,9 @@ public actor TaskWorker: AssignmentReceiver {
     /// Tasks this worker supervises now (started, starting or waiting to restart), for tests and metrics.
     public var runningTaskIDs: [String] { tasks.filter { !$0.value.stopping }.keys.sorted() }
 
+    /// Tasks it holds in any state, those being stopped included (tests).
+    var supervisedCount: Int { tasks.count }
+
     /// Where the worker stands in the session's sequence of assignment updates.
     private var sequence = AssignmentSequence()
     public var generation: UInt64 { sequence.position.generation }
@@ -182,6 +185,12 @@ public actor TaskWorker: AssignmentReceiver {
         tasks[id] = entry
         let handle: RuntimeHandle
         do {
+            // The image first (a pull may take a while; other tasks start and stop meanwhile).
+            try await entry.runtime.prepare(entry.launch)
+            guard tasks[id]?.run == run, tasks[id]?.stopping == false else {
+                if tasks[id]?.run == run { tasks[id] = nil }
+                return
+            }
             handle = try await entry.runtime.start(entry.launch) { exit in
                 Task { await self.exited(id, run: run, exit) }
             }

@@ -53,12 +53,20 @@ public struct RuntimeHandle: Sendable, Hashable {
 public protocol ContainerRuntime: Sendable {
     /// The `driver` value of the specs it runs ("process", "oci").
     var name: String { get }
-    /// Prepares (an image pull, a bundle) and starts the task; `onExit` runs once with how it ended, whatever
-    /// the reason. Suspends while it prepares: other tasks start and stop meanwhile.
+    /// Gets what the task needs before it can start, work that may take long (the OCI driver pulls and unpacks
+    /// the task's image here, without blocking a thread). The worker calls it before `start`; the default does
+    /// nothing.
+    func prepare(_ launch: TaskLaunch) async throws
+    /// Starts the task (after `prepare`); `onExit` runs once with how it ended, whatever the reason. Suspends
+    /// while the runtime creates it: other tasks start and stop meanwhile.
     func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle
     /// Asks the task to stop (SIGTERM), and kills it (SIGKILL) if `exited` is not true within `grace`.
     func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async
     /// Runs `command` (argv) where the task runs (inside its container, for the OCI driver), with the task's
     /// environment: a health check. Its exit status; throws when it could not run or took longer than `timeout`.
     func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32
+}
+
+extension ContainerRuntime {
+    public func prepare(_ launch: TaskLaunch) async throws {}
 }

@@ -17,7 +17,18 @@ public enum LayerUnpacker {
     /// Unpacks `layer` into `root` (which must exist). Returns how many entries were applied.
     @discardableResult
     public static func unpack(layer: String, into root: String) throws -> Int {
-        guard let input = FileHandle(forReadingAtPath: layer) else { throw Failure("cannot open layer \(layer)") }
+        try withTar(layer) { try apply($0, into: root, whiteouts: true) }
+    }
+
+    /// Extracts a tar archive (an OCI archive: a tar of an image layout) into `directory` (which must exist),
+    /// with the same care as a layer, but no whiteouts: every entry is what it says.
+    public static func extract(archive: String, into directory: String) throws {
+        _ = try withTar(archive) { try apply($0, into: directory, whiteouts: false) }
+    }
+
+    /// Opens a tar file, gzip-compressed or not (inflated to a temporary file first), for `body`.
+    static func withTar<Value>(_ path: String, _ body: (TarReader) throws -> Value) throws -> Value {
+        guard let input = FileHandle(forReadingAtPath: path) else { throw Failure("cannot open \(path)") }
         defer { try? input.close() }
         let magic = try input.read(upToCount: 2) ?? Data()
         try input.seek(toOffset: 0)
@@ -25,16 +36,17 @@ public enum LayerUnpacker {
             let plain = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-layer-\(UUID().uuidString).tar").path
             defer { try? FileManager.default.removeItem(atPath: plain) }
             try gunzip(input, to: plain)
-            guard let tar = FileHandle(forReadingAtPath: plain) else { throw Failure("cannot reopen the inflated layer") }
+            guard let tar = FileHandle(forReadingAtPath: plain) else { throw Failure("cannot reopen the inflated \(path)") }
             defer { try? tar.close() }
-            return try apply(TarReader(tar), into: root)
+            return try body(TarReader(tar))
         }
-        return try apply(TarReader(input), into: root)
+        return try body(TarReader(input))
     }
 
     // MARK: - Applying entries
 
-    static func apply(_ reader: TarReader, into root: String) throws -> Int {
+    /// `whiteouts`: whether `.wh.` names delete what lower layers put there (layers) or are plain files.
+    static func apply(_ reader: TarReader, into root: String, whiteouts: Bool) throws -> Int {
         var reader = reader
         var count = 0
         // What this layer itself put in place: an opaque marker hides only the lower layers' entries.
@@ -44,13 +56,13 @@ public enum LayerUnpacker {
             let components = try cleanComponents(entry.path)
             guard let name = components.last else { continue }  // "./" itself
             let parent = try resolveInside(root: root, Array(components.dropLast()), create: true)
-            if name == ".wh..wh..opq" {
+            if whiteouts && name == ".wh..wh..opq" {
                 for child in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where !created.contains(parent + "/" + child) {
                     try removeTree(parent + "/" + child)
                 }
                 continue
             }
-            if name.hasPrefix(".wh.") {
+            if whiteouts && name.hasPrefix(".wh.") {
                 try removeTree(parent + "/" + String(name.dropFirst(4)))
                 continue
             }

@@ -23,17 +23,19 @@ public final class OCIDriver: ContainerRuntime {
     public let cgroupParent: String
     /// The static init bind-mounted as PID 1 (catatonit); nil: the command is PID 1.
     public let initBinary: String?
-    /// The root file system for a task: an image's, prepared by the caller (read-only; the container gets a
-    /// writable overlay on top).
-    public let rootfs: @Sendable (TaskLaunch) throws -> (path: String, config: ImageConfig)
+    /// The root file system for a task: an image's, pulled and unpacked by the caller in `prepare` (read-only;
+    /// the container gets a writable overlay on top).
+    public let rootfs: @Sendable (TaskLaunch) async throws -> (path: String, config: ImageConfig)
     /// The node's container network; nil: every container shares the host's network.
     public let networking: ContainerNetwork?
     /// Running containers by the pid of their process.
     private let containers = Mutex<[Int32: String]>([:])
+    /// Root file systems `prepare` got, by task id, until `start` takes them.
+    private let prepared = Mutex<[String: (path: String, config: ImageConfig)]>([:])
 
     public init(
         runtime: OCIRuntimeChoice, stateRoot: String, bundles: String, cgroupParent: String, initBinary: String?,
-        networking: ContainerNetwork? = nil, rootfs: @escaping @Sendable (TaskLaunch) throws -> (path: String, config: ImageConfig)
+        networking: ContainerNetwork? = nil, rootfs: @escaping @Sendable (TaskLaunch) async throws -> (path: String, config: ImageConfig)
     ) throws {
         self.runtime = runtime
         self.stateRoot = stateRoot
@@ -58,14 +60,22 @@ public final class OCIDriver: ContainerRuntime {
     /// The container id of a task (task ids are already short and safe; the prefix keeps them recognisable).
     func containerID(_ taskID: String) -> String { "flt-" + taskID }
 
+    /// Gets the task's image (a registry pull may take a while), for `start`.
+    public func prepare(_ launch: TaskLaunch) async throws {
+        let image = try await rootfs(launch)
+        prepared.withLock { $0[launch.taskID] = image }
+    }
+
     public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
+        guard let image = prepared.withLock({ $0.removeValue(forKey: launch.taskID) }) else {
+            throw DriverError("the image of task \(launch.taskID) was not prepared (prepare(_:) comes before start(_:))")
+        }
         let id = containerID(launch.taskID)
         let bundle = bundles + "/" + id
         try? FileManager.default.removeItem(atPath: bundle)
         try FileManager.default.createDirectory(atPath: bundle + "/upper", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: bundle + "/work", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: bundle + "/rootfs", withIntermediateDirectories: true)
-        let image = try rootfs(launch)
         // The image stays read-only and shared; the container writes to its own upper directory.
         let options = "lowerdir=\(image.path),upperdir=\(bundle)/upper,workdir=\(bundle)/work"
         guard mount("overlay", bundle + "/rootfs", "overlay", 0, options) == 0 else {

@@ -45,6 +45,14 @@ struct FlotillaAgent: AsyncParsableCommand {
     @Option(name: .customLong("run-dir"), help: ArgumentHelp("Where the OCI runtime keeps container state (a tmpfs).", valueName: "dir"))
     var runDirectory = "/run"
 
+    @Option(name: .customLong("insecure-registry"), help: ArgumentHelp(
+        "A registry reached over plain HTTP instead of HTTPS, as image references write it (repeatable).", valueName: "host:port"))
+    var insecureRegistries: [String] = []
+
+    @Option(name: .customLong("registry-ca"), help: ArgumentHelp(
+        "A PEM file of CA certificates trusted for registries beside the system's (a private registry's CA).", valueName: "file"))
+    var registryCA: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -95,9 +103,13 @@ struct FlotillaAgent: AsyncParsableCommand {
             guard !known.isEmpty else { throw CleanError("no controller to reach: pass --controller host:port") }
             let identity = AgentIdentity(credentials)
             var runtimes: [any ContainerRuntime] = []
+            if let registryCA, !FileManager.default.isReadableFile(atPath: registryCA) {
+                throw CleanError("--registry-ca \(registryCA): no readable file there")
+            }
             var oci: OCIDriver?
             switch OCIRuntimeSetup.make(
-                preferred: runtime, dataDirectory: dataDirectory, nodeID: credentials.identity.nodeID.rawValue, runDirectory: runDirectory
+                preferred: runtime, dataDirectory: dataDirectory, nodeID: credentials.identity.nodeID.rawValue, runDirectory: runDirectory,
+                registries: RegistryConfiguration(insecureRegistries: Set(insecureRegistries), additionalCAFile: registryCA)
             ) {
             case .success(let driver):
                 runtimes.append(driver)

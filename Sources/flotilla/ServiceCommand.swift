@@ -21,7 +21,9 @@ struct ServiceCommand: AsyncParsableCommand {
     /// Flags that describe a spec; `create` takes them as the whole spec, `update` changes only those given.
     struct SpecOptions: ParsableArguments {
         @Option(help: "oci (containers) or process (a command on the host).") var driver: String?
-        @Option(help: "OCI image reference.") var image: String?
+        @Option(help: ArgumentHelp(
+            "The image (oci driver): HOST[:PORT]/NAME[:TAG] or HOST[:PORT]/NAME@sha256:HEX from a registry, oci:PATH[:TAG] (an OCI image layout), or oci-archive:FILE[:TAG].",
+            valueName: "reference")) var image: String?
         @Option(help: "The command (process: a shell command line, $PORT is the first port).") var command: String?
         @Option(name: .customLong("arg"), help: "An argument after the command (repeatable).") var args: [String] = []
         @Option(name: .customLong("env"), help: "An environment variable, KEY=VALUE (repeatable).") var env: [String] = []

@@ -10,8 +10,9 @@ import Testing
 /// health checks. Needs /bin/sh, sleep and python3 (an HTTP server for the HTTP check).
 @Suite("Agent: task worker", .serialized)
 struct TaskWorkerTests {
-    /// A process-driver task; by default not restarted in place when it stops (restart condition "none").
-    static func assignment(_ id: String, command: String = "exec sleep 60", desired: Flotilla_V1_TaskState = .running,
+    /// A task of `driver` (process by default); by default not restarted in place when it stops (restart
+    /// condition "none").
+    static func assignment(_ id: String, driver: String = "process", command: String = "exec sleep 60", desired: Flotilla_V1_TaskState = .running,
                            health: Flotilla_V1_HealthCheck? = nil, readiness: Flotilla_V1_HealthCheck? = nil, port: Bool = false,
                            restart: String = "none", restartDelayMs: UInt32 = 100) -> Flotilla_V1_TaskAssignment {
         var assignment = Flotilla_V1_TaskAssignment()
@@ -22,7 +23,7 @@ struct TaskWorkerTests {
         assignment.serviceID = "svc"
         assignment.serviceName = "svc"
         assignment.desiredState = desired
-        assignment.spec.driver = "process"
+        assignment.spec.driver = driver
         assignment.spec.command = command
         if port {
             var mapping = Flotilla_V1_PortSpec()
@@ -244,10 +245,8 @@ struct TaskWorkerTests {
     func runtimes() async throws {
         let fake = FakeRuntime()
         let worker = TaskWorker(logger: Logger(label: "worker"), runtimes: [fake])
-        var onFake = Self.assignment("on-fake")
-        onFake.spec.driver = "fake"
-        var onOCI = Self.assignment("on-oci")
-        onOCI.spec.driver = "oci"
+        let onFake = Self.assignment("on-fake", driver: "fake")
+        let onOCI = Self.assignment("on-oci", driver: "oci")
         await worker.apply(Self.update(complete: true, generation: 1, [onFake, onOCI]))
         #expect(try await eventually { fake.started == ["on-fake"] })
         #expect(await worker.runningTaskIDs == ["on-fake"])
@@ -259,6 +258,67 @@ struct TaskWorkerTests {
         #expect(await worker.runningTaskIDs.isEmpty)
         await reports.collect(worker)
         #expect(reports["on-fake"]?.state == .shutdown)
+    }
+
+    /// A runtime whose `prepare` (an image pull, say) waits until the test opens the gate, or fails for tasks
+    /// named "broken".
+    final class SlowPreparingRuntime: ContainerRuntime, @unchecked Sendable {
+        let name = "slow"
+        private let lock = NSLock()
+        private var gate: CheckedContinuation<Void, Never>?
+        private(set) var prepared: [String] = []
+        private(set) var started: [String] = []
+
+        func prepare(_ launch: TaskLaunch) async throws {
+            lock.withLock { prepared.append(launch.taskID) }
+            if launch.taskID == "broken" { throw SlowFailure() }
+            await withCheckedContinuation { continuation in lock.withLock { gate = continuation } }
+        }
+
+        var waiting: Bool { lock.withLock { gate != nil } }
+
+        func open() { lock.withLock { gate.take() }?.resume() }
+
+        func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
+            lock.withLock { started.append(launch.taskID) }
+            return RuntimeHandle(runtime: name, pid: 1)
+        }
+
+        func stop(_ handle: RuntimeHandle, grace: Duration, exited: @Sendable () async -> Bool) async {}
+
+        func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32 { 0 }
+    }
+
+    struct SlowFailure: Error, CustomStringConvertible {
+        var description: String { "image registry.local/web:9 not found in the registry (manifest unknown)" }
+    }
+
+    @Test("a task is prepared (its image pulled) before it starts: updates meanwhile neither start it twice nor lose its removal; a failed preparation fails the task with the reason")
+    func preparation() async throws {
+        let runtime = SlowPreparingRuntime()
+        let worker = TaskWorker(logger: Logger(label: "worker"), runtimes: [runtime])
+        let task = Self.assignment("pulling", driver: "slow")
+        let firstUpdate = Self.update(complete: true, generation: 1, [task])
+        let first = Task { await worker.apply(firstUpdate) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !runtime.waiting && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(runtime.waiting)
+        // The same set again while it prepares: no second preparation. Then the task is removed.
+        await worker.apply(Self.update(complete: true, generation: 2, [task]))
+        #expect(runtime.prepared == ["pulling"])
+        await worker.apply(Self.update(complete: true, generation: 3, []))
+        runtime.open()
+        await first.value
+        #expect(try await eventually { await worker.supervisedCount == 0 })
+        #expect(runtime.started.isEmpty, "removed while preparing: never started")
+        let reports = Reports()
+        await reports.collect(worker)
+        #expect(reports["pulling"]?.state == .shutdown)
+        #expect(await worker.runningTaskIDs.isEmpty)
+
+        await worker.apply(Self.update(complete: true, generation: 4, [Self.assignment("broken", driver: "slow")]))
+        #expect(try await Self.eventuallyReported(reports, worker, task: "broken") { $0.state == .failed })
+        #expect(reports["broken"]?.message == "could not start: image registry.local/web:9 not found in the registry (manifest unknown)")
     }
 
     @Test("the health judge: first success is healthy; only consecutive failures count; the start period forgives")

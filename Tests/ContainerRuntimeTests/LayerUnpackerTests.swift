@@ -136,11 +136,13 @@ struct LayerUnpackerTests {
 @Suite("Container runtime: the image store")
 struct ImageStoreTests {
     /// An OCI layout at `path` tagged "1.0": two gzip layers (the second whites out a file of the first) and a
-    /// config with Env, Entrypoint, Cmd and WorkingDir. Written with python3.
-    static func makeLayout(_ path: String) throws {
+    /// config with Env, Entrypoint, Cmd and WorkingDir. Written with python3, byte for byte the same every time:
+    /// layouts with different `mode`s (in the config's Env) share their layers. Returns the manifest's digest.
+    @discardableResult
+    static func makeLayout(_ path: String, mode: String = "demo") throws -> String {
         let script = """
-        import hashlib, io, json, os, sys, tarfile
-        out = sys.argv[1]
+        import gzip, hashlib, io, json, os, sys, tarfile
+        out, mode = sys.argv[1], sys.argv[2]
         os.makedirs(out + "/blobs/sha256")
         def blob(data):
             digest = hashlib.sha256(data).hexdigest()
@@ -148,14 +150,14 @@ struct ImageStoreTests {
             return {"digest": "sha256:" + digest, "size": len(data)}
         def layer(entries):
             buffer = io.BytesIO()
-            t = tarfile.open(fileobj=buffer, mode="w:gz")
+            t = tarfile.open(fileobj=buffer, mode="w")
             for name, data in entries:
                 info = tarfile.TarInfo(name); info.size = len(data); t.addfile(info, io.BytesIO(data))
             t.close()
-            return blob(buffer.getvalue())
+            return blob(gzip.compress(buffer.getvalue(), mtime=0))
         l1 = layer([("bin/app", b"v1"), ("etc/old", b"gone later")])
         l2 = layer([("etc/.wh.old", b""), ("etc/new", b"fresh")])
-        config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin", "MODE=demo"],
+        config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin", "MODE=" + mode],
             "Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "WorkingDir": "/srv"},
             "rootfs": {"type": "layers", "diff_ids": []}}).encode())
         for d in (l1, l2): d["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -170,11 +172,14 @@ struct ImageStoreTests {
         """
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script, path]
-        process.standardOutput = FileHandle.nullDevice
+        process.arguments = ["-c", script, path, mode]
+        let output = Pipe()
+        process.standardOutput = output
         try process.run()
+        let printed = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else { throw ImageStore.Failure("python3 could not write the layout") }
+        return String(decoding: printed, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     @Test("an image imports from a layout: layers applied in order, config defaults read, unpacked only once")
@@ -196,15 +201,18 @@ struct ImageStoreTests {
         #expect(unknown?.description.contains("has: 1.0") == true)
     }
 
-    @Test("image references: oci:PATH:TAG and oci:PATH import from a layout; a registry reference says what to do instead")
-    func references() throws {
+    @Test("image references: oci:PATH:TAG and oci:PATH import from a layout; a reference without a registry host says what to write")
+    func references() async throws {
         let work = try TemporaryDirectory()
         try Self.makeLayout(work.path + "/lay:out")
         let store = try ImageStore(root: work.path + "/store")
-        let tagged = try store.importLayout(reference: "oci:\(work.path)/lay:out:1.0")
-        #expect(try store.importLayout(reference: "oci:\(work.path)/lay:out") == tagged)
-        let registry = #expect(throws: ImageStore.Failure.self) { try store.importLayout(reference: "registry.local/web:1.2") }
-        #expect(registry?.description.contains("oci:/path/to/layout:tag") == true)
+        let tagged = try await store.prepare(reference: "oci:\(work.path)/lay:out:1.0")
+        #expect(try await store.prepare(reference: "oci:\(work.path)/lay:out") == tagged)
+        for hostless in ["web:1.2", "library/nginx", "web"] {
+            let refused = await #expect(throws: ImageStore.Failure.self) { try await store.prepare(reference: hostless) }
+            #expect(refused?.description.contains("HOST[:PORT]/NAME[:TAG]") == true, "\(hostless)")
+        }
+        #expect(store.list().map(\.reference) == ["oci:\(work.path)/lay:out", "oci:\(work.path)/lay:out:1.0"])
     }
 
     @Test("a blob whose bytes do not match its digest is refused, and nothing is unpacked")

@@ -95,6 +95,7 @@ struct OCIDriverTests {
     /// Starts `launch` and waits (bounded) for its end.
     static func runToExit(_ driver: OCIDriver, _ launch: TaskLaunch) async throws -> TaskExit? {
         let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        try await driver.prepare(launch)
         _ = try await driver.start(launch) { exit in
             exits.continuation.yield(exit)
             exits.continuation.finish()
@@ -132,6 +133,7 @@ struct OCIDriverTests {
             // A long runner stopped on purpose: SIGTERM through catatonit, 143.
             let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
             let sleeper = Self.launch("sleeper-\(runtime.name)", command: "sleep 60")
+            try await driver.prepare(sleeper)
             let handle = try await driver.start(sleeper) { exit in
                 exits.continuation.yield(exit)
                 exits.continuation.finish()
