@@ -212,7 +212,7 @@ public final class OCIDriver: ContainerRuntime {
             uid: user.first.flatMap { $0 } ?? 0, gid: user.count > 1 ? (user[1] ?? 0) : 0, rootfs: rootfs, readonlyRootfs: false,
             hostname: launch.taskID, cgroupsPath: cgroupsPath, networkNamespacePath: networkNamespacePath,
             memoryLimitBytes: spec.resources.memoryLimitBytes, cpuLimitMillis: spec.resources.cpuLimitMillis,
-            cpuReservationMillis: spec.resources.cpuReservationMillis, pidsLimit: 0, initBinary: initBinary)
+            cpuReservationMillis: spec.resources.cpuReservationMillis, pidsLimit: spec.resources.pidsLimit, initBinary: initBinary)
     }
 
     /// `oom_kill N` from a v1 memory cgroup's `memory.oom_control`; 0 when unreadable.

@@ -108,6 +108,10 @@ public struct Reconciler: Sendable {
                 default: replace = true
                 }
                 guard replace else { continue }
+                // Not at once: a task that cannot start (a missing image) would otherwise be replaced in a loop.
+                guard nowMs >= task.stateChangedAtMs + Self.replacementDelay(task, of: tasks, policy: spec.restartPolicy, nowMs: nowMs) else {
+                    continue
+                }
                 if let limit = Self.restartLimitReached(task, of: tasks, policy: spec.restartPolicy, nowMs: nowMs) {
                     if task.message != limit && !task.message.hasSuffix("; " + limit) {
                         var kept = task
@@ -266,6 +270,21 @@ public struct Reconciler: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// How long after it stopped a task of a slot is replaced: the policy's delay, doubled for every other task of
+    /// the slot that failed in the last 10 minutes, at most 5 minutes (the agent's backoff, one level up).
+    static func replacementDelay(
+        _ task: Flotilla_V1_TaskRecord, of tasks: [Flotilla_V1_TaskRecord], policy: Flotilla_V1_RestartPolicy, nowMs: UInt64
+    ) -> UInt64 {
+        let since = nowMs > 600_000 ? nowMs - 600_000 : 0
+        let earlier = tasks.filter { other in
+            other.id != task.id && other.slot == task.slot && (task.slot != 0 || other.nodeID == task.nodeID)
+                && other.state == .failed && other.stateChangedAtMs >= since
+        }.count
+        var delay = UInt64(max(policy.delayMs, 1))
+        for _ in 0..<min(earlier, 16) where delay < 300_000 { delay *= 2 }
+        return min(delay, 300_000)
+    }
 
     /// Why a stopped task of a slot is not replaced: the restart policy's `max_attempts` within its window,
     /// counting restarts in place (each task's `restarts`) and replacements (every earlier task of the slot

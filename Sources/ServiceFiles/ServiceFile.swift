@@ -29,7 +29,7 @@ public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertib
 ///     env: {GREETING: hi}
 ///     constraints: ["node.labels.zone==a"]
 ///     spread_over: node.labels.zone
-///     resources: {reserve_cpu: 0.5, reserve_memory: 256M, limit_memory: 512M}
+///     resources: {reserve_cpu: 0.5, reserve_memory: 256M, limit_memory: 512M, limit_pids: 100}
 ///     health_check: {http: /, interval: 5s, timeout: 2s, retries: 3}   # or command: …, or tcp: true
 ///     readiness_check: {http: /ready, interval: 2s}                     # not ready: no traffic, no restart
 ///     restart: {condition: on-failure, delay: 1s, max_attempts: 10, window: 10m}
@@ -117,11 +117,12 @@ public enum ServiceFile {
         }
         spec.replicas = try reader.unsigned("replicas") ?? (spec.mode == .global ? 0 : 1)
         if var resources = try reader.section("resources") {
-            try resources.allowOnly(["reserve_cpu", "reserve_memory", "limit_cpu", "limit_memory"])
+            try resources.allowOnly(["reserve_cpu", "reserve_memory", "limit_cpu", "limit_memory", "limit_pids"])
             spec.resources.cpuReservationMillis = try resources.cpu("reserve_cpu") ?? 0
             spec.resources.memoryReservationBytes = try resources.size("reserve_memory") ?? 0
             spec.resources.cpuLimitMillis = try resources.cpu("limit_cpu") ?? 0
             spec.resources.memoryLimitBytes = try resources.size("limit_memory") ?? 0
+            spec.resources.pidsLimit = UInt64(try resources.unsigned("limit_pids") ?? 0)
         }
         spec.constraints = try reader.strings("constraints") ?? []
         spec.spreadOver = try reader.string("spread_over") ?? ""

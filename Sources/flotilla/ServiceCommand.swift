@@ -37,6 +37,7 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("reserve-memory"), help: "Memory reserved per task (e.g. 256M, 1G).") var reserveMemory: String?
         @Option(name: .customLong("limit-cpu"), help: "CPU limit per task, in cores.") var limitCPU: Double?
         @Option(name: .customLong("limit-memory"), help: "Memory limit per task (e.g. 512M).") var limitMemory: String?
+        @Option(name: .customLong("limit-pids"), help: "Processes per task at most (0: no limit).") var limitPids: UInt64?
         @Option(name: .customLong("lb-policy"), help: "round-robin, weighted-round-robin, least-connections, ip-hash, random, p2c.") var lbPolicy: String?
         @Option(name: .customLong("health-cmd"), help: "A health check command (run in the task).") var healthCommand: String?
         @Option(name: .customLong("health-http"), help: "A health check HTTP path on the first port.") var healthHTTP: String?
@@ -94,6 +95,7 @@ struct ServiceCommand: AsyncParsableCommand {
             if let limitCPU { spec.resources.cpuLimitMillis = UInt64(limitCPU * 1000) }
             if let reserveMemory { spec.resources.memoryReservationBytes = try Self.bytes(reserveMemory, flag: "--reserve-memory") }
             if let limitMemory { spec.resources.memoryLimitBytes = try Self.bytes(limitMemory, flag: "--limit-memory") }
+            if let limitPids { spec.resources.pidsLimit = limitPids }
             if let lbPolicy { spec.lbPolicy = lbPolicy }
             if let healthCommand { spec.healthCheck.command = ["/bin/sh", "-c", healthCommand] }
             if let healthHTTP { spec.healthCheck.httpPath = healthHTTP }

@@ -33,8 +33,12 @@ struct NodeAndTokenTableTests {
         #expect(outcome.result == .ok(index: 2))
         #expect(outcome.changes.map(\.table) == [.tokens, .nodes])
         #expect(log.state.token("tok1abcd")?.used == 1)
-        #expect(log.state.node(NodeID("n1")) == Self.node("n1", name: "n1"))
+        // The store gives the node the lowest free subnet of the container network.
+        var joined = Self.node("n1", name: "n1")
+        joined.subnet = "10.240.0.0/24"
+        #expect(log.state.node(NodeID("n1")) == joined)
         try log.run(Self.join(id: "n2"))
+        #expect(log.state.node(NodeID("n2"))?.subnet == "10.240.1.0/24")
         // Used up: the third join is refused and changes nothing.
         let third = try log.run(Self.join(id: "n3"))
         #expect(Self.refusal(third)?.contains("used 2 of 2 times") == true)

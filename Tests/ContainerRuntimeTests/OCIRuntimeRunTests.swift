@@ -1,6 +1,7 @@
 @testable import ContainerRuntime
 import Messages
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -84,11 +85,13 @@ struct OCIRuntimeRunTests {
 /// and/or runc needed (CI installs them).
 @Suite("Container runtime: the OCI driver", .serialized)
 struct OCIDriverTests {
-    static func launch(_ id: String, command: String, memory: UInt64 = 0) -> TaskLaunch {
+    static func launch(_ id: String, command: String, memory: UInt64 = 0, cpuMillis: UInt64 = 0, pids: UInt64 = 0) -> TaskLaunch {
         var spec = Flotilla_V1_ServiceSpec()
         spec.driver = "oci"
         spec.command = command
         spec.resources.memoryLimitBytes = memory
+        spec.resources.cpuLimitMillis = cpuMillis
+        spec.resources.pidsLimit = pids
         return TaskLaunch(taskID: id, serviceName: "svc", spec: spec, environment: ["GREETING": "hi"], port: 8080)
     }
 
@@ -153,6 +156,55 @@ struct OCIDriverTests {
             await stopped
             #expect(exit == TaskExit(status: 143, oomKilled: false), "\(runtime.name)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/\(runtime.name)-bundles").isEmpty, "bundles removed")
+        }
+    }
+
+    @Test("CPU and pids limits are enforced: a busy loop is throttled to its quota, a fork beyond the pids limit fails", .enabled(if: OCIRuntimeRunTests.available))
+    func limits() async throws {
+        let image = try OCIRuntimeRunTests.bundle()
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        let work = try TemporaryDirectory(prefix: "flotilla-limits")
+        let parent = "flotilla-test-\(UInt32.random(in: 1...UInt32.max))"
+        defer {
+            for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+                rmdir("/sys/fs/cgroup/\(hierarchy)/\(parent)")
+            }
+        }
+        for runtime in OCIRuntimeRunTests.runtimes() {
+            let driver = try OCIDriver(
+                runtime: runtime, stateRoot: work.path + "/\(runtime.name)-state", bundles: work.path + "/\(runtime.name)-bundles",
+                cgroupParent: parent, initBinary: "/usr/bin/catatonit"
+            ) { _ in (image + "/rootfs", ImageConfig(env: ["PATH=/bin"])) }
+
+            // Forking: the same command succeeds without a limit and fails with one (init + sh + 2 sleeps fit in 4).
+            let forks = "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait"
+            let free = try await Self.runToExit(driver, Self.launch("forks-\(runtime.name)", command: forks))
+            #expect(free == TaskExit(status: 0, oomKilled: false), "\(runtime.name): no pids limit")
+            let limited = try await Self.runToExit(driver, Self.launch("pids-\(runtime.name)", command: forks, pids: 4))
+            #expect(limited.map { $0.status != 0 } == true, "\(runtime.name): a fork past pids.max fails (\(String(describing: limited)))")
+
+            // A busy loop at 0.2 cores: the CPU cgroup holds the quota and throttles it.
+            let busy = Self.launch("busy-\(runtime.name)", command: "while :; do :; done", cpuMillis: 200, pids: 16)
+            let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
+            try await driver.prepare(busy)
+            let handle = try await driver.start(busy) { exit in
+                exits.continuation.yield(exit)
+                exits.continuation.finish()
+            }
+            try await Task.sleep(for: .seconds(1))
+            let cgroup = "\(parent)/flt-busy-\(runtime.name)"
+            let read = { (file: String) in (try? String(contentsOfFile: "/sys/fs/cgroup/\(file)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) }
+            #expect(read("cpu/\(cgroup)/cpu.cfs_quota_us") == "20000", "\(runtime.name)")
+            #expect(read("cpu/\(cgroup)/cpu.cfs_period_us") == "100000", "\(runtime.name)")
+            #expect(read("pids/\(cgroup)/pids.max") == "16", "\(runtime.name)")
+            let throttled = read("cpu/\(cgroup)/cpu.stat")?.split(separator: "\n").first { $0.hasPrefix("nr_throttled ") }
+                .flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+            #expect(throttled > 0, "\(runtime.name): the busy loop was throttled")
+            let ended = Flag()
+            async let stopped: Void = driver.stop(handle, grace: .seconds(5)) { ended.value }
+            _ = await withTimeout(.seconds(20)) { await exits.stream.first { _ in true } }
+            ended.set()
+            await stopped
         }
     }
 }

@@ -1,5 +1,9 @@
 import AdminClient
 import Agent
+import Controller
+import Foundation
+import Testing
+import TestSupport
 import ClusterModel
 import ContainerRuntime
 import Logging
@@ -42,6 +46,33 @@ struct InProcessAgents {
             agents.sessions.append(Task { try await session.run() })
         }
         return agents
+    }
+
+    /// One controller initialised in `directory` and agents `names` joined to it: runs `body` with an admin
+    /// client and the agents, then stops the agents (tearing their networks down) and the controller, also when
+    /// `body` throws.
+    static func withCluster(
+        _ directory: String, agents names: [String],
+        runtimes: (_ name: String, _ nodeID: String) throws -> [any ContainerRuntime] = { _, _ in [] },
+        _ body: (AdminClient, InProcessAgents) async throws -> Void
+    ) async throws {
+        let created = try ControllerDataDirectory(path: directory).initialize(addresses: [], now: Date())
+        let running = try await ControllerClusterTests.start(directory)
+        var agents = InProcessAgents()
+        do {
+            let server = running.server
+            #expect(try await eventually(timeout: .seconds(30)) { await server.raftStatus.role == .leader })
+            let admin = try await AdminClient.connect(to: [server.localAddress], credentials: try Credentials.load(from: created.adminCredentialsPath))
+            agents = try await InProcessAgents.start(names, controllers: [server.localAddress], admin: admin, runtimes: runtimes)
+            try await body(admin, agents)
+            await admin.close()
+        } catch {
+            await agents.stop()
+            await ControllerClusterTests.stop(running)
+            throw error
+        }
+        await agents.stop()
+        await ControllerClusterTests.stop(running)
     }
 
     /// Processes running on every agent.

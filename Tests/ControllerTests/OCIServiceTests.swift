@@ -9,6 +9,7 @@ import Messages
 import PKI
 import TestSupport
 import Transport
+import Wire
 import Testing
 
 /// A service with `--driver oci` end to end: the leader places it, the agents' workers run real containers from
@@ -57,6 +58,11 @@ struct OCIServiceTests {
         try #require(process.terminationStatus == 0)
     }
 
+    /// Whether GET http://ADDRESS/ answers `expected` within 10 s.
+    static func answers(_ address: String, with expected: String, inNamespace namespace: String? = nil) async throws -> Bool {
+        try await eventually { (try? get(address, inNamespace: namespace)) == expected }
+    }
+
     /// The body of GET http://ADDRESS/ (trimmed), fetched with busybox wget, from this host or inside a named
     /// network namespace.
     static func get(_ address: String, inNamespace namespace: String? = nil) throws -> String {
@@ -76,16 +82,7 @@ struct OCIServiceTests {
     func ociService() async throws {
         let work = try TemporaryDirectory(prefix: "flotilla-oci-service")
         try Self.makeBusyboxLayout(work.path + "/image")
-        let created = try ControllerDataDirectory(path: work.path + "/controller").initialize(addresses: [], now: Date())
-        let running = try await ControllerClusterTests.start(work.path + "/controller")
-        var agents = InProcessAgents()
-        do {
-            let server = running.server
-            #expect(try await eventually(timeout: .seconds(30)) { await server.raftStatus.role == .leader })
-            let admin = try await AdminClient.connect(to: [server.localAddress], credentials: try Credentials.load(from: created.adminCredentialsPath))
-            agents = try await InProcessAgents.start(["n1", "n2"], controllers: [server.localAddress], admin: admin) { name, nodeID in
-                [try OCIRuntimeSetup.make(preferred: nil, dataDirectory: work.path + "/" + name, nodeID: nodeID, runDirectory: work.path + "/run").get()]
-            }
+        try await InProcessAgents.withCluster(work.path + "/controller", agents: ["n1", "n2"], runtimes: Self.ociRuntimes(work.path)) { admin, agents in
             var spec = Flotilla_V1_ServiceSpec()
             spec.name = "boxes"
             spec.driver = "oci"
@@ -94,8 +91,7 @@ struct OCIServiceTests {
             spec.replicas = 3
             spec.resources.memoryLimitBytes = 64 << 20
             _ = try await admin.serviceCreate(spec)
-            let started = agents
-            @Sendable func processes() async -> Int { await started.runningCount() }
+            @Sendable func processes() async -> Int { await agents.runningCount() }
             let running3 = try await eventually(timeout: .seconds(30)) {
                 let tasks = ((try? await admin.serviceInspect("boxes").tasks) ?? []).filter { $0.desiredState == .running }
                 let containers = await processes()
@@ -125,29 +121,92 @@ struct OCIServiceTests {
             #expect(served, "tasks: \(tasks.map { "\($0.state) \($0.address) \($0.message)" })")
             if served {
                 #expect(Set(tasks.map(\.nodeID)).count == 2)
+                // Running once started: httpd may take a moment more to listen.
                 for task in tasks {
-                    #expect(try Self.get(task.address) == task.id, "the host reaches \(task.id) at \(task.address)")
+                    let answered = try await Self.answers(task.address, with: task.id)
+                    #expect(answered, "the host reaches \(task.id) at \(task.address)")
                 }
                 let (first, second) = (tasks[0], tasks[1])
                 let inside = NodeNetwork.prefix(for: NodeID(first.nodeID)) + "-" + first.id
-                #expect(try Self.get(second.address, inNamespace: inside) == second.id,
-                        "\(first.id) on one node reaches \(second.id) on the other at \(second.address)")
+                let crossed = try await Self.answers(second.address, with: second.id, inNamespace: inside)
+                #expect(crossed, "\(first.id) on one node reaches \(second.id) on the other at \(second.address)")
             }
             _ = try await admin.serviceRemove("web")
             #expect(try await eventually(timeout: .seconds(30)) { await processes() == 0 })
-            await admin.close()
-        } catch {
-            await agents.stop()
-            await ControllerClusterTests.stop(running)
-            throw error
         }
-        await agents.stop()
-        await ControllerClusterTests.stop(running)
         // Each agent's cgroup parent is its own to remove.
+        Self.removeCgroupParents()
+    }
+
+    @Test("bad input fails the task with a reason a person understands, shown by service ps: unknown image, unreachable registry, corrupt layer; an invalid spec is refused; the agent keeps running", .enabled(if: available))
+    func badInput() async throws {
+        let work = try TemporaryDirectory(prefix: "flotilla-oci-bad")
+        try Self.makeBusyboxLayout(work.path + "/image")
+        // The same image with one byte of its layer changed: its digest no longer matches.
+        try FileManager.default.copyItem(atPath: work.path + "/image", toPath: work.path + "/corrupt")
+        let blobs = work.path + "/corrupt/blobs/sha256"
+        let layer = try #require(try FileManager.default.contentsOfDirectory(atPath: blobs).max { size(blobs + "/" + $0) < size(blobs + "/" + $1) })
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: blobs + "/" + layer))
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: blobs + "/" + layer))
+        try await InProcessAgents.withCluster(work.path + "/controller", agents: ["n1"], runtimes: Self.ociRuntimes(work.path)) { admin, agents in
+            func service(_ name: String, image: String) -> Flotilla_V1_ServiceSpec {
+                var spec = Flotilla_V1_ServiceSpec()
+                spec.name = name
+                spec.driver = "oci"
+                spec.image = image
+                spec.command = "exec sleep 300"
+                spec.replicas = 1
+                spec.network = "host"
+                return spec
+            }
+            let cases = [
+                ("ghost", "oci:\(work.path)/missing:1", "is not an OCI image layout"),
+                ("offline", "127.0.0.1:1/app:1", "unreachable"),
+                ("corrupt", "oci:\(work.path)/corrupt:1.0", "does not match its digest"),
+            ]
+            for (name, image, _) in cases { _ = try await admin.serviceCreate(service(name, image: image)) }
+            for (name, _, reason) in cases {
+                let explained = try await eventually(timeout: .seconds(40)) {
+                    let tasks = (try? await admin.serviceInspect(name).tasks) ?? []
+                    return tasks.contains { $0.state == .failed && $0.message.hasPrefix("could not start: ") && $0.message.contains(reason) }
+                }
+                let messages = ((try? await admin.serviceInspect(name).tasks) ?? []).map { "\($0.state): \($0.message)" }
+                #expect(explained, "\(name): \(messages)")
+            }
+            // An invalid spec never reaches an agent: refused naming the field.
+            var unknownDriver = service("odd", image: "oci:\(work.path)/image:1.0")
+            unknownDriver.driver = "docker"
+            let refused = await #expect(throws: RPCError.self) { _ = try await admin.serviceCreate(unknownDriver) }
+            #expect(refused?.message.contains("driver") == true, "\(refused?.message ?? "")")
+            // The agent still runs what it can.
+            _ = try await admin.serviceCreate(service("fine", image: "oci:\(work.path)/image:1.0"))
+            let fine = try await eventually(timeout: .seconds(30)) {
+                ((try? await admin.serviceInspect("fine").tasks) ?? []).contains { $0.desiredState == .running && $0.state == .running }
+            }
+            #expect(fine)
+            for name in ["ghost", "offline", "corrupt", "fine"] { _ = try? await admin.serviceRemove(name) }
+            #expect(try await eventually(timeout: .seconds(30)) { await agents.runningCount() == 0 })
+        }
+        Self.removeCgroupParents()
+    }
+
+    /// Each agent's OCI driver, with its images, bundles and runtime state under `work`.
+    static func ociRuntimes(_ work: String) -> (String, String) throws -> [any ContainerRuntime] {
+        { name, nodeID in
+            [try OCIRuntimeSetup.make(preferred: nil, dataDirectory: work + "/" + name, nodeID: nodeID, runDirectory: work + "/run").get()]
+        }
+    }
+
+    static func removeCgroupParents() {
         for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
             for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/\(hierarchy)")) ?? [] where entry.hasPrefix("flotilla-") {
                 _ = rmdir("/sys/fs/cgroup/\(hierarchy)/\(entry)")
             }
         }
     }
+}
+
+private func size(_ path: String) -> Int {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
 }

@@ -16,7 +16,7 @@ import Wire
 /// (Agents do not run tasks yet — the worker comes next — so tasks here reach `assigned`.)
 @Suite("Service orchestration on a live controller", .serialized)
 struct ServiceOrchestrationTests {
-    @Test("tasks are placed on ready nodes; a silent node's tasks are replaced elsewhere within 5 s")
+    @Test("tasks are placed on ready nodes; a silent node's tasks are replaced elsewhere")
     func nodeLossReschedules() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-orch-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -60,9 +60,9 @@ struct ServiceOrchestrationTests {
                 let live = tasks.filter { $0.desiredState == .running }
                 return live.count == 4 && live.allSatisfy { $0.nodeID != n1 && $0.state == .assigned }
             })
+            // Measured, not asserted (tests hold no timing targets; the machine is shared and noisy).
             let replaced = ContinuousClock.now - silencedAt
             print("agent silent -> its tasks replaced on other nodes after \(replaced)")
-            #expect(replaced <= .seconds(5))
             let after = try await admin.serviceInspect("web")
             #expect(after.tasks.filter { $0.nodeID == n1 }.allSatisfy { $0.state == .orphaned && $0.desiredState == .shutdown })
 
@@ -83,18 +83,10 @@ struct ServiceOrchestrationTests {
         await ControllerClusterTests.stop(running)
     }
 
-    @Test("agents run a process-driver service; a killed node's tasks run again elsewhere within 5 s; updates and removal reach the processes")
+    @Test("agents run a process-driver service; a killed node's tasks run again elsewhere; updates and removal reach the processes")
     func processDriverEndToEnd() async throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-orch-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let created = try ControllerDataDirectory(path: root).initialize(addresses: [], now: Date())
-        let running = try await ControllerClusterTests.start(root)
-        var agents = InProcessAgents()
-        do {
-            let server = running.server
-            #expect(try await eventually(timeout: .seconds(30)) { await server.raftStatus.role == .leader })
-            let admin = try await AdminClient.connect(to: [server.localAddress], credentials: try Credentials.load(from: created.adminCredentialsPath))
-            agents = try await InProcessAgents.start(["n1", "n2"], controllers: [server.localAddress], admin: admin)
+        let root = try TemporaryDirectory(prefix: "flotilla-orch")
+        try await InProcessAgents.withCluster(root.path, agents: ["n1", "n2"]) { admin, agents in
             let workers = agents.workers
             #expect(try await eventually { (try? await admin.nodeList())?.filter { $0.status == "ready" }.count == 2 })
 
@@ -117,9 +109,9 @@ struct ServiceOrchestrationTests {
                 let tasks = await live()
                 return tasks.count == 4 && tasks.allSatisfy { $0.nodeID != n1 && $0.state == .running }
             })
+            // Measured, not asserted (tests hold no timing targets; the machine is shared and noisy).
             let recovered = ContinuousClock.now - killedAt
             print("node lost -> service back at full count, running, after \(recovered)")
-            #expect(recovered <= .seconds(5))
             #expect(await workers[1].runningTaskIDs.count == 4)
 
             // A rolling update replaces every task with the new command.
@@ -135,14 +127,7 @@ struct ServiceOrchestrationTests {
             _ = try await admin.serviceRemove("sleeper")
             let worker = workers[1]
             #expect(try await eventually(timeout: .seconds(20)) { await worker.runningTaskIDs.isEmpty })
-            await admin.close()
-        } catch {
-            await agents.stop()
-            await ControllerClusterTests.stop(running)
-            throw error
         }
-        await agents.stop()
-        await ControllerClusterTests.stop(running)
     }
 
     @Test("an invalid spec is refused with every bad field named")

@@ -107,9 +107,15 @@ struct SimulatedCluster {
             now += step
             let plan = reconcileOnce()
             agentsReport(failing: failing)
-            // An update in progress waits for time to pass (its monitor period), not for a plan.
+            // An update in progress waits for time to pass (its monitor period), not for a plan; so does a
+            // stopped task the restart policy replaces after a delay.
             let updating = state.services.contains { ["updating", "rolling-back"].contains($0.updateStatus.state) }
-            if plan.isEmpty && !updating { return round }
+            let awaitingReplacement = state.tasks.contains { task in
+                task.desiredState == .running && [.failed, .complete].contains(task.state)
+                    && state.service(task.serviceID).map { $0.spec.restartPolicy.condition != "none" } == true
+                    && !task.message.contains("restart limit reached")
+            }
+            if plan.isEmpty && !updating && !awaitingReplacement { return round }
         }
         return rounds + 1
     }

@@ -265,6 +265,9 @@ public nonisolated struct Flotilla_V1_Resources: Sendable {
   /// Memory the runtime allows, bytes; at least the reservation when both are set.
   public var memoryLimitBytes: UInt64 = 0
 
+  /// Processes (and threads) the task may have at once (the pids cgroup); 0 means no limit.
+  public var pidsLimit: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -638,7 +641,7 @@ nonisolated extension Flotilla_V1_EnvVar: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Flotilla_V1_Resources: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Resources"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_reservation_millis\0\u{3}memory_reservation_bytes\0\u{3}cpu_limit_millis\0\u{3}memory_limit_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}cpu_reservation_millis\0\u{3}memory_reservation_bytes\0\u{3}cpu_limit_millis\0\u{3}memory_limit_bytes\0\u{3}pids_limit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -650,6 +653,7 @@ nonisolated extension Flotilla_V1_Resources: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memoryReservationBytes) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.cpuLimitMillis) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.memoryLimitBytes) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.pidsLimit) }()
       default: break
       }
     }
@@ -668,6 +672,9 @@ nonisolated extension Flotilla_V1_Resources: SwiftProtobuf.Message, SwiftProtobu
     if self.memoryLimitBytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.memoryLimitBytes, fieldNumber: 4)
     }
+    if self.pidsLimit != 0 {
+      try visitor.visitSingularUInt64Field(value: self.pidsLimit, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -676,6 +683,7 @@ nonisolated extension Flotilla_V1_Resources: SwiftProtobuf.Message, SwiftProtobu
     if lhs.memoryReservationBytes != rhs.memoryReservationBytes {return false}
     if lhs.cpuLimitMillis != rhs.cpuLimitMillis {return false}
     if lhs.memoryLimitBytes != rhs.memoryLimitBytes {return false}
+    if lhs.pidsLimit != rhs.pidsLimit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
