@@ -193,6 +193,13 @@ public final class AdminClient: Sendable {
     }
 
     /// Every node (agent), sorted by name.
+    /// The images each node (or `node`, an id or name) reported.
+    public func imageList(node: String = "", timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_NodeImages] {
+        var request = Flotilla_V1_ImageListRequest()
+        request.node = node
+        return try await call(Methods.imageList, request, kind: .read, timeout: timeout).nodes
+    }
+
     public func nodeList(timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_NodeInfo] {
         try await call(Methods.nodeList, Flotilla_V1_NodeListRequest(), kind: .read, timeout: timeout).nodes
     }

@@ -118,6 +118,7 @@ public final class AgentSession: Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     var sequence: UInt64 = 0
+                    var imagesSent: [Flotilla_V1_NodeImage]?
                     while !Task.isCancelled {
                         sequence += 1
                         var heartbeat = Flotilla_V1_AgentHeartbeat()
@@ -128,6 +129,13 @@ public final class AgentSession: Sendable {
                             let position = await worker.position()
                             heartbeat.assignmentsGeneration = position.generation
                             heartbeat.resync = position.needsResync
+                            // The images: on the session's first heartbeat (a new leader knows none), then on change.
+                            let images = await worker.images()
+                            if images != imagesSent {
+                                heartbeat.imagesChanged = true
+                                heartbeat.images = images
+                                imagesSent = images
+                            }
                         }
                         do {
                             try await writer.write(heartbeat)

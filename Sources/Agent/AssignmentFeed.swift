@@ -12,6 +12,12 @@ public protocol AssignmentReceiver: Sendable {
     func requeue(_ unsent: [Flotilla_V1_TaskStatus]) async
     /// Where the receiver stands: the generation applied, and whether it needs the complete set.
     func position() async -> AssignmentSequence.Position
+    /// The node's images, reported to the leader when they change.
+    func images() async -> [Flotilla_V1_NodeImage]
+}
+
+extension AssignmentReceiver {
+    public func images() async -> [Flotilla_V1_NodeImage] { [] }
 }
 
 /// The order check on one session's assignment updates: a complete set is always taken; a change only on top

@@ -98,6 +98,11 @@ public actor TaskWorker: AssignmentReceiver {
     /// Tasks this worker supervises now (started, starting or waiting to restart), for tests and metrics.
     public var runningTaskIDs: [String] { tasks.filter { !$0.value.stopping }.keys.sorted() }
 
+    /// The images its runtimes keep on this node.
+    public func images() -> [Flotilla_V1_NodeImage] {
+        runtimes.values.sorted { $0.name < $1.name }.flatMap { $0.images() }
+    }
+
     /// Tasks it holds in any state, those being stopped included (tests).
     var supervisedCount: Int { tasks.count }
 

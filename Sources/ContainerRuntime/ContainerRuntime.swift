@@ -65,8 +65,12 @@ public protocol ContainerRuntime: Sendable {
     /// Runs `command` (argv) where the task runs (inside its container, for the OCI driver), with the task's
     /// environment: a health check. Its exit status; throws when it could not run or took longer than `timeout`.
     func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32
+    /// The images it keeps on this node (for `flotilla image ls`).
+    func images() -> [Flotilla_V1_NodeImage]
 }
 
 extension ContainerRuntime {
     public func prepare(_ launch: TaskLaunch) async throws {}
+    /// None by default.
+    public func images() -> [Flotilla_V1_NodeImage] { [] }
 }

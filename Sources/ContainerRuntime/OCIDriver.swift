@@ -28,6 +28,10 @@ public final class OCIDriver: ContainerRuntime {
     public let rootfs: @Sendable (TaskLaunch) async throws -> (path: String, config: ImageConfig)
     /// The node's container network; nil: every container shares the host's network.
     public let networking: ContainerNetwork?
+    /// The node's images (listing and garbage collection); nil when the caller manages them.
+    public let imageStore: ImageStore?
+    /// The image root file system of every task prepared or running, by task id (what garbage collection keeps).
+    private let imagesInUse = Mutex<[String: String]>([:])
     /// Running containers by the pid of their process.
     private let containers = Mutex<[Int32: String]>([:])
     /// Root file systems `prepare` got, by task id, until `start` takes them.
@@ -35,7 +39,7 @@ public final class OCIDriver: ContainerRuntime {
 
     public init(
         runtime: OCIRuntimeChoice, stateRoot: String, bundles: String, cgroupParent: String, initBinary: String?,
-        networking: ContainerNetwork? = nil, rootfs: @escaping @Sendable (TaskLaunch) async throws -> (path: String, config: ImageConfig)
+        networking: ContainerNetwork? = nil, imageStore: ImageStore? = nil, rootfs: @escaping @Sendable (TaskLaunch) async throws -> (path: String, config: ImageConfig)
     ) throws {
         self.runtime = runtime
         self.stateRoot = stateRoot
@@ -43,6 +47,7 @@ public final class OCIDriver: ContainerRuntime {
         self.cgroupParent = cgroupParent
         self.initBinary = initBinary
         self.networking = networking
+        self.imageStore = imageStore
         self.rootfs = rootfs
         try FileManager.default.createDirectory(atPath: bundles, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: stateRoot, withIntermediateDirectories: true)
@@ -64,6 +69,7 @@ public final class OCIDriver: ContainerRuntime {
     public func prepare(_ launch: TaskLaunch) async throws {
         let image = try await rootfs(launch)
         prepared.withLock { $0[launch.taskID] = image }
+        imagesInUse.withLock { $0[launch.taskID] = image.path }
     }
 
     public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
@@ -96,12 +102,15 @@ public final class OCIDriver: ContainerRuntime {
             }
             let memoryCgroup = "/sys/fs/cgroup/memory/\(cgroupParent)/\(id)"
             containers.withLock { $0[pid] = id }
+            OrphanReaper.track(pid)
             Thread.detachNewThread { [self] in
                 var status: Int32 = 0
                 while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
                 let code = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
                 let oomKilled = Self.oomKills(memoryCgroup) > 0
                 self.containers.withLock { $0[pid] = nil }
+                OrphanReaper.untrack(pid)
+                self.imagesInUse.withLock { $0[launch.taskID] = nil }
                 self.cleanUp(id: id, bundle: bundle)
                 // The network goes before the worker hears of the exit, so a restart in place attaches afresh.
                 let exit = TaskExit(status: code, oomKilled: oomKilled)
@@ -114,9 +123,35 @@ public final class OCIDriver: ContainerRuntime {
             return RuntimeHandle(runtime: name, pid: pid, address: attachment.map { "\($0.address)" })
         } catch {
             cleanUp(id: id, bundle: bundle)
+            imagesInUse.withLock { $0[launch.taskID] = nil }
             await networking?.detach(taskID: launch.taskID)
             throw error
         }
+    }
+
+    /// The node's images, with how many tasks use each.
+    public func images() -> [Flotilla_V1_NodeImage] {
+        guard let imageStore else { return [] }
+        let inUse = Dictionary(imagesInUse.withLock { $0.values.map { ("sha256:" + ($0 as NSString).lastPathComponent, 1) } }, uniquingKeysWith: +)
+        return imageStore.list().map { record in
+            var image = Flotilla_V1_NodeImage()
+            image.reference = record.reference
+            image.digest = record.digest
+            image.sizeBytes = record.size
+            image.unpackedBytes = record.unpackedSize
+            image.createdMs = UInt64(max(0, record.created.timeIntervalSince1970 * 1000))
+            image.lastUsedMs = UInt64(max(0, record.lastUsed.timeIntervalSince1970 * 1000))
+            image.inUse = UInt32(inUse[record.digest] ?? 0)
+            return image
+        }
+    }
+
+    /// Removes images no task uses, as `policy` says (`ImageStore.collectGarbage`); the references removed.
+    @discardableResult
+    public func collectImageGarbage(policy: ImageGarbagePolicy = ImageGarbagePolicy()) throws -> [ImageRecord] {
+        guard let imageStore else { return [] }
+        let inUse = Set(imagesInUse.withLock { $0.values.map { "sha256:" + ($0 as NSString).lastPathComponent } })
+        return try imageStore.collectGarbage(inUse: inUse, policy: policy)
     }
 
     /// At a clean agent exit, once every container has stopped: removes the runtime's state directory (and its
@@ -176,8 +211,7 @@ public final class OCIDriver: ContainerRuntime {
     /// Reaps what the agent adopted from its containers (see `OrphanReaper`); with a container id, also kills
     /// what is left running in it.
     func sweepOrphans(killingIn id: String? = nil) {
-        let tracked = containers.withLock { Set($0.keys) }
-        OrphanReaper.sweep(tracked: tracked, killing: id.map { "/\(cgroupParent)/\($0)" })
+        OrphanReaper.sweep(killing: id.map { "/\(cgroupParent)/\($0)" })
     }
 
     private func cleanUp(id: String, bundle: String) {

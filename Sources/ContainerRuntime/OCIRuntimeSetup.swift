@@ -37,7 +37,7 @@ public enum OCIRuntimeSetup {
             let driver = try OCIDriver(
                 runtime: choice, stateRoot: "\(runDirectory)/flotilla-\(nodeID)/\(choice.name)", bundles: dataDirectory + "/bundles",
                 cgroupParent: "flotilla-\(nodeID)", initBinary: OCIRuntimeChoice.which("catatonit"),
-                networking: ContainerNetwork(node: NodeID(nodeID))
+                networking: ContainerNetwork(node: NodeID(nodeID)), imageStore: images
             ) { launch in
                 let image = try await images.prepare(reference: launch.spec.image)
                 return (image.rootfs, image.config)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,11 +13,18 @@ import Glibc
 /// (drivers' processes, runtime commands, anything a library started) each have a waiter of their own, and a
 /// `waitpid(-1)` here would steal their exit statuses.
 enum OrphanReaper {
+    /// Container processes some driver of this process waits for (every driver's: one driver must never reap
+    /// another's container, whose exit status that driver's waiter would then lose).
+    private static let tracked = Mutex<Set<Int32>>([])
+
+    static func track(_ pid: Int32) { _ = tracked.withLock { $0.insert(pid) } }
+    static func untrack(_ pid: Int32) { _ = tracked.withLock { $0.remove(pid) } }
+
     /// Reaps every adopted zombie; with `killing`, first sends SIGKILL to live adopted processes whose cgroup
-    /// path contains it (what a timed-out check left running in a container). `tracked`: pids someone waits for.
-    /// Returns how many it reaped.
+    /// path contains it (what a timed-out check left running in a container). Returns how many it reaped.
     @discardableResult
-    static func sweep(tracked: Set<Int32>, killing cgroupMarker: String? = nil) -> Int {
+    static func sweep(killing cgroupMarker: String? = nil) -> Int {
+        let tracked = Self.tracked.withLock { $0 }
         let me = getpid()
         var reaped = 0
         for child in children(of: me) where !tracked.contains(child.pid) && inOtherPIDNamespace(child.pid) {

@@ -31,6 +31,7 @@ struct AdminService: Sendable {
         router.register(Methods.tokenList) { _, _ in try await tokenList() }
         router.register(Methods.tokenRevoke) { request, _ in try await tokenRevoke(request) }
         router.register(Methods.nodeList) { _, _ in try await nodeList() }
+        router.register(Methods.imageList) { request, _ in try await imageList(request) }
         router.register(Methods.nodeUpdate) { request, _ in try await nodeUpdate(request) }
         router.register(Methods.nodeRemove) { request, _ in try await nodeRemove(request) }
         router.register(Methods.snapshotSave) { (_: Flotilla_V1_SnapshotSaveRequest, writer: ResponseWriter<Flotilla_V1_SnapshotChunk>, _: ServerContext) in
@@ -129,6 +130,25 @@ struct AdminService: Sendable {
         try await raft.linearizable()
         var response = Flotilla_V1_NodeListResponse()
         response.nodes = raft.store.read { $0.nodes }.sorted { $0.name < $1.name }.map(nodeInfo)
+        return response
+    }
+
+    /// The images every node (or one) reported to this leader: soft state, rebuilt by a new leader from the
+    /// agents' next sessions.
+    func imageList(_ request: Flotilla_V1_ImageListRequest) async throws -> Flotilla_V1_ImageListResponse {
+        try await raft.linearizable()
+        let nodes = request.node.isEmpty ? raft.store.read { $0.nodes } : [try findNode(request.node)]
+        var response = Flotilla_V1_ImageListResponse()
+        response.nodes = nodes.sorted { $0.name < $1.name }.map { node in
+            var entry = Flotilla_V1_NodeImages()
+            entry.nodeID = node.id.rawValue
+            entry.nodeName = node.name
+            if let images = monitor.images(of: node.id) {
+                entry.reported = true
+                entry.images = images
+            }
+            return entry
+        }
         return response
     }
 

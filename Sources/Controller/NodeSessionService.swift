@@ -36,6 +36,16 @@ final class NodeMonitor: Sendable {
         lastHeardWall.withLock { $0[node] = UInt64(Date().timeIntervalSince1970 * 1000) }
     }
 
+    /// Each node's images as its agent last reported them, this reign only.
+    private let reportedImages = Mutex<[NodeID: [Flotilla_V1_NodeImage]]>([:])
+
+    func record(images: [Flotilla_V1_NodeImage], of node: NodeID) {
+        reportedImages.withLock { $0[node] = images }
+    }
+
+    /// nil when the node's agent has not reported its images to this leader.
+    func images(of node: NodeID) -> [Flotilla_V1_NodeImage]? { reportedImages.withLock { $0[node] } }
+
     /// Unix milliseconds of the node's last heartbeat to this leader; nil when none.
     func lastHeartbeatMs(of node: NodeID) -> UInt64? { lastHeardWall.withLock { $0[node] } }
 
@@ -52,7 +62,10 @@ final class NodeMonitor: Sendable {
                 if !leading && liveness.isLeading { liveness.lostLeadership() }
                 return liveness.changes(for: raft.store.read { $0.nodes }, at: at)
             }
-            if !leading { lastHeardWall.withLock { $0 = [:] } }
+            if !leading {
+                lastHeardWall.withLock { $0 = [:] }
+                reportedImages.withLock { $0 = [:] }
+            }
             for change in changes {
                 guard var record = raft.store.read({ $0.node(change.node) }), record.status != change.status else { continue }
                 record.status = change.status
@@ -100,6 +113,7 @@ struct NodeSessionService: Sendable {
                     throw RPCError(.permissionDenied, "node \(node) was removed from the cluster")
                 }
                 monitor.heartbeat(from: node)
+                if heartbeat.imagesChanged { monitor.record(images: heartbeat.images, of: node) }
                 if heartbeat.resync {
                     logger.info("agent asked for its complete assignment set", metadata: ["node.id": "\(node)", "generation": "\(heartbeat.assignmentsGeneration)"])
                     feed.resync()

@@ -92,6 +92,8 @@ public enum Methods {
         "flotilla.v1.Admin/ServiceList", kind: .unary, allowedRoles: [.admin])
     public static let serviceInspect = MethodDescriptor<Flotilla_V1_ServiceRef, Flotilla_V1_ServiceInspectResponse>(
         "flotilla.v1.Admin/ServiceInspect", kind: .unary, allowedRoles: [.admin])
+    public static let imageList = MethodDescriptor<Flotilla_V1_ImageListRequest, Flotilla_V1_ImageListResponse>(
+        "flotilla.v1.Admin/ImageList", kind: .unary, allowedRoles: [.admin])
 
     // MARK: - Agents
     public static let agentSession = MethodDescriptor<Flotilla_V1_AgentHeartbeat, Flotilla_V1_SessionUpdate>(

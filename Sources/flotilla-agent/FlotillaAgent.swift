@@ -120,6 +120,7 @@ struct FlotillaAgent: AsyncParsableCommand {
                 logger.warning("OCI driver unavailable; only --driver process tasks will run here", metadata: ["reason": "\(why)"])
             }
             let networking = oci?.networking
+            let ociDriver = oci
             let worker = TaskWorker(logger: logger, runtimes: runtimes, onNetwork: { update in
                 do {
                     try await networking?.configure(update)
@@ -136,6 +137,22 @@ struct FlotillaAgent: AsyncParsableCommand {
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask { await renewer.run() }
                         group.addTask { try await session.run() }
+                        if let driver = ociDriver {
+                            // Images no task used for a day go, every 10 minutes (the first pass a minute in).
+                            group.addTask {
+                                var wait = Duration.seconds(60)
+                                while !Task.isCancelled {
+                                    try await Task.sleep(for: wait)
+                                    wait = .seconds(600)
+                                    do {
+                                        let removed = try driver.collectImageGarbage()
+                                        if !removed.isEmpty { logger.info("unused images removed", metadata: ["images": "\(removed.map(\.reference))"]) }
+                                    } catch {
+                                        logger.warning("image garbage collection failed", metadata: ["error": "\(error)"])
+                                    }
+                                }
+                            }
+                        }
                         // The session ends only when the node was removed (or on a signal): stop renewing too.
                         try await group.next()
                         group.cancelAll()

@@ -159,6 +159,50 @@ struct OCIDriverTests {
         }
     }
 
+    @Test("image garbage collection through the driver keeps the images of prepared and running tasks and removes the rest", .enabled(if: OCIRuntimeRunTests.available))
+    func imageGarbage() async throws {
+        let work = try TemporaryDirectory(prefix: "flotilla-image-gc")
+        let store = try ImageStore(root: work.path + "/images")
+        try Self.writeLayout(work.path + "/layout")
+        let driver = try OCIDriver(
+            runtime: try #require(OCIRuntimeRunTests.runtimes().first), stateRoot: work.path + "/state", bundles: work.path + "/bundles",
+            cgroupParent: "flotilla-test-gc", initBinary: "/usr/bin/catatonit", imageStore: store
+        ) { launch in
+            let image = try await store.prepare(reference: launch.spec.image)
+            return (image.rootfs, image.config)
+        }
+        defer { for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] { rmdir("/sys/fs/cgroup/\(hierarchy)/flotilla-test-gc") } }
+        var launch = Self.launch("gc-sleeper", command: "sleep 60")
+        var spec = launch.spec
+        spec.image = "oci:\(work.path)/layout:1.0"
+        launch = TaskLaunch(taskID: launch.taskID, serviceName: "svc", spec: spec, environment: [:], port: nil)
+        try await driver.prepare(launch)
+        let everything = ImageGarbagePolicy(maximumUnusedAge: .zero, recentUseGrace: .zero)
+        #expect(try driver.collectImageGarbage(policy: everything).isEmpty, "a prepared task's image stays")
+        #expect(driver.images().map(\.inUse) == [1])
+        let exits = AsyncStream<TaskExit>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let handle = try await driver.start(launch) { exit in
+            exits.continuation.yield(exit)
+            exits.continuation.finish()
+        }
+        #expect(try driver.collectImageGarbage(policy: everything).isEmpty, "a running task's image stays")
+        let ended = Flag()
+        async let stopped: Void = driver.stop(handle, grace: .seconds(5)) { ended.value }
+        _ = await withTimeout(.seconds(20)) { await exits.stream.first { _ in true } }
+        ended.set()
+        await stopped
+        #expect(driver.images().map(\.inUse) == [0])
+        #expect(try driver.collectImageGarbage(policy: everything).map(\.reference) == ["oci:\(work.path)/layout:1.0"])
+        #expect(driver.images().isEmpty)
+    }
+
+    /// An OCI image layout tagged "1.0" holding the test bundle's busybox root.
+    static func writeLayout(_ path: String) throws {
+        let image = try OCIRuntimeRunTests.bundle()
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        try writeOCILayout(path, rootfs: image + "/rootfs")
+    }
+
     @Test("CPU and pids limits are enforced: a busy loop is throttled to its quota, a fork beyond the pids limit fails", .enabled(if: OCIRuntimeRunTests.available))
     func limits() async throws {
         let image = try OCIRuntimeRunTests.bundle()

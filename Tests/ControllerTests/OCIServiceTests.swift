@@ -25,37 +25,10 @@ struct OCIServiceTests {
 
     /// An OCI image layout at `path`, tagged "1.0": busybox with sh, sleep, httpd and wget.
     static func makeBusyboxLayout(_ path: String) throws {
-        let script = """
-        import hashlib, io, json, os, sys, tarfile
-        out = sys.argv[1]
-        os.makedirs(out + "/blobs/sha256")
-        def blob(data, media):
-            digest = hashlib.sha256(data).hexdigest()
-            open(out + "/blobs/sha256/" + digest, "wb").write(data)
-            return {"mediaType": media, "digest": "sha256:" + digest, "size": len(data)}
-        buffer = io.BytesIO()
-        t = tarfile.open(fileobj=buffer, mode="w:gz")
-        t.add("/bin/busybox", arcname="bin/busybox")
-        for applet in ("sh", "sleep", "httpd", "mkdir", "echo", "wget"):
-            info = tarfile.TarInfo("bin/" + applet); info.type = tarfile.SYMTYPE; info.linkname = "busybox"; t.addfile(info)
-        for d in ("proc", "sys", "dev", "tmp"):
-            info = tarfile.TarInfo(d); info.type = tarfile.DIRTYPE; info.mode = 0o755; t.addfile(info)
-        t.close()
-        layer = blob(buffer.getvalue(), "application/vnd.oci.image.layer.v1.tar+gzip")
-        config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
-            "rootfs": {"type": "layers", "diff_ids": []}}).encode(), "application/vnd.oci.image.config.v1+json")
-        manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config, "layers": [layer]}).encode(), "application/vnd.oci.image.manifest.v1+json")
-        manifest["annotations"] = {"org.opencontainers.image.ref.name": "1.0"}
-        json.dump({"schemaVersion": 2, "manifests": [manifest]}, open(out + "/index.json", "w"))
-        open(out + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
-        """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script, path]
-        try process.run()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0)
+        let root = path + ".root"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try writeBusyboxRoot(root, applets: ["sh", "sleep", "httpd", "mkdir", "echo", "wget"])
+        try writeOCILayout(path, rootfs: root)
     }
 
     /// Whether GET http://ADDRESS/ answers `expected` within 10 s.
@@ -99,6 +72,16 @@ struct OCIServiceTests {
             }
             let states = ((try? await admin.serviceInspect("boxes").tasks) ?? []).map { "\($0.state) \($0.message)" }
             #expect(running3, "tasks: \(states)")
+            // Each node reports the image it pulled, and how many of its tasks use it (flotilla image ls).
+            let reported = try await eventually {
+                let nodes = (try? await admin.imageList()) ?? []
+                let images = nodes.flatMap(\.images).filter { $0.reference.hasSuffix("/image:1.0") && $0.digest.hasPrefix("sha256:") }
+                return nodes.count == 2 && nodes.allSatisfy(\.reported) && images.reduce(0) { $0 + $1.inUse } == 3
+            }
+            let listed = (try? await admin.imageList()) ?? []
+            #expect(reported, "\(listed)")
+            let one = try await admin.imageList(node: "n1")
+            #expect(one.map(\.nodeName) == ["n1"])
             _ = try await admin.serviceRemove("boxes")
             #expect(try await eventually(timeout: .seconds(30)) { await processes() == 0 })
 
@@ -124,7 +107,7 @@ struct OCIServiceTests {
                 // Running once started: httpd may take a moment more to listen.
                 for task in tasks {
                     let answered = try await Self.answers(task.address, with: task.id)
-                    #expect(answered, "the host reaches \(task.id) at \(task.address)")
+                    #expect(answered, "the host reaches \(task.id) at \(task.address): \((try? Self.get(task.address)) ?? "-")")
                 }
                 let (first, second) = (tasks[0], tasks[1])
                 let inside = NodeNetwork.prefix(for: NodeID(first.nodeID)) + "-" + first.id

@@ -79,6 +79,43 @@ public nonisolated struct Flotilla_V1_AgentHeartbeat: Sendable {
   /// leader answers with the complete set.
   public var resync: Bool = false
 
+  /// The node's images, sent on the first heartbeat of a session and whenever they change (`images_changed`);
+  /// soft state the leader keeps for `flotilla image ls`.
+  public var imagesChanged: Bool = false
+
+  public var images: [Flotilla_V1_NodeImage] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An image stored on a node.
+public nonisolated struct Flotilla_V1_NodeImage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The reference it was prepared by ("127.0.0.1:5000/web:1.2", "oci:/srv/layout:1.0").
+  public var reference: String = String()
+
+  /// The manifest's digest ("sha256:…").
+  public var digest: String = String()
+
+  /// Bytes of its blobs, as pulled.
+  public var sizeBytes: Int64 = 0
+
+  /// Bytes of its unpacked root file system.
+  public var unpackedBytes: Int64 = 0
+
+  /// When it was stored, and last used for a task, Unix ms.
+  public var createdMs: UInt64 = 0
+
+  public var lastUsedMs: UInt64 = 0
+
+  /// Tasks on the node that run it now.
+  public var inUse: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -303,7 +340,7 @@ nonisolated extension Flotilla_V1_RenewResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentHeartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0\u{1}resync\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0\u{1}resync\0\u{3}images_changed\0\u{1}images\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -316,6 +353,8 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.statuses) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.assignmentsGeneration) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.resync) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.imagesChanged) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.images) }()
       default: break
       }
     }
@@ -337,6 +376,12 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if self.resync != false {
       try visitor.visitSingularBoolField(value: self.resync, fieldNumber: 5)
     }
+    if self.imagesChanged != false {
+      try visitor.visitSingularBoolField(value: self.imagesChanged, fieldNumber: 6)
+    }
+    if !self.images.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.images, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -346,6 +391,68 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if lhs.statuses != rhs.statuses {return false}
     if lhs.assignmentsGeneration != rhs.assignmentsGeneration {return false}
     if lhs.resync != rhs.resync {return false}
+    if lhs.imagesChanged != rhs.imagesChanged {return false}
+    if lhs.images != rhs.images {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_NodeImage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeImage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reference\0\u{1}digest\0\u{3}size_bytes\0\u{3}unpacked_bytes\0\u{3}created_ms\0\u{3}last_used_ms\0\u{3}in_use\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.reference) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.sizeBytes) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.unpackedBytes) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.createdMs) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.lastUsedMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.inUse) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.reference.isEmpty {
+      try visitor.visitSingularStringField(value: self.reference, fieldNumber: 1)
+    }
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 2)
+    }
+    if self.sizeBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.sizeBytes, fieldNumber: 3)
+    }
+    if self.unpackedBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.unpackedBytes, fieldNumber: 4)
+    }
+    if self.createdMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.createdMs, fieldNumber: 5)
+    }
+    if self.lastUsedMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastUsedMs, fieldNumber: 6)
+    }
+    if self.inUse != 0 {
+      try visitor.visitSingularUInt32Field(value: self.inUse, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_NodeImage, rhs: Flotilla_V1_NodeImage) -> Bool {
+    if lhs.reference != rhs.reference {return false}
+    if lhs.digest != rhs.digest {return false}
+    if lhs.sizeBytes != rhs.sizeBytes {return false}
+    if lhs.unpackedBytes != rhs.unpackedBytes {return false}
+    if lhs.createdMs != rhs.createdMs {return false}
+    if lhs.lastUsedMs != rhs.lastUsedMs {return false}
+    if lhs.inUse != rhs.inUse {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
