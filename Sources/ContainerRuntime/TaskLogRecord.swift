@@ -1,4 +1,4 @@
-import Foundation
+import ClusterModel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,10 +62,10 @@ public struct TaskLogRecord: Sendable, Equatable {
     }
 }
 
-/// RFC 3339 timestamps with nanoseconds in UTC, as log records carry them.
+/// The times of log records: RFC 3339 in UTC with nanoseconds (`ClusterModel.RFC3339`).
 public enum TaskLogTime {
     /// Characters of a formatted time: `2026-01-02T10:00:00.123456789Z`.
-    static let width = 30
+    static let width = RFC3339.width
 
     /// The wall clock now, in nanoseconds since the Unix epoch.
     public static func now() -> UInt64 {
@@ -74,74 +74,7 @@ public enum TaskLogTime {
         return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
     }
 
-    /// `2026-01-02T10:00:00.123456789Z`.
-    public static func format(_ unixNanos: UInt64) -> String {
-        var seconds = time_t(unixNanos / 1_000_000_000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func digits(_ value: Int, _ count: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, count - text.count)) + text
-        }
-        return digits(Int(parts.tm_year) + 1900, 4) + "-" + digits(Int(parts.tm_mon) + 1, 2) + "-" + digits(Int(parts.tm_mday), 2)
-            + "T" + digits(Int(parts.tm_hour), 2) + ":" + digits(Int(parts.tm_min), 2) + ":" + digits(Int(parts.tm_sec), 2)
-            + "." + digits(Int(unixNanos % 1_000_000_000), 9) + "Z"
-    }
-
-    /// Parses RFC 3339 (`Z` or a `±HH:MM` offset, any number of fraction digits); nil when it is not one.
-    public static func parse(_ text: String) -> UInt64? { parse(Array(text.utf8)[...]) }
-
-    static func parse(_ bytes: ArraySlice<UInt8>) -> UInt64? {
-        let b = Array(bytes)
-        func number(_ from: Int, _ count: Int) -> Int? {
-            guard from + count <= b.count else { return nil }
-            var value = 0
-            for byte in b[from..<(from + count)] {
-                guard byte >= 48 && byte <= 57 else { return nil }
-                value = value * 10 + Int(byte - 48)
-            }
-            return value
-        }
-        guard b.count >= 20, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"),
-              b[13] == UInt8(ascii: ":"), b[16] == UInt8(ascii: ":"),
-              let year = number(0, 4), let month = number(5, 2), let day = number(8, 2),
-              let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2),
-              (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61 else { return nil }
-        var index = 19
-        var nanos = 0
-        if index < b.count, b[index] == UInt8(ascii: ".") {
-            index += 1
-            var scale = 100_000_000
-            let start = index
-            while index < b.count, b[index] >= 48, b[index] <= 57 {
-                nanos += Int(b[index] - 48) * scale
-                scale /= 10
-                index += 1
-            }
-            guard index > start else { return nil }
-        }
-        var offset = 0
-        guard index < b.count else { return nil }
-        switch b[index] {
-        case UInt8(ascii: "Z"), UInt8(ascii: "z"):
-            index += 1
-        case UInt8(ascii: "+"), UInt8(ascii: "-"):
-            guard b.count >= index + 6, b[index + 3] == UInt8(ascii: ":"), let h = number(index + 1, 2), let m = number(index + 4, 2) else { return nil }
-            offset = (h * 3600 + m * 60) * (b[index] == UInt8(ascii: "+") ? 1 : -1)
-            index += 6
-        default:
-            return nil
-        }
-        guard index == b.count else { return nil }
-        var parts = tm()
-        parts.tm_year = Int32(year - 1900)
-        parts.tm_mon = Int32(month - 1)
-        parts.tm_mday = Int32(day)
-        parts.tm_hour = Int32(hour)
-        parts.tm_min = Int32(minute)
-        parts.tm_sec = Int32(second)
-        let seconds = Int(timegm(&parts)) - offset
-        guard seconds >= 0 else { return nil }
-        return UInt64(seconds) * 1_000_000_000 + UInt64(nanos)
-    }
+    public static func format(_ unixNanos: UInt64) -> String { RFC3339.format(unixNanos: unixNanos) }
+    public static func parse(_ text: String) -> UInt64? { RFC3339.parse(text) }
+    static func parse(_ bytes: ArraySlice<UInt8>) -> UInt64? { RFC3339.parse(Array(bytes)) }
 }

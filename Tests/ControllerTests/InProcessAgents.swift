@@ -13,11 +13,13 @@ struct InProcessAgents {
     var names: [String] = []
     var sessions: [Task<Void, any Error>] = []
     var workers: [TaskWorker] = []
+    var logs: [TaskLogs] = []
 
     /// Joins one agent per name through `admin`'s cluster and starts its session; `runtimes` gives each agent's
-    /// worker its drivers beside the process driver (by node name and id).
+    /// worker its drivers beside the process driver (by node name and id). With `logs`, each agent captures its
+    /// tasks' output under `logs/<name>` and answers log subscriptions.
     static func start(
-        _ names: [String], controllers: [String], admin: AdminClient,
+        _ names: [String], controllers: [String], admin: AdminClient, logs logsRoot: String? = nil,
         runtimes: (_ name: String, _ nodeID: String) throws -> [any ContainerRuntime] = { _, _ in [] }
     ) async throws -> InProcessAgents {
         var agents = InProcessAgents()
@@ -27,9 +29,12 @@ struct InProcessAgents {
                 controllers: controllers, token: token,
                 request: .init(role: .agent, name: name, advertiseAddress: "127.0.0.1", version: "test"))
             let logger = Logger(label: name)
-            let worker = TaskWorker(logger: Logger(label: name), runtimes: try runtimes(name, credentials.identity.nodeID.rawValue))
+            let logs = try logsRoot.map { try TaskLogs(configuration: TaskLogConfiguration(directory: $0 + "/" + name), logger: logger) }
+            let worker = TaskWorker(logger: Logger(label: name), runtimes: try runtimes(name, credentials.identity.nodeID.rawValue), logs: logs)
             let session = AgentSession(
-                identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker, logger: logger)
+                identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker,
+                logs: logs.map { LogPublisher(logs: $0, logger: logger) }, logger: logger)
+            if let logs { agents.logs.append(logs) }
             agents.names.append(name)
             agents.workers.append(worker)
             agents.sessions.append(Task { try await session.run() })
@@ -48,6 +53,7 @@ struct InProcessAgents {
     func stop() async {
         for session in sessions { session.cancel() }
         for worker in workers { await worker.stopAll() }
+        for logs in logs { await logs.shutdown() }
     }
 }
 
