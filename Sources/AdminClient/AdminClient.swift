@@ -322,50 +322,17 @@ public final class AdminClient: Sendable {
     func call<Request, Response>(
         _ method: MethodDescriptor<Request, Response>, _ request: Request, kind: CallKind, timeout: Duration
     ) async throws -> Response {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
         let name = method.name.split(separator: "/").last.map(String.init) ?? method.name
-        var redirects = 0
-        var leader: String?
-        var failuresInARow = 0
-        var lastError: RPCError?
-
+        var retry = Retry(name: name, timeout: timeout)
         while true {
-            guard clock.now < deadline else {
-                throw RPCError(.deadlineExceeded, "no controller answered \(name) within \(Self.format(timeout))"
-                    + (lastError.map { "; last error: \($0.message)" } ?? ""))
-            }
-            let connection = try await connection(preferring: leader, deadline: deadline, lastError: &lastError)
-            leader = nil
+            let connection = try await nextConnection(&retry)
             do {
-                return try await connection.unary(method, request, timeout: deadline - clock.now)
+                return try await connection.unary(method, request, timeout: retry.deadline - ContinuousClock.now)
             } catch let error as RPCError {
-                lastError = error
+                retry.lastError = error
                 switch error.code {
-                case .notLeader:
-                    // A controller that is not the leader processed nothing: safe for writes too.
-                    if let address = error.leaderAddress, !address.isEmpty {
-                        guard redirects < configuration.maxRedirects else {
-                            throw RPCError(
-                                .notLeader,
-                                "\(name) was redirected \(redirects) times without reaching the leader: \(error.message)",
-                                leaderAddress: address)
-                        }
-                        redirects += 1
-                        leader = address
-                        await retire(connection, advance: false)
-                    } else {
-                        await retire(connection, advance: true)
-                        try await pause(until: deadline)
-                    }
-                case .unavailable where kind == .read || Self.provesNotProcessed(error):
-                    // Next address at once; a pause once every address has failed in a row.
-                    await retire(connection, advance: true)
-                    failuresInARow += 1
-                    if failuresInARow >= max(addresses.count, 1) {
-                        failuresInARow = 0
-                        try await pause(until: deadline)
-                    }
+                case .notLeader, .unavailable where kind == .read || Self.provesNotProcessed(error):
+                    try await moveOn(after: error, from: connection, &retry)
                 case .unavailable:
                     await retire(connection, advance: true)
                     throw RPCError(
@@ -380,6 +347,92 @@ public final class AdminClient: Sendable {
                 default:
                     throw error
                 }
+            }
+        }
+    }
+
+    /// Where one call stands in its search for a controller that answers it.
+    private struct Retry {
+        let name: String
+        let timeout: Duration
+        let deadline: ContinuousClock.Instant
+        var redirects = 0
+        /// The leader a NOT_LEADER named, to connect to next.
+        var leader: String?
+        var failuresInARow = 0
+        var lastError: RPCError?
+
+        init(name: String, timeout: Duration) {
+            self.name = name
+            self.timeout = timeout
+            deadline = ContinuousClock.now + timeout
+        }
+    }
+
+    /// The connection for the next attempt, or DEADLINE_EXCEEDED once the call's time is up.
+    private func nextConnection(_ retry: inout Retry) async throws -> Connection {
+        guard ContinuousClock.now < retry.deadline else {
+            throw RPCError(.deadlineExceeded, "no controller answered \(retry.name) within \(Self.format(retry.timeout))"
+                + (retry.lastError.map { "; last error: \($0.message)" } ?? ""))
+        }
+        let connection = try await connection(preferring: retry.leader, deadline: retry.deadline, lastError: &retry.lastError)
+        retry.leader = nil
+        return connection
+    }
+
+    /// After a call that provably changed nothing failed: NOT_LEADER with an address redirects there (at most
+    /// `maxRedirects` times); NOT_LEADER without one pauses and moves to the next address; UNAVAILABLE moves to
+    /// the next address at once, pausing once every address has failed in a row.
+    private func moveOn(after error: RPCError, from connection: Connection, _ retry: inout Retry) async throws {
+        if error.code == .notLeader {
+            if let address = error.leaderAddress, !address.isEmpty {
+                guard retry.redirects < configuration.maxRedirects else {
+                    throw RPCError(
+                        .notLeader,
+                        "\(retry.name) was redirected \(retry.redirects) times without reaching the leader: \(error.message)",
+                        leaderAddress: address)
+                }
+                retry.redirects += 1
+                retry.leader = address
+                await retire(connection, advance: false)
+            } else {
+                await retire(connection, advance: true)
+                try await pause(until: retry.deadline)
+            }
+            return
+        }
+        await retire(connection, advance: true)
+        retry.failuresInARow += 1
+        if retry.failuresInARow >= max(addresses.count, 1) {
+            retry.failuresInARow = 0
+            try await pause(until: retry.deadline)
+        }
+    }
+
+    /// The logs of a service's tasks or of one task (`request`), handed to `body` batch by batch as the leader
+    /// streams them. The leader is found as for any read (NOT_LEADER followed, unreachable controllers skipped)
+    /// within `findTimeout`, until the first batch arrives; a stream that breaks after that is an error (reading
+    /// again would repeat lines). Returns when the stream ends (not following); following, it runs until the
+    /// caller is cancelled.
+    public func taskLogs(
+        _ request: Flotilla_V1_TaskLogsRequest, findTimeout: Duration = .seconds(10),
+        _ body: (Flotilla_V1_TaskLogsResponse) async throws -> Void
+    ) async throws {
+        var retry = Retry(name: "TaskLogs", timeout: findTimeout)
+        while true {
+            let connection = try await nextConnection(&retry)
+            var received = false
+            do {
+                try await connection.serverStreaming(Methods.taskLogs, request) { batches in
+                    for try await batch in batches {
+                        received = true
+                        try await body(batch)
+                    }
+                }
+                return
+            } catch let error as RPCError where !received && (error.code == .notLeader || error.code == .unavailable) {
+                retry.lastError = error
+                try await moveOn(after: error, from: connection, &retry)
             }
         }
     }
@@ -515,6 +568,20 @@ final class Connection: Sendable {
             let response = try await client.unary(method, request, options: CallOptions(timeout: timeout))
             await callEnded()
             return response
+        } catch {
+            await callEnded()
+            throw error
+        }
+    }
+
+    /// A server-streaming call without a deadline, read inside `body`.
+    func serverStreaming<Request, Response>(
+        _ method: MethodDescriptor<Request, Response>, _ request: Request, _ body: (ResponseStream<Response>) async throws -> Void
+    ) async throws {
+        bookkeeping.withLock { $0.inFlight += 1 }
+        do {
+            try await client.serverStreaming(method, request, body)
+            await callEnded()
         } catch {
             await callEnded()
             throw error

@@ -27,6 +27,8 @@ public final class AgentSession: Sendable {
     public let identity: AgentIdentity
     /// Runs the tasks the leader assigns (nil: a session that only heartbeats).
     public let worker: (any AssignmentReceiver)?
+    /// Answers the leader's log subscriptions (nil: this agent keeps no logs).
+    public let logs: LogPublisher?
     private let directory: AgentDataDirectory?
     private let logger: Logger
     private let state: Mutex<State>
@@ -38,9 +40,13 @@ public final class AgentSession: Sendable {
         var sessionsOpened = 0
     }
 
-    public init(identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: (any AssignmentReceiver)? = nil, logger: Logger) {
+    public init(
+        identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: (any AssignmentReceiver)? = nil,
+        logs: LogPublisher? = nil, logger: Logger
+    ) {
         self.identity = identity
         self.worker = worker
+        self.logs = logs
         self.directory = directory
         self.logger = logger
         self.state = Mutex(State(controllers: controllers))
@@ -153,6 +159,11 @@ public final class AgentSession: Sendable {
                     if update.heartbeatPeriodMs != 0 { period.set(Self.period(update)) }
                     self.learn(update)
                     await self.assign(update)
+                    // Each log subscription is answered on a call of its own, a child of the session.
+                    for subscription in update.logSubscriptions {
+                        guard let logs = self.logs else { break }
+                        group.addTask { await logs.publish(subscription, on: client) }
+                    }
                 }
                 group.cancelAll()
                 throw RPCError(.unavailable, "the leader ended the session")

@@ -74,6 +74,8 @@ public actor TaskWorker: AssignmentReceiver {
     private let settings: Settings
     private let beforeStop: StopHook?
     private let onNetwork: NetworkHook?
+    /// Where tasks' stdout and stderr are captured (nil: discarded).
+    private let logs: TaskLogs?
     /// The clock restart windows count on.
     private let origin = ContinuousClock.now
     private var tasks: [String: Supervised] = [:]
@@ -81,15 +83,17 @@ public actor TaskWorker: AssignmentReceiver {
     private var finished: Set<String> = []
     private var statuses: [Flotilla_V1_TaskStatus] = []
 
-    /// `runtimes`: drivers beside the process driver (the OCI driver).
+    /// `runtimes`: drivers beside the process driver (the OCI driver). `logs`: where tasks' output is captured;
+    /// a task's logs are released when the node forgets it.
     public init(
         logger: Logger, runtimes: [any ContainerRuntime] = [], settings: Settings = Settings(), onNetwork: NetworkHook? = nil,
-        beforeStop: StopHook? = nil
+        beforeStop: StopHook? = nil, logs: TaskLogs? = nil
     ) {
         self.logger = logger
         self.onNetwork = onNetwork
         self.settings = settings
         self.beforeStop = beforeStop
+        self.logs = logs
         var byName: [String: any ContainerRuntime] = [:]
         for runtime in [ProcessDriver()] + runtimes { byName[runtime.name] = runtime }
         self.runtimes = byName
@@ -125,6 +129,7 @@ public actor TaskWorker: AssignmentReceiver {
             for id in removed {
                 await stop(id)
                 finished.remove(id)  // no longer assigned: nothing will mention it again
+                await logs?.release(id)
             }
             for assignment in upserts.sorted(by: { $0.taskID < $1.taskID }) {
                 if assignment.desiredState == .running {
@@ -147,7 +152,9 @@ public actor TaskWorker: AssignmentReceiver {
             await stop(id)
         }
         // Tasks no longer assigned are forgotten: the set is the whole truth.
-        finished = finished.filter { wanted[$0] != nil }
+        let forgotten = finished.filter { wanted[$0] == nil }
+        finished.subtract(forgotten)
+        for id in forgotten.sorted() { await logs?.release(id) }
         for assignment in assignments.sorted(by: { $0.taskID < $1.taskID })
         where assignment.desiredState == .running && tasks[assignment.taskID] == nil && !finished.contains(assignment.taskID) {
             begin(assignment)
@@ -188,6 +195,7 @@ public actor TaskWorker: AssignmentReceiver {
         guard var entry = tasks[id], entry.run == run, !entry.stopping else { return }
         entry.launching = true
         tasks[id] = entry
+        let launch = await capturingOutput(entry.launch)
         let handle: RuntimeHandle
         do {
             // The image first (a pull may take a while; other tasks start and stop meanwhile).
@@ -196,7 +204,7 @@ public actor TaskWorker: AssignmentReceiver {
                 if tasks[id]?.run == run { tasks[id] = nil }
                 return
             }
-            handle = try await entry.runtime.start(entry.launch) { exit in
+            handle = try await entry.runtime.start(launch) { exit in
                 Task { await self.exited(id, run: run, exit) }
             }
         } catch {
@@ -238,6 +246,21 @@ public actor TaskWorker: AssignmentReceiver {
         report(id)
         logger.info("task started", metadata: ["task": "\(id)", "service": "\(current.assignment.serviceName)", "pid": "\(handle.pid)",
                                                "restarts": "\(current.restarts)"])
+    }
+
+    /// The launch with the task's output going to its log FIFOs; without them (output discarded) when capture
+    /// could not start, which the task survives.
+    private func capturingOutput(_ launch: TaskLaunch) async -> TaskLaunch {
+        guard let logs else { return launch }
+        do {
+            let output = try await logs.capture(launch.taskID)
+            return TaskLaunch(
+                taskID: launch.taskID, serviceName: launch.serviceName, spec: launch.spec, environment: launch.environment,
+                port: launch.port, output: output)
+        } catch {
+            logger.warning("task output not captured", metadata: ["task": "\(launch.taskID)", "error": "\(error)"])
+            return launch
+        }
     }
 
     // MARK: - Checks

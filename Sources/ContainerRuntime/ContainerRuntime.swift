@@ -9,13 +9,19 @@ public struct TaskLaunch: Sendable {
     public let environment: [String: String]
     /// The port the task's first port listens on, handed in as PORT; nil when it has none.
     public let port: Int?
+    /// Where the task's stdout and stderr go (its log FIFOs, `TaskLogs.capture`); nil: nowhere.
+    public let output: TaskOutput?
 
-    public init(taskID: String, serviceName: String, spec: Flotilla_V1_ServiceSpec, environment: [String: String], port: Int?) {
+    public init(
+        taskID: String, serviceName: String, spec: Flotilla_V1_ServiceSpec, environment: [String: String], port: Int?,
+        output: TaskOutput? = nil
+    ) {
         self.taskID = taskID
         self.serviceName = serviceName
         self.spec = spec
         self.environment = environment
         self.port = port
+        self.output = output
     }
 }
 

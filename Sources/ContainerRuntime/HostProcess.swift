@@ -8,11 +8,12 @@ import Glibc
 /// and ignored signals survive exec) and, when asked, a process group of its own.
 enum HostProcess {
     /// Spawns `path` with `argv` (argv[0] included) and `environment` ("NAME=value"); stdin from /dev/null,
-    /// stdout and stderr appended to `output` (or /dev/null). `onExit` runs once, on a thread of its own, with the
-    /// exit status (128 + signal when killed by one).
+    /// stdout and stderr appended to `output` (or /dev/null), or, with `streams`, to the task's log FIFOs (opened
+    /// read-write, so a write never fails for want of a reader). `onExit` runs once, on a thread of its own,
+    /// with the exit status (128 + signal when killed by one).
     static func spawn(
-        _ path: String, _ argv: [String], environment: [String], output: String? = nil, newProcessGroup: Bool,
-        onExit: @escaping @Sendable (Int32) -> Void
+        _ path: String, _ argv: [String], environment: [String], output: String? = nil, streams: TaskOutput? = nil,
+        newProcessGroup: Bool, onExit: @escaping @Sendable (Int32) -> Void
     ) throws -> Int32 {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -35,9 +36,14 @@ enum HostProcess {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
-        let sink = output ?? "/dev/null"
-        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, sink, O_WRONLY | O_CREAT | O_APPEND, 0o640)
-        posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO)
+        if let streams {
+            posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, streams.stdout, O_RDWR, 0)
+            posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, streams.stderr, O_RDWR, 0)
+        } else {
+            let sink = output ?? "/dev/null"
+            posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, sink, O_WRONLY | O_CREAT | O_APPEND, 0o640)
+            posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO)
+        }
 
         var pid: pid_t = 0
         let result = withCStrings(argv) { argvPointers in
@@ -59,18 +65,19 @@ enum HostProcess {
     }
 
     /// Runs `path` with `arguments` (in a process group of its own) to completion; its exit status and what it
-    /// printed (stdout and stderr; empty when appended to `output`, a file the caller keeps). `environment`:
+    /// printed (stdout and stderr; empty when appended to `output`, a file the caller keeps, or written to
+    /// `streams`, a task's log FIFOs). `environment`:
     /// "NAME=value" entries, the agent's own when nil. Throws `TimedOut` when `timeout` passes first, after
     /// killing the process group.
     static func run(
         _ path: String, _ arguments: [String], environment: [String]? = nil, appendingTo output: String? = nil,
-        timeout: Duration? = nil
+        streams: TaskOutput? = nil, timeout: Duration? = nil
     ) async throws -> (status: Int32, output: String) {
         let capture = output ?? FileManager.default.temporaryDirectory.path + "/flotilla-run-\(UUID().uuidString).log"
         defer { if output == nil { try? FileManager.default.removeItem(atPath: capture) } }
         let exit = AsyncStream<Int32>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let environment = environment ?? ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-        let pid = try spawn(path, [path] + arguments, environment: environment, output: capture, newProcessGroup: true) { status in
+        let pid = try spawn(path, [path] + arguments, environment: environment, output: capture, streams: streams, newProcessGroup: true) { status in
             exit.continuation.yield(status)
             exit.continuation.finish()
         }

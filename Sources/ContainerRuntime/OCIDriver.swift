@@ -7,7 +7,8 @@ import Glibc
 
 /// The OCI driver: each task is a container run by crun or runc from a bundle the agent writes.
 ///
-/// Start is `<runtime> create` (the container's stdout and stderr go to the task's log file), then `start`. The
+/// Start is `<runtime> create` (the container inherits its stdout and stderr: the task's log FIFOs, or
+/// `<bundle>/output.log` without them; the runtime's own messages go to `<bundle>/create.log`), then `start`. The
 /// agent is a child subreaper, so the container's process becomes its child when `create` exits, and
 /// `waitpid` gives its exact exit status; before `delete`, the container's memory cgroup tells whether the
 /// kernel killed it for memory (`oom_kill` in `memory.oom_control`). Stop is `kill TERM`, then `kill KILL`
@@ -95,7 +96,7 @@ public final class OCIDriver: ContainerRuntime {
                 for: launch, image: image.config, id: id, rootfs: bundle + "/rootfs", cgroupsPath: "/\(cgroupParent)/\(id)",
                 networkNamespacePath: attachment?.namespacePath, initBinary: initBinary))
             try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
-            let pid = try await create(id: id, bundle: bundle)
+            let pid = try await create(id: id, bundle: bundle, output: launch.output)
             let startStatus = try await HostProcess.run(runtime.binary, ["--root", stateRoot, "start", id], appendingTo: bundle + "/runtime.log").status
             guard startStatus == 0 else {
                 throw DriverError("\(runtime.name) start failed: \(Self.tail(bundle + "/runtime.log"))")
@@ -164,13 +165,15 @@ public final class OCIDriver: ContainerRuntime {
     }
 
     /// `create`: the runtime prepares the container and exits; the container's process waits to be started.
-    private func create(id: String, bundle: String) async throws -> Int32 {
+    private func create(id: String, bundle: String, output: TaskOutput?) async throws -> Int32 {
         let pidFile = bundle + "/container.pid"
         let status = try await HostProcess.run(
-            runtime.binary, ["--root", stateRoot, "create", "--bundle", bundle, "--pid-file", pidFile, id], appendingTo: bundle + "/output.log").status
+            runtime.binary, ["--root", stateRoot, "--log", bundle + "/create.log", "create", "--bundle", bundle, "--pid-file", pidFile, id],
+            appendingTo: bundle + "/output.log", streams: output).status
         guard status == 0, let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw DriverError("\(runtime.name) create failed (status \(status)): \(Self.tail(bundle + "/output.log"))")
+            let why = [Self.tail(bundle + "/create.log"), Self.tail(bundle + "/output.log")].filter { !$0.isEmpty }.joined(separator: "; ")
+            throw DriverError("\(runtime.name) create failed (status \(status)): \(why)")
         }
         return pid
     }

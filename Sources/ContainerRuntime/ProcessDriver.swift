@@ -14,20 +14,20 @@ public final class ProcessDriver: ContainerRuntime {
     public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
         let pid = try start(
             taskID: launch.taskID, command: launch.spec.command, args: launch.spec.args, environment: launch.environment,
-            port: launch.port) { onExit(TaskExit(status: $0, oomKilled: false)) }
+            port: launch.port, output: launch.output) { onExit(TaskExit(status: $0, oomKilled: false)) }
         return RuntimeHandle(runtime: name, pid: pid)
     }
 
     /// Starts the task; `onExit` runs once with its exit status when it ends (for whatever reason). In its own
-    /// process group, so a stop reaches whatever it started.
+    /// process group, so a stop reaches whatever it started. Its stdout and stderr go to `output` (or nowhere).
     public func start(
         taskID: String, command: String, args: [String], environment: [String: String], port: Int?,
-        onExit: @escaping @Sendable (Int32) -> Void
+        output: TaskOutput? = nil, onExit: @escaping @Sendable (Int32) -> Void
     ) throws -> Int32 {
         // "$0" is the command's name for the shell; "$@" the arguments after it.
         let argv = ["/bin/sh", "-c", args.isEmpty ? command : command + " \"$@\"", "flotilla-task"] + args
         let envp = Self.environment(taskID: taskID, environment, port: port)
-        return try HostProcess.spawn("/bin/sh", argv, environment: envp, newProcessGroup: true, onExit: onExit)
+        return try HostProcess.spawn("/bin/sh", argv, environment: envp, streams: output, newProcessGroup: true, onExit: onExit)
     }
 
     /// A command beside the task, on the host, with the task's environment (a health check).

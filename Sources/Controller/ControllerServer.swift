@@ -131,7 +131,9 @@ public final class ControllerServer: Service {
         }
         let dispatcher = AssignmentDispatcher(store: store)
         self.dispatcher = dispatcher
-        NodeSessionService(raft: raft, monitor: monitor, dispatcher: dispatcher, logger: logger).register(into: &router)
+        let logBroker = LogBroker(raft: raft, logger: logger)
+        logBroker.register(into: &router)
+        NodeSessionService(raft: raft, monitor: monitor, dispatcher: dispatcher, logs: logBroker, logger: logger).register(into: &router)
         ServiceAdmin(raft: raft).register(into: &router)
         self.orchestration = OrchestrationLoop(raft: raft, logger: logger)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)

@@ -86,6 +86,8 @@ struct NodeSessionService: Sendable {
     let raft: ControllerRaft
     let monitor: NodeMonitor
     let dispatcher: AssignmentDispatcher
+    /// Sends the node the log subscriptions the broker has for it.
+    let logs: LogBroker
     let logger: Logger
 
     func register(into router: inout RPCRouter) {
@@ -104,8 +106,17 @@ struct NodeSessionService: Sendable {
         monitor.heartbeat(from: node)
         let feed = dispatcher.open(for: node)
         defer { feed.end() }
+        let logLink = logs.attach(node)
+        defer { logs.detach(logLink) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await dispatch(feed, writer: writer) }
+            group.addTask {
+                for await subscription in logLink.subscriptions {
+                    var update = Flotilla_V1_SessionUpdate()
+                    update.logSubscriptions = [subscription]
+                    try await writer.write(update)
+                }
+            }
             for try await heartbeat in heartbeats {
                 // A controller that lost the leadership sends its agents to the new leader.
                 try await requireLeader()

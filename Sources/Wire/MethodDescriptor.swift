@@ -94,6 +94,8 @@ public enum Methods {
         "flotilla.v1.Admin/ServiceInspect", kind: .unary, allowedRoles: [.admin])
     public static let imageList = MethodDescriptor<Flotilla_V1_ImageListRequest, Flotilla_V1_ImageListResponse>(
         "flotilla.v1.Admin/ImageList", kind: .unary, allowedRoles: [.admin])
+    public static let taskLogs = MethodDescriptor<Flotilla_V1_TaskLogsRequest, Flotilla_V1_TaskLogsResponse>(
+        "flotilla.v1.Admin/TaskLogs", kind: .serverStreaming, allowedRoles: [.admin])
 
     // MARK: - Agents
     public static let agentSession = MethodDescriptor<Flotilla_V1_AgentHeartbeat, Flotilla_V1_SessionUpdate>(
@@ -101,6 +103,9 @@ public enum Methods {
 
     public static let renewCertificate = MethodDescriptor<Flotilla_V1_RenewRequest, Flotilla_V1_RenewResponse>(
         "flotilla.v1.NodeMembership/Renew", kind: .unary, allowedRoles: [.agent])
+    /// Client streaming: an agent's answer to one log subscription (see `LogBroker`).
+    public static let publishLogs = MethodDescriptor<Flotilla_V1_LogPublication, Flotilla_V1_LogPublicationAck>(
+        "flotilla.v1.NodeMembership/PublishLogs", kind: .bidirectionalStreaming, allowedRoles: [.agent])
 
     // MARK: - Joining: the one method a caller without a certificate may call
     public static let nodeJoin = MethodDescriptor<Flotilla_V1_NodeJoinRequest, Flotilla_V1_NodeJoinResponse>(

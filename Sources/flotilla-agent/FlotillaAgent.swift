@@ -53,8 +53,22 @@ struct FlotillaAgent: AsyncParsableCommand {
         "A PEM file of CA certificates trusted for registries beside the system's (a private registry's CA).", valueName: "file"))
     var registryCA: String?
 
+    @Option(name: .customLong("log-max-size"), help: ArgumentHelp("A task's log file is rotated at this size (e.g. 10M, 512K).", valueName: "size"))
+    var logMaxSize = "10M"
+
+    @Option(name: .customLong("log-max-files"), help: ArgumentHelp("Rotated log files kept per task.", valueName: "n"))
+    var logMaxFiles = 3
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
+
+    /// "10M", "512K", "1G", "4096" → bytes; nil when malformed or zero.
+    static func bytes(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        let (digits, scale) = text.last.flatMap { units[Character($0.uppercased())] }.map { (text.dropLast(), $0) } ?? (Substring(text), 1)
+        guard let value = Int(digits), value > 0 else { return nil }
+        return value * scale
+    }
 
     var controllers: [String] {
         (controller ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -75,6 +89,8 @@ struct FlotillaAgent: AsyncParsableCommand {
             throw ValidationError("--controller address '\(address)' is not host:port")
         }
         _ = try parsedLabels()
+        guard Self.bytes(logMaxSize) != nil else { throw ValidationError("--log-max-size \(logMaxSize) is not a size (e.g. 10M, 512K)") }
+        guard logMaxFiles >= 0 else { throw ValidationError("--log-max-files must be 0 or more") }
     }
 
     func run() async throws {
@@ -119,6 +135,12 @@ struct FlotillaAgent: AsyncParsableCommand {
                 if runtime != nil { throw CleanError("--runtime \(runtime!): \(why)") }
                 logger.warning("OCI driver unavailable; only --driver process tasks will run here", metadata: ["reason": "\(why)"])
             }
+            var logConfiguration = TaskLogConfiguration(directory: dataDirectory + "/logs")
+            logConfiguration.maxFileBytes = Self.bytes(logMaxSize) ?? logConfiguration.maxFileBytes
+            logConfiguration.rotatedFiles = logMaxFiles
+            let logs = try TaskLogs(configuration: logConfiguration, logger: logger)
+            // No task survives an agent restart yet: what the last process captured is finished.
+            await logs.sweep(keeping: [])
             let networking = oci?.networking
             let ociDriver = oci
             let worker = TaskWorker(logger: logger, runtimes: runtimes, onNetwork: { update in
@@ -128,8 +150,10 @@ struct FlotillaAgent: AsyncParsableCommand {
                 } catch {
                     logger.error("container network not configured; tasks on their own network will fail to start", metadata: ["error": "\(error)"])
                 }
-            })
-            let session = AgentSession(identity: identity, controllers: known, directory: directory, worker: worker, logger: logger)
+            }, logs: logs)
+            let session = AgentSession(
+                identity: identity, controllers: known, directory: directory, worker: worker,
+                logs: LogPublisher(logs: logs, logger: logger), logger: logger)
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)
             logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])
             do {
@@ -161,12 +185,14 @@ struct FlotillaAgent: AsyncParsableCommand {
             } catch {
                 await worker.stopAll()
                 await networking?.tearDown()
+                await logs.shutdown()
                 oci?.releaseState()
                 throw error
             }
             // The agent is stopping: its tasks stop with it (the drivers cannot adopt them later yet).
             await worker.stopAll()
             await networking?.tearDown()
+            await logs.shutdown()
             oci?.releaseState()
         } catch let error as RPCError {
             throw CleanError("joining failed: \(error.message)")

@@ -19,11 +19,13 @@ struct InProcessAgents {
     var workers: [TaskWorker] = []
     /// The OCI drivers' container networks (bridges, routes, firewall tables), torn down at the end.
     var networks: [ContainerNetwork] = []
+    var logs: [TaskLogs] = []
 
     /// Joins one agent per name through `admin`'s cluster and starts its session; `runtimes` gives each agent's
-    /// worker its drivers beside the process driver (by node name and id).
+    /// worker its drivers beside the process driver (by node name and id). With `logs`, each agent captures its
+    /// tasks' output under `logs/<name>` and answers log subscriptions.
     static func start(
-        _ names: [String], controllers: [String], admin: AdminClient,
+        _ names: [String], controllers: [String], admin: AdminClient, logs logsRoot: String? = nil,
         runtimes: (_ name: String, _ nodeID: String) throws -> [any ContainerRuntime] = { _, _ in [] }
     ) async throws -> InProcessAgents {
         var agents = InProcessAgents()
@@ -33,14 +35,17 @@ struct InProcessAgents {
                 controllers: controllers, token: token,
                 request: .init(role: .agent, name: name, advertiseAddress: "127.0.0.1", version: "test"))
             let logger = Logger(label: name)
+            let logs = try logsRoot.map { try TaskLogs(configuration: TaskLogConfiguration(directory: $0 + "/" + name), logger: logger) }
             let drivers = try runtimes(name, credentials.identity.nodeID.rawValue)
             let networks = drivers.compactMap { ($0 as? OCIDriver)?.networking }
             let worker = TaskWorker(logger: Logger(label: name), runtimes: drivers, onNetwork: { update in
                 for network in networks { try? await network.configure(update) }
-            })
+            }, logs: logs)
             agents.networks += networks
             let session = AgentSession(
-                identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker, logger: logger)
+                identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker,
+                logs: logs.map { LogPublisher(logs: $0, logger: logger) }, logger: logger)
+            if let logs { agents.logs.append(logs) }
             agents.names.append(name)
             agents.workers.append(worker)
             agents.sessions.append(Task { try await session.run() })
@@ -87,6 +92,7 @@ struct InProcessAgents {
         for session in sessions { session.cancel() }
         for worker in workers { await worker.stopAll() }
         for network in networks { await network.tearDown() }
+        for logs in logs { await logs.shutdown() }
     }
 }
 

@@ -196,6 +196,10 @@ public nonisolated struct Flotilla_V1_SessionUpdate: Sendable {
   /// The cluster's whole container network ("10.240.0.0/12"): traffic to it is routed, not masqueraded.
   public var clusterNetwork: String = String()
 
+  /// Log subscriptions: the agent answers each with a `PublishLogs` call (field numbers from 20 on are the
+  /// log broker's).
+  public var logSubscriptions: [Flotilla_V1_LogSubscription] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -519,7 +523,7 @@ nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SessionUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0\u{3}removed_task_ids\0\u{3}network_changed\0\u{1}subnet\0\u{1}routes\0\u{3}cluster_network\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0\u{3}removed_task_ids\0\u{3}network_changed\0\u{1}subnet\0\u{1}routes\0\u{3}cluster_network\0\u{4}\u{a}log_subscriptions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -537,6 +541,7 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
       case 8: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.clusterNetwork) }()
+      case 20: try { try decoder.decodeRepeatedMessageField(value: &self.logSubscriptions) }()
       default: break
       }
     }
@@ -573,6 +578,9 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if !self.clusterNetwork.isEmpty {
       try visitor.visitSingularStringField(value: self.clusterNetwork, fieldNumber: 10)
     }
+    if !self.logSubscriptions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.logSubscriptions, fieldNumber: 20)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -587,6 +595,7 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if lhs.subnet != rhs.subnet {return false}
     if lhs.routes != rhs.routes {return false}
     if lhs.clusterNetwork != rhs.clusterNetwork {return false}
+    if lhs.logSubscriptions != rhs.logSubscriptions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
