@@ -1,4 +1,5 @@
 @testable import ContainerRuntime
+import Logging
 import Messages
 import Foundation
 import TestSupport
@@ -201,6 +202,39 @@ struct OCIDriverTests {
         let image = try OCIRuntimeRunTests.bundle()
         defer { try? FileManager.default.removeItem(atPath: image) }
         try writeOCILayout(path, rootfs: image + "/rootfs")
+    }
+
+    @Test("a container's stdout and stderr are captured into its task log, each line with its stream", .enabled(if: OCIRuntimeRunTests.available))
+    func logsCaptured() async throws {
+        let image = try OCIRuntimeRunTests.bundle()
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        let work = try TemporaryDirectory(prefix: "flotilla-oci-logs")
+        let logs = try TaskLogs(configuration: TaskLogConfiguration(directory: work.path + "/logs"), logger: Logger(label: "logs"))
+        let parent = "flotilla-test-\(UInt32.random(in: 1...UInt32.max))"
+        defer {
+            for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] { rmdir("/sys/fs/cgroup/\(hierarchy)/\(parent)") }
+        }
+        for runtime in OCIRuntimeRunTests.runtimes() {
+            let driver = try OCIDriver(
+                runtime: runtime, stateRoot: work.path + "/\(runtime.name)-state", bundles: work.path + "/\(runtime.name)-bundles",
+                cgroupParent: parent, initBinary: "/usr/bin/catatonit"
+            ) { _ in (image + "/rootfs", ImageConfig(env: ["PATH=/bin"])) }
+            let id = "talk-\(runtime.name)"
+            let plain = Self.launch(id, command: "echo out $FLOTILLA_TASK_ID; echo err $FLOTILLA_TASK_ID >&2")
+            let launch = TaskLaunch(
+                taskID: id, serviceName: "svc", spec: plain.spec, environment: plain.environment, port: nil, output: try await logs.capture(id))
+            #expect(try await Self.runToExit(driver, launch) == TaskExit(status: 0, oomKilled: false), "\(runtime.name)")
+            let captured = try await eventually {
+                let records = (try logs.cursor(id, query: TaskLogQuery())?.next()) ?? []
+                return records.count == 2
+            }
+            let records = (try logs.cursor(id, query: TaskLogQuery())?.next()) ?? []
+            #expect(captured, "\(runtime.name): \(records.map { String(decoding: $0.text, as: UTF8.self) })")
+            #expect(records.map(\.stream).sorted { $0.rawValue < $1.rawValue } == [.stderr, .stdout])
+            #expect(Set(records.map { String(decoding: $0.text, as: UTF8.self) }) == ["out \(id)", "err \(id)"])
+            await logs.release(id)
+        }
+        await logs.shutdown()
     }
 
     @Test("CPU and pids limits are enforced: a busy loop is throttled to its quota, a fork beyond the pids limit fails", .enabled(if: OCIRuntimeRunTests.available))
