@@ -97,13 +97,17 @@ public final class OCIDriver: ContainerRuntime {
                 networkNamespacePath: attachment?.namespacePath, initBinary: initBinary))
             try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
             let pid = try await create(id: id, bundle: bundle, output: launch.output)
+            // Tracked from now on (it cannot exit before `start`), so no sweep of adopted processes reaps it before
+            // its waiter does.
+            OrphanReaper.track(pid)
             let startStatus = try await HostProcess.run(runtime.binary, ["--root", stateRoot, "start", id], appendingTo: bundle + "/runtime.log").status
             guard startStatus == 0 else {
+                // Not started: its waiter never comes, so the sweep may reap it once `delete` ends it.
+                OrphanReaper.untrack(pid)
                 throw DriverError("\(runtime.name) start failed: \(Self.tail(bundle + "/runtime.log"))")
             }
             let memoryCgroup = "/sys/fs/cgroup/memory/\(cgroupParent)/\(id)"
             containers.withLock { $0[pid] = id }
-            OrphanReaper.track(pid)
             Thread.detachNewThread { [self] in
                 var status: Int32 = 0
                 while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
