@@ -144,7 +144,9 @@ services:
     update: {monitor: 2s}
 EOT
 else
-  echo "==> Containers cannot run here (they need root, crun or runc, and busybox-static): the process driver it is"
+  if [ "${FLOTILLA_QUICKSTART_DRIVER:-auto}" = auto ]; then
+    echo "==> Containers cannot run here (they need root, crun or runc, and busybox-static): the process driver it is"
+  fi
   SERVICE_FILE=deploy/hello.yaml
 fi
 echo "==> Deploying the demo service: flotilla apply -f $SERVICE_FILE"
