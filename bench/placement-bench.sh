@@ -60,10 +60,9 @@ say "cluster ready; $agents agents, $replicas replicas, $trials trials"
 "$bench" placements --addresses "$addresses" --credentials "$work/c1/admin.creds" --agents "$agents" \
     --replicas "$replicas" --trials "$trials" --json "$work/placements.json"
 
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git -C "$root" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then
-    commit="$commit + uncommitted changes in Sources/ or Package.swift"
-fi
+# shellcheck source=lib/commit.sh
+. "$here/lib/commit.sh"
+commit="$(bench_commit "$root")"
 echo "Flotilla: $commit. Started: $started. Machine: $(nproc) vCPU, $(uname -sm). Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
 python3 - "$work/placements.json" <<'PY'

@@ -110,10 +110,9 @@ run_flotilla
 if [ "$order" != etcd-first ] && [ "$skip_etcd" = 0 ]; then run_etcd; fi
 
 # ---------------------------------------------------------------- report
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git -C "$root" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then
-    commit="$commit + uncommitted changes in Sources/ or Package.swift"
-fi
+# shellcheck source=lib/commit.sh
+. "$here/lib/commit.sh"
+commit="$(bench_commit "$root")"
 echo "Flotilla: $commit. etcd: $(etcd --version 2>/dev/null | head -1 | sed 's/etcd Version: //'). Started: $started. Machine: $(nproc) vCPU, $(uname -sm). Load average at end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
 python3 - "$work" "$clients" <<'EOF'

@@ -5,14 +5,23 @@
 #   deploy/quickstart.sh --down   stop it and remove its state
 #
 # The local cluster: one controller on 127.0.0.1:7400 and two agents on this machine, joined with the token the
-# controller printed; then a `hello` service (3 replicas of python3's http.server, process driver) and a request
-# to each replica. The load balancer, which will put one published port in front of them, lands with its issue
-# (see docs/architecture.md); until then each replica answers on its own port.
+# controller printed; then a `hello` service of 3 replicas and requests to each. When this machine can run
+# containers (root, crun or runc, busybox-static, python3), the replicas are OCI containers of the demo image
+# (deploy/images/build-demo.sh, built into the state directory), each on its node's container network and
+# answering with its task id and node name; otherwise (or with FLOTILLA_QUICKSTART_DRIVER=process) they are
+# python3's http.server run by the process driver (deploy/hello.yaml). The load balancer, which will put one
+# published port in front of them, lands with its issue (see docs/architecture.md); until then each replica
+# answers at its own address.
+#
+# --down stops the agents (SIGTERM: they stop their tasks and remove their network namespaces, veths, bridge,
+# nftables table and runtime state under /run/flotilla-<node>), then the controller, and removes the state
+# directory. Should an agent not exit within 10 s, it is killed and --down removes what it left itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 STATE=${FLOTILLA_QUICKSTART_DIR:-/tmp/flotilla-quickstart}
 LISTEN=${FLOTILLA_QUICKSTART_LISTEN:-127.0.0.1:7400}
+DRIVER=${FLOTILLA_QUICKSTART_DRIVER:-auto}   # oci, process, or auto (oci when containers can run here)
 
 stop_pidfile() {  # SIGTERM, then SIGKILL after 10 s: agents stop their tasks first, the controller last
   local file=$1 pid
@@ -26,8 +35,33 @@ stop_pidfile() {  # SIGTERM, then SIGKILL after 10 s: agents stop their tasks fi
   return 0
 }
 
+# What an agent that had to be killed left behind: its containers, overlay mounts, network and cgroups (named
+# after its node id, which its log gives).
+remove_agent_leftovers() {
+  local log=$1 node prefix state runtime id item
+  node=$(grep -o 'node.id=[^ ]*' "$log" 2>/dev/null | head -1 | cut -d= -f2) || true
+  [ -n "$node" ] || return 0
+  for state in /run/flotilla-"$node"/*; do
+    [ -d "$state" ] || continue
+    runtime=$(basename "$state")
+    for id in $("$runtime" --root "$state" list -q 2>/dev/null); do "$runtime" --root "$state" delete --force "$id" >/dev/null 2>&1 || true; done
+  done
+  rm -rf "/run/flotilla-$node"
+  awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r | while read -r item; do umount -l "$item" || true; done
+  prefix=f$(printf '%s' "$node" | sha256sum | cut -c1-6)
+  for item in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$prefix-"); do ip netns del "$item" || true; done
+  for item in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$prefix"); do ip link del "$item" || true; done
+  nft delete table ip "$prefix" 2>/dev/null || true
+  for item in /sys/fs/cgroup/*/flotilla-"$node"; do [ -d "$item" ] && { find "$item" -depth -type d -exec rmdir {} + 2>/dev/null || true; }; done
+  return 0
+}
+
 down() {
-  for file in "$STATE"/agent-*.pid; do stop_pidfile "$file"; done
+  for file in "$STATE"/agent-*.pid; do
+    [ -f "$file" ] || continue
+    stop_pidfile "$file"
+    remove_agent_leftovers "${file%.pid}.log"
+  done
   stop_pidfile "$STATE/controller.pid"
   rm -rf "$STATE"
   echo "Flotilla quickstart stopped; $STATE removed."
@@ -87,14 +121,50 @@ done
 echo "==> flotilla node ls"
 "$BIN/flotilla" node ls
 
-echo "==> Deploying the demo service: flotilla apply -f deploy/hello.yaml"
-"$BIN/flotilla" apply -f deploy/hello.yaml --timeout 60s
+if [ "$DRIVER" = auto ]; then
+  DRIVER=process
+  if [ "$(id -u)" = 0 ] && { command -v crun || command -v runc; } >/dev/null && [ -x /bin/busybox ] \
+    && grep -q "OCI driver ready" "$STATE"/agent-*.log 2>/dev/null; then
+    DRIVER=oci
+  fi
+fi
+if [ "$DRIVER" = oci ]; then
+  echo "==> Building the demo image: deploy/images/build-demo.sh $STATE/demo-image 1"
+  deploy/images/build-demo.sh "$STATE/demo-image" 1
+  SERVICE_FILE=$STATE/hello.yaml
+  cat > "$SERVICE_FILE" <<EOT
+# The quickstart's demo service: three replicas of the demo image, OCI containers each on its node's container
+# network (its own address, port 8080), answering with its task id and node name.
+services:
+  hello:
+    driver: oci
+    image: oci:$STATE/demo-image:1
+    replicas: 3
+    ports: ["8080:8080/http"]
+    update: {monitor: 2s}
+EOT
+else
+  if [ "${FLOTILLA_QUICKSTART_DRIVER:-auto}" = auto ]; then
+    echo "==> Containers cannot run here (they need root, crun or runc, and busybox-static): the process driver it is"
+  fi
+  SERVICE_FILE=deploy/hello.yaml
+fi
+echo "==> Deploying the demo service: flotilla apply -f $SERVICE_FILE"
+"$BIN/flotilla" apply -f "$SERVICE_FILE" --timeout 60s
 "$BIN/flotilla" service ps hello
-echo "==> Asking each replica (each listens on its own port until the load balancer lands)"
-for port in $("$BIN/flotilla" service ps hello | grep -o 'listening on port [0-9]*' | awk '{print $4}'); do
-  printf '  127.0.0.1:%s -> ' "$port"
-  python3 -c "import urllib.request,sys; r=urllib.request.urlopen('http://127.0.0.1:$port/', timeout=5); print(r.status, r.reason)" \
-    || echo "no answer"
+echo "==> Asking each replica, twice (each answers at its own address until the load balancer lands)"
+ADDRESSES=$("$BIN/flotilla" service ps hello --output json | python3 -c '
+import json, sys
+print(" ".join(t["address"] for t in json.load(sys.stdin) if t["current"] == "running" and t["address"]))')
+for _ in 1 2; do
+  for address in $ADDRESSES; do
+    printf '  %s -> ' "$address"
+    python3 -c "
+import urllib.request
+r = urllib.request.urlopen('http://$address/', timeout=5)
+body = r.read().decode(errors='replace').strip()
+print(body if r.headers.get_content_type() == 'text/plain' else f'{r.status} {r.reason}')" 2>/dev/null || echo "no answer"
+  done
 done
 
 cat <<EOT

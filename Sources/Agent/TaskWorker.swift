@@ -181,7 +181,10 @@ public actor TaskWorker: AssignmentReceiver {
             if ownNetwork { return Int(mapping.targetPort) }
             return mapping.publishMode == "host" ? Int(mapping.publishedPort) : ProcessDriver.freePort()
         }
-        let environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+        var environment = Dictionary(spec.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+        // Where it runs, as the leader named the node (the drivers add FLOTILLA_TASK_ID and PORT).
+        if !assignment.nodeID.isEmpty { environment["FLOTILLA_NODE_ID"] = assignment.nodeID }
+        if !assignment.nodeName.isEmpty { environment["FLOTILLA_NODE"] = assignment.nodeName }
         let launch = TaskLaunch(taskID: id, serviceName: assignment.serviceName, spec: spec, environment: environment, port: port)
         let backoff = RestartBackoff(spec.restartPolicy, cap: settings.restartCap, resetAfter: settings.restartResetAfter)
         tasks[id] = Supervised(assignment: assignment, launch: launch, runtime: runtime, backoff: backoff)

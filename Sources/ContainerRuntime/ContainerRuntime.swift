@@ -5,7 +5,8 @@ public struct TaskLaunch: Sendable {
     public let taskID: String
     public let serviceName: String
     public let spec: Flotilla_V1_ServiceSpec
-    /// The service's environment (PORT and FLOTILLA_TASK_ID are the runtime's to add).
+    /// The service's environment, plus FLOTILLA_NODE and FLOTILLA_NODE_ID from the worker (PORT and
+    /// FLOTILLA_TASK_ID are the runtime's to add).
     public let environment: [String: String]
     /// The port the task's first port listens on, handed in as PORT; nil when it has none.
     public let port: Int?

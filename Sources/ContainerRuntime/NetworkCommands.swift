@@ -102,6 +102,17 @@ struct NetworkCommands: Sendable {
         }
     }
 
+    /// Runs several `ip` commands (argument lists) in one process, `ip -batch`, in `namespace` (nil: this
+    /// process's); stops at the first that fails, which the error names.
+    func ipBatch(_ purpose: String, _ commands: [[String]], namespace: String?) async throws(NodeNetworkError) {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-ip-\(UUID().uuidString).batch").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        guard FileManager.default.createFile(atPath: file, contents: Data(commands.map { $0.joined(separator: " ") + "\n" }.joined().utf8)) else {
+            throw NodeNetworkError(.commandFailed, "could not \(purpose): cannot write \(file)")
+        }
+        try await run(purpose, ip((namespace.map { ["-n", $0] } ?? []) + ["-batch", file]))
+    }
+
     /// Replaces the host side's nftables table atomically with `ruleset` (`nft -f`).
     func nft(_ purpose: String, _ ruleset: String) async throws(NodeNetworkError) {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-nft-\(UUID().uuidString).nft").path

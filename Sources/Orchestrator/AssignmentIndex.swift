@@ -129,6 +129,8 @@ public struct AssignmentIndex: Sendable {
         assignment.serviceID = task.serviceID
         assignment.desiredState = task.desiredState
         assignment.slot = task.slot
+        assignment.nodeID = task.nodeID
+        assignment.nodeName = state.node(NodeID(task.nodeID))?.name ?? ""
         // The service is gone: the task must stop; the spec no longer matters.
         guard let service = state.service(task.serviceID) else {
             assignment.desiredState = .shutdown

@@ -37,6 +37,8 @@ struct AssignmentIndexTests {
         var index = AssignmentIndex()
         index.rebuild(from: cluster.state)
         #expect(index.complete(for: NodeID("n1"), in: cluster.state).count == 3)
+        // Each names its node, for the task's FLOTILLA_NODE_ID and FLOTILLA_NODE.
+        #expect(index.complete(for: NodeID("n1"), in: cluster.state).allSatisfy { $0.nodeID == "n1" && $0.nodeName == "n1" })
         cluster.scale("web", to: 1)
         _ = cluster.reconcileOnce()  // two tasks now desired shutdown, still running
         index.rebuild(from: cluster.state)

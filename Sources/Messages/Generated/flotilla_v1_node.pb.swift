@@ -151,6 +151,12 @@ public nonisolated struct Flotilla_V1_TaskAssignment: Sendable {
   /// Its slot (0 for a global service).
   public var slot: UInt32 = 0
 
+  /// The node it is assigned to: its id and name, handed to the task as FLOTILLA_NODE_ID and FLOTILLA_NODE (so
+  /// a replica can say where it runs). The name is empty when the node record is gone.
+  public var nodeID: String = String()
+
+  public var nodeName: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -464,7 +470,7 @@ nonisolated extension Flotilla_V1_NodeImage: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TaskAssignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{3}service_id\0\u{3}service_name\0\u{1}spec\0\u{3}desired_state\0\u{1}slot\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{3}service_id\0\u{3}service_name\0\u{1}spec\0\u{3}desired_state\0\u{1}slot\0\u{3}node_id\0\u{3}node_name\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -478,6 +484,8 @@ nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftPr
       case 4: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.desiredState) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.slot) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.nodeName) }()
       default: break
       }
     }
@@ -506,6 +514,12 @@ nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftPr
     if self.slot != 0 {
       try visitor.visitSingularUInt32Field(value: self.slot, fieldNumber: 6)
     }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 7)
+    }
+    if !self.nodeName.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeName, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -516,6 +530,8 @@ nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftPr
     if lhs._spec != rhs._spec {return false}
     if lhs.desiredState != rhs.desiredState {return false}
     if lhs.slot != rhs.slot {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.nodeName != rhs.nodeName {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
