@@ -75,8 +75,10 @@ struct MultiHostNetworkTests {
             try await Self.ip(["-n", host, "link", "set", "lo", "up"])
         }
         do {
-            let controller = try ChildProcess("/usr/sbin/ip", [
-                "netns", "exec", lab.host(1), try FlotillaBinaries.path("flotilla-controller"),
+            // nsenter joins only the host's network namespace (`ip netns exec` would also remount /sys, hiding
+            // the cgroup file systems the runtimes need).
+            let controller = try ChildProcess("/usr/bin/nsenter", [
+                "--net=/run/netns/\(lab.host(1))", "--", try FlotillaBinaries.path("flotilla-controller"),
                 "--data-dir", work.path + "/controller", "--listen", "\(lab.address(1)):7400", "--init"])
             processes.append(controller)
             let credentials = work.path + "/controller/admin.creds"
@@ -84,8 +86,8 @@ struct MultiHostNetworkTests {
             let token = try await Self.flotilla(lab, credentials: credentials, ["token", "create", "--role", "agent", "--quiet"])
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             for index in 2...3 {
-                processes.append(try ChildProcess("/usr/sbin/ip", [
-                    "netns", "exec", lab.host(index), try FlotillaBinaries.path("flotilla-agent"),
+                processes.append(try ChildProcess("/usr/bin/nsenter", [
+                    "--net=/run/netns/\(lab.host(index))", "--", try FlotillaBinaries.path("flotilla-agent"),
                     "--data-dir", work.path + "/agent\(index)", "--controller", "\(lab.address(1)):7400", "--token", token,
                     "--name", "n\(index)", "--advertise-ip", lab.address(index), "--run-dir", work.path + "/run\(index)"]))
             }
