@@ -159,6 +159,9 @@ public actor TaskWorker: AssignmentReceiver {
         where assignment.desiredState == .running && tasks[assignment.taskID] == nil && !finished.contains(assignment.taskID) {
             begin(assignment)
         }
+        // What an earlier agent process left running and no one assigns any more goes.
+        let assigned = Set(wanted.values.filter { $0.desiredState == .running }.map(\.taskID))
+        for runtime in runtimes.values { await runtime.removeUnassigned(keeping: assigned) }
     }
 
     // MARK: - Starting
@@ -230,7 +233,8 @@ public actor TaskWorker: AssignmentReceiver {
         }
         current.startedAt = .now
         let spec = current.assignment.spec
-        let listening = current.launch.port.map { "listening on port \($0)" } ?? ""
+        let listening = (current.launch.port.map { "listening on port \($0)" } ?? "")
+            + (handle.adopted ? (current.launch.port == nil ? "" : "; ") + "re-adopted after an agent restart" : "")
         if spec.hasHealthCheck {
             // Running, but not ready: the task counts as running once its check first passes.
             current.healthy = false
@@ -337,6 +341,8 @@ public actor TaskWorker: AssignmentReceiver {
         let how: String
         if let unhealthy = entry.unhealthy {
             how = "unhealthy: \(unhealthy)"
+        } else if exit.statusUnknown {
+            how = "exited; its exit status is unknown (the agent restarted while it ran)"
         } else if exit.oomKilled {
             how = "killed: out of memory\(memoryLimit > 0 ? " (limit \(memoryLimit >> 20) MiB)" : ""); exit status \(exit.status)"
         } else {
@@ -399,6 +405,20 @@ public actor TaskWorker: AssignmentReceiver {
     /// Stops every task (agent shutdown).
     public func stopAll() async {
         for id in tasks.keys.sorted() { await stop(id) }
+    }
+
+    /// Agent shutdown that leaves the tasks of `keeping` runtimes running, for the next agent process to adopt
+    /// (containers outlive their agent); the others stop.
+    public func release(keepingRuntimes keeping: Set<String>) async {
+        for id in tasks.keys.sorted() {
+            guard let entry = tasks[id] else { continue }
+            if keeping.contains(entry.runtime.name) && entry.handle != nil {
+                entry.loops.forEach { $0.cancel() }
+                tasks[id] = nil
+            } else {
+                await stop(id)
+            }
+        }
     }
 
     // MARK: - Reporting

@@ -20,6 +20,8 @@ public actor ContainerNetwork {
     private var network: NodeNetwork?
     private var addresses: TaskAddressAllocator?
     private var attached: [String: NodeNetwork.Attachment] = [:]
+    /// Addresses of tasks attached by an earlier agent process (found when the network is set up again).
+    private var claimed: [String: IPv4Address] = [:]
 
     /// `hostNamespace`: run the host side inside that named namespace (tests); nil: where the agent runs.
     public init(node: NodeID, hostNamespace: String? = nil) {
@@ -45,7 +47,10 @@ public actor ContainerNetwork {
             try await network.setUp(subnet: subnet)
             // Tasks still attached from before a restart keep their addresses.
             var allocator = try TaskAddressAllocator(subnet: subnet)
-            for case let (_, address?) in try await network.attachments() { try? allocator.claim(address) }
+            for case let (task, address?) in try await network.attachments() {
+                try? allocator.claim(address)
+                claimed[task] = address
+            }
             self.network = network
             self.addresses = allocator
         }
@@ -84,9 +89,14 @@ public actor ContainerNetwork {
 
     /// Removes the task's namespace and veth and frees its address (nothing to do when it has none).
     public func detach(taskID: String) async {
-        let attachment = attached.removeValue(forKey: taskID)
+        let address = attached.removeValue(forKey: taskID)?.address ?? claimed.removeValue(forKey: taskID)
         try? await network?.detach(taskID: taskID)
-        if let attachment { addresses?.release(attachment.address) }
+        if let address { addresses?.release(address) }
+    }
+
+    /// The address of a task an earlier agent process attached (its container is being adopted).
+    public func adoptedAddress(taskID: String) -> String? {
+        (attached[taskID]?.address ?? claimed[taskID]).map { "\($0)" }
     }
 
     /// Removes every namespace and veth of this node whose task is not in `keeping` (what a crash left).

@@ -32,10 +32,14 @@ public struct TaskExit: Sendable, Equatable {
     public let status: Int32
     /// The kernel killed it for exceeding its memory limit.
     public let oomKilled: Bool
+    /// Its status cannot be known: it was re-adopted after an agent restart, and only its parent could have
+    /// waited for it (`status` is then 255).
+    public let statusUnknown: Bool
 
-    public init(status: Int32, oomKilled: Bool) {
+    public init(status: Int32, oomKilled: Bool, statusUnknown: Bool = false) {
         self.status = status
         self.oomKilled = oomKilled
+        self.statusUnknown = statusUnknown
     }
 }
 
@@ -47,11 +51,14 @@ public struct RuntimeHandle: Sendable, Hashable {
     public let pid: Int32
     /// The task's own IP address when it has its own network namespace; nil: it shares the host's network.
     public let address: String?
+    /// It was already running, started by an earlier agent process, and was taken over rather than started.
+    public let adopted: Bool
 
-    public init(runtime: String, pid: Int32, address: String? = nil) {
+    public init(runtime: String, pid: Int32, address: String? = nil, adopted: Bool = false) {
         self.runtime = runtime
         self.pid = pid
         self.address = address
+        self.adopted = adopted
     }
 }
 
@@ -74,10 +81,15 @@ public protocol ContainerRuntime: Sendable {
     func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32
     /// The images it keeps on this node (for `flotilla image ls`).
     func images() -> [Flotilla_V1_NodeImage]
+    /// After a complete assignment set: removes what an earlier agent process left running that is no longer
+    /// assigned (`assigned`: the tasks that should run).
+    func removeUnassigned(keeping assigned: Set<String>) async
 }
 
 extension ContainerRuntime {
     public func prepare(_ launch: TaskLaunch) async throws {}
     /// None by default.
     public func images() -> [Flotilla_V1_NodeImage] { [] }
+    /// Nothing survives an agent restart by default.
+    public func removeUnassigned(keeping assigned: Set<String>) async {}
 }

@@ -35,6 +35,14 @@ public final class OCIDriver: ContainerRuntime {
     private let imagesInUse = Mutex<[String: String]>([:])
     /// Running containers by the pid of their process.
     private let containers = Mutex<[Int32: String]>([:])
+    /// Containers an earlier agent process left running, by task id, until `start` adopts them or
+    /// `removeUnassigned` removes them.
+    private let adoptable = Mutex<[String: LeftRunning]>([:])
+    struct LeftRunning: Sendable {
+        let containerID: String
+        let pid: Int32
+        let bundle: String
+    }
     /// Root file systems `prepare` got, by task id, until `start` takes them.
     private let prepared = Mutex<[String: (path: String, config: ImageConfig)]>([:])
 
@@ -76,6 +84,9 @@ public final class OCIDriver: ContainerRuntime {
     public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
         guard let image = prepared.withLock({ $0.removeValue(forKey: launch.taskID) }) else {
             throw DriverError("the image of task \(launch.taskID) was not prepared (prepare(_:) comes before start(_:))")
+        }
+        if let left = adoptable.withLock({ $0.removeValue(forKey: launch.taskID) }), kill(left.pid, 0) == 0 {
+            return await adopt(left, launch: launch, image: image.path, onExit: onExit)
         }
         let id = containerID(launch.taskID)
         let bundle = bundles + "/" + id
@@ -134,6 +145,80 @@ public final class OCIDriver: ContainerRuntime {
         }
     }
 
+    // MARK: - After an agent restart
+
+    /// Finds the containers an earlier agent process of this node left: running ones wait for their task's
+    /// assignment to adopt them; stopped ones are removed at once (with their bundle and network). Returns the
+    /// task ids of the running ones.
+    public func recover() async -> [String] {
+        guard let listing = try? await HostProcess.run(runtime.binary, ["--root", stateRoot, "list", "--format", "json"]),
+              listing.status == 0,
+              let entries = try? JSONSerialization.jsonObject(with: Data(listing.output.utf8)) as? [[String: Any]] else { return [] }
+        var running: [String] = []
+        for entry in entries {
+            guard let id = entry["id"] as? String, id.hasPrefix("flt-") else { continue }
+            let taskID = String(id.dropFirst("flt-".count))
+            let pid = Int32(entry["pid"] as? Int ?? 0)
+            let bundle = entry["bundle"] as? String ?? bundles + "/" + id
+            if entry["status"] as? String == "running", pid > 0, kill(pid, 0) == 0 {
+                adoptable.withLock { $0[taskID] = LeftRunning(containerID: id, pid: pid, bundle: bundle) }
+                running.append(taskID)
+            } else {
+                cleanUp(id: id, bundle: bundle)
+                await networking?.detach(taskID: taskID)
+            }
+        }
+        return running.sorted()
+    }
+
+    /// Takes over a container an earlier agent process started: it keeps running untouched. Not this process's
+    /// child, so its end is noticed by polling (within 250 ms) and its exit status is unknown.
+    private func adopt(
+        _ left: LeftRunning, launch: TaskLaunch, image: String, onExit: @escaping @Sendable (TaskExit) -> Void
+    ) async -> RuntimeHandle {
+        let networking = launch.spec.network == "host" ? nil : self.networking
+        let address = await networking?.adoptedAddress(taskID: launch.taskID)
+        containers.withLock { $0[left.pid] = left.containerID }
+        imagesInUse.withLock { $0[launch.taskID] = image }
+        let memoryCgroup = "/sys/fs/cgroup/memory/\(cgroupParent)/\(left.containerID)"
+        Thread.detachNewThread { [self] in
+            while kill(left.pid, 0) == 0 && !Self.isZombie(left.pid) { Thread.sleep(forTimeInterval: 0.25) }
+            let oomKilled = Self.oomKills(memoryCgroup) > 0
+            self.containers.withLock { $0[left.pid] = nil }
+            self.imagesInUse.withLock { $0[launch.taskID] = nil }
+            self.cleanUp(id: left.containerID, bundle: left.bundle)
+            let exit = TaskExit(status: 255, oomKilled: oomKilled, statusUnknown: true)
+            guard let networking else { return onExit(exit) }
+            Task {
+                await networking.detach(taskID: launch.taskID)
+                onExit(exit)
+            }
+        }
+        return RuntimeHandle(runtime: name, pid: left.pid, address: address, adopted: true)
+    }
+
+    /// Removes the containers an earlier agent process left that no assignment claimed.
+    public func removeUnassigned(keeping assigned: Set<String>) async {
+        let unclaimed = adoptable.withLock { found in
+            let gone = found.filter { !assigned.contains($0.key) }
+            for task in gone.keys { found[task] = nil }
+            return gone
+        }
+        for (taskID, left) in unclaimed {
+            _ = try? await HostProcess.run(runtime.binary, ["--root", stateRoot, "kill", left.containerID, "KILL"])
+            cleanUp(id: left.containerID, bundle: left.bundle)
+            await networking?.detach(taskID: taskID)
+        }
+        // Namespaces and veths of tasks that are gone (what a crash left, or a stopped container's).
+        let running = Set(containers.withLock { $0.values.map { String($0.dropFirst("flt-".count)) } })
+        _ = try? await networking?.sweep(keeping: assigned.union(running))
+    }
+
+    static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
+    }
+
     /// The node's images, with how many tasks use each.
     public func images() -> [Flotilla_V1_NodeImage] {
         guard let imageStore else { return [] }
@@ -158,6 +243,9 @@ public final class OCIDriver: ContainerRuntime {
         let inUse = Set(imagesInUse.withLock { $0.values.map { "sha256:" + ($0 as NSString).lastPathComponent } })
         return try imageStore.collectGarbage(inUse: inUse, policy: policy)
     }
+
+    /// Containers running now (started or adopted by this process).
+    public var runningContainers: Int { containers.withLock { $0.count } }
 
     /// At a clean agent exit, once every container has stopped: removes the runtime's state directory (and its
     /// node directory when that is empty), so nothing of this agent stays under /run.

@@ -59,8 +59,24 @@ struct FlotillaAgent: AsyncParsableCommand {
     @Option(name: .customLong("log-max-files"), help: ArgumentHelp("Rotated log files kept per task.", valueName: "n"))
     var logMaxFiles = 3
 
+    @Flag(name: .customLong("stop-tasks-on-exit"), help: "Stop the node's containers when the agent stops (by default they keep running, and the next agent process adopts them).")
+    var stopTasksOnExit = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
+
+    /// The agent is stopping. Containers keep running for the next agent process to adopt (with their network),
+    /// unless --stop-tasks-on-exit; process-driver tasks stop.
+    func shutDown(worker: TaskWorker, oci: OCIDriver?, logs: TaskLogs) async {
+        if stopTasksOnExit || oci == nil {
+            await worker.stopAll()
+        } else {
+            await worker.release(keepingRuntimes: ["oci"])
+        }
+        if oci?.runningContainers == 0 { await oci?.networking?.tearDown() }
+        await logs.shutdown()
+        oci?.releaseState()
+    }
 
     /// "10M", "512K", "1G", "4096" → bytes; nil when malformed or zero.
     static func bytes(_ text: String) -> Int? {
@@ -139,8 +155,13 @@ struct FlotillaAgent: AsyncParsableCommand {
             logConfiguration.maxFileBytes = Self.bytes(logMaxSize) ?? logConfiguration.maxFileBytes
             logConfiguration.rotatedFiles = logMaxFiles
             let logs = try TaskLogs(configuration: logConfiguration, logger: logger)
-            // No task survives an agent restart yet: what the last process captured is finished.
-            await logs.sweep(keeping: [])
+            // Containers an earlier agent process left running are adopted when their assignments arrive (their
+            // logs keep going to the same files); what else the last process captured is finished.
+            let recovered = await oci?.recover() ?? []
+            if !recovered.isEmpty {
+                logger.info("containers left running by the previous agent process", metadata: ["tasks": "\(recovered)"])
+            }
+            await logs.sweep(keeping: Set(recovered))
             let networking = oci?.networking
             let ociDriver = oci
             let worker = TaskWorker(logger: logger, runtimes: runtimes, onNetwork: { update in
@@ -183,17 +204,10 @@ struct FlotillaAgent: AsyncParsableCommand {
                     }
                 }
             } catch {
-                await worker.stopAll()
-                await networking?.tearDown()
-                await logs.shutdown()
-                oci?.releaseState()
+                await shutDown(worker: worker, oci: ociDriver, logs: logs)
                 throw error
             }
-            // The agent is stopping: its tasks stop with it (the drivers cannot adopt them later yet).
-            await worker.stopAll()
-            await networking?.tearDown()
-            await logs.shutdown()
-            oci?.releaseState()
+            await shutDown(worker: worker, oci: ociDriver, logs: logs)
         } catch let error as RPCError {
             throw CleanError("joining failed: \(error.message)")
         } catch let error as PKIError {
