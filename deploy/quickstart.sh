@@ -111,7 +111,9 @@ for name in node-a node-b; do
     JOIN=(--controller "$LISTEN" --token "$TOKEN" --name "$name")
   fi
   echo "==> Starting agent $name (data in $STATE/$name, log in $STATE/agent-$name.log)"
-  nohup "$BIN/flotilla-agent" --data-dir "$STATE/$name" "${JOIN[@]}" > "$STATE/agent-$name.log" 2>&1 &
+  # --stop-tasks-on-exit: --down stops everything (an agent restarted without it leaves its containers running
+  # and adopts them when it starts again).
+  nohup "$BIN/flotilla-agent" --data-dir "$STATE/$name" --stop-tasks-on-exit "${JOIN[@]}" > "$STATE/agent-$name.log" 2>&1 &
   echo $! > "$STATE/agent-$name.pid"
 done
 for _ in $(seq 1 100); do

@@ -84,12 +84,29 @@ public protocol ContainerRuntime: Sendable {
     /// After a complete assignment set: removes what an earlier agent process left running that is no longer
     /// assigned (`assigned`: the tasks that should run).
     func removeUnassigned(keeping assigned: Set<String>) async
+    /// What the task uses now (from its cgroup); nil when the runtime cannot tell.
+    func stats(_ handle: RuntimeHandle) -> TaskStats?
+}
+
+/// A task's resource use, read from its cgroup.
+public struct TaskStats: Sendable, Equatable {
+    /// CPU time used since it started, nanoseconds (user + system).
+    public var cpuNanoseconds: UInt64
+    /// Memory in use now, bytes (page cache included, as the cgroup counts it).
+    public var memoryBytes: UInt64
+
+    public init(cpuNanoseconds: UInt64, memoryBytes: UInt64) {
+        self.cpuNanoseconds = cpuNanoseconds
+        self.memoryBytes = memoryBytes
+    }
 }
 
 extension ContainerRuntime {
     public func prepare(_ launch: TaskLaunch) async throws {}
     /// None by default.
     public func images() -> [Flotilla_V1_NodeImage] { [] }
+    /// Unknown by default.
+    public func stats(_ handle: RuntimeHandle) -> TaskStats? { nil }
     /// Nothing survives an agent restart by default.
     public func removeUnassigned(keeping assigned: Set<String>) async {}
 }

@@ -244,6 +244,23 @@ public final class OCIDriver: ContainerRuntime {
         return try imageStore.collectGarbage(inUse: inUse, policy: policy)
     }
 
+    /// CPU and memory of a running container, from its cgroup: v1 (`cpuacct.usage`, `memory.usage_in_bytes`) or
+    /// v2 (`cpu.stat` usage_usec, `memory.current`).
+    public func stats(_ handle: RuntimeHandle) -> TaskStats? {
+        guard let id = containers.withLock({ $0[handle.pid] }) else { return nil }
+        let path = "\(cgroupParent)/\(id)"
+        func number(_ file: String) -> UInt64? {
+            (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        if let cpu = number("/sys/fs/cgroup/cpuacct/\(path)/cpuacct.usage"), let memory = number("/sys/fs/cgroup/memory/\(path)/memory.usage_in_bytes") {
+            return TaskStats(cpuNanoseconds: cpu, memoryBytes: memory)
+        }
+        guard let memory = number("/sys/fs/cgroup/\(path)/memory.current"),
+              let cpuStat = try? String(contentsOfFile: "/sys/fs/cgroup/\(path)/cpu.stat", encoding: .utf8) else { return nil }
+        let usage = cpuStat.split(separator: "\n").first { $0.hasPrefix("usage_usec ") }.flatMap { UInt64($0.dropFirst("usage_usec ".count)) } ?? 0
+        return TaskStats(cpuNanoseconds: usage * 1000, memoryBytes: memory)
+    }
+
     /// Containers running now (started or adopted by this process).
     public var runningContainers: Int { containers.withLock { $0.count } }
 
@@ -338,7 +355,7 @@ public final class OCIDriver: ContainerRuntime {
         let user = image.user.split(separator: ":").map { UInt32($0) }
         return OCIRuntimeConfigBuilder.Request(
             taskID: launch.taskID, args: args, env: environment, cwd: image.workingDir.isEmpty ? "/" : image.workingDir,
-            uid: user.first.flatMap { $0 } ?? 0, gid: user.count > 1 ? (user[1] ?? 0) : 0, rootfs: rootfs, readonlyRootfs: false,
+            uid: user.first.flatMap { $0 } ?? 0, gid: user.count > 1 ? (user[1] ?? 0) : 0, rootfs: rootfs, readonlyRootfs: spec.readOnlyRoot,
             hostname: launch.taskID, cgroupsPath: cgroupsPath, networkNamespacePath: networkNamespacePath,
             memoryLimitBytes: spec.resources.memoryLimitBytes, cpuLimitMillis: spec.resources.cpuLimitMillis,
             cpuReservationMillis: spec.resources.cpuReservationMillis, pidsLimit: spec.resources.pidsLimit, initBinary: initBinary)

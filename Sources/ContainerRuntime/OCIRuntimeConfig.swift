@@ -68,6 +68,37 @@ public struct OCIRuntimeConfig: Codable, Sendable, Equatable {
         public var namespaces: [Namespace]
         public var maskedPaths: [String]
         public var readonlyPaths: [String]
+        public var seccomp: Seccomp?
+    }
+
+    /// A seccomp filter (runtime-spec `linux.seccomp`).
+    public struct Seccomp: Codable, Sendable, Equatable {
+        public var defaultAction: String
+        public var architectures: [String]
+        public var syscalls: [SyscallRule]
+
+        public struct SyscallRule: Codable, Sendable, Equatable {
+            public var names: [String]
+            public var action: String
+            public var errnoRet: UInt32?
+        }
+
+        /// Every system call allowed except those that reach past the container: the kernel's keyring, modules
+        /// and clock, other processes' memory, namespaces and mounts, tracing, reboot, swap, BPF and perf. They
+        /// fail with EPERM. Docker's default profile blocks these (it lists what it allows instead; most of these
+        /// also need capabilities a task does not have — the filter holds even for one that gets them).
+        public static let `default` = Seccomp(
+            defaultAction: "SCMP_ACT_ALLOW",
+            architectures: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+            syscalls: [SyscallRule(
+                names: [
+                    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "delete_module", "finit_module", "init_module",
+                    "iopl", "ioperm", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mount", "move_mount",
+                    "name_to_handle_at", "open_by_handle_at", "open_tree", "fsopen", "fsmount", "fspick", "perf_event_open",
+                    "pivot_root", "process_vm_readv", "process_vm_writev", "quotactl", "reboot", "request_key",
+                    "setns", "settimeofday", "swapon", "swapoff", "syslog", "umount2", "unshare", "userfaultfd", "uselib",
+                ],
+                action: "SCMP_ACT_ERRNO", errnoRet: 1)])
     }
 
     public struct Resources: Codable, Sendable, Equatable {
@@ -252,6 +283,7 @@ public enum OCIRuntimeConfigBuilder {
                     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                     "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
                 ],
-                readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]))
+                readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+                seccomp: .default))
     }
 }

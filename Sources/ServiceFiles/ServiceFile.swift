@@ -40,7 +40,7 @@ public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertib
 public enum ServiceFile {
     static let serviceKeys: Set<String> = [
         "name", "image", "driver", "command", "args", "env", "mode", "replicas", "resources", "constraints", "spread_over",
-        "max_replicas_per_node", "ports", "lb_policy", "health_check", "readiness_check", "network", "stop_grace_period", "restart",
+        "max_replicas_per_node", "ports", "lb_policy", "health_check", "readiness_check", "network", "read_only", "stop_grace_period", "restart",
         "update", "rollback",
     ]
 
@@ -139,6 +139,7 @@ public enum ServiceFile {
         if let health = try reader.section("health_check") { spec.healthCheck = try Self.check(health) }
         if let readiness = try reader.section("readiness_check") { spec.readinessCheck = try Self.check(readiness) }
         spec.network = try reader.string("network") ?? ""
+        spec.readOnlyRoot = try reader.bool("read_only") ?? false
         spec.stopGracePeriodMs = try reader.duration("stop_grace_period") ?? 0
         if var restart = try reader.section("restart") {
             try restart.allowOnly(["condition", "delay", "max_attempts", "window"])

@@ -56,6 +56,7 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("restart-window"), help: "The window for --restart-max-attempts (e.g. 10m).") var restartWindow: String?
         @Option(name: .customLong("stop-grace-period"), help: "Between SIGTERM and SIGKILL when a task stops (default 10s).") var stopGracePeriod: String?
         @Option(name: .customLong("network"), help: "bridge (oci default: the task's own address on its node's subnet) or host.") var network: String?
+        @Option(name: .customLong("read-only"), help: "true: an oci task's root file system is read-only.") var readOnly: Bool?
         @Option(name: .customLong("update-parallelism"), help: "Tasks updated at once (0: all).") var updateParallelism: UInt32?
         @Option(name: .customLong("update-delay"), help: "Between update batches (e.g. 10s).") var updateDelay: String?
         @Option(name: .customLong("update-order"), help: "stop-first or start-first.") var updateOrder: String?
@@ -114,6 +115,7 @@ struct ServiceCommand: AsyncParsableCommand {
             if let restartWindow { spec.restartPolicy.windowMs = try Self.milliseconds(restartWindow, flag: "--restart-window") }
             if let stopGracePeriod { spec.stopGracePeriodMs = try Self.milliseconds(stopGracePeriod, flag: "--stop-grace-period") }
             if let network { spec.network = network }
+            if let readOnly { spec.readOnlyRoot = readOnly }
             if let updateParallelism { spec.updateConfig.parallelism = updateParallelism }
             if let updateDelay { spec.updateConfig.delayMs = try Self.milliseconds(updateDelay, flag: "--update-delay") }
             if let updateOrder { spec.updateConfig.order = updateOrder }

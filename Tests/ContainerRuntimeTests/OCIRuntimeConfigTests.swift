@@ -50,7 +50,7 @@ struct OCIRuntimeConfigTests {
         #expect(!host.linux.namespaces.contains { $0.type == "network" })
     }
 
-    @Test("Docker's default capabilities, no new privileges, no terminal, a read-only root when asked")
+    @Test("Docker's default capabilities, no new privileges, no terminal, a read-only root when asked, the default seccomp filter")
     func privileges() {
         let config = OCIRuntimeConfigBuilder.build(Self.request())
         #expect(config.process.capabilities.bounding.count == 14)
@@ -60,6 +60,11 @@ struct OCIRuntimeConfigTests {
         #expect(!config.process.terminal)
         #expect(config.root == .init(path: "/var/lib/flotilla/t1/rootfs", readonly: true))
         #expect(config.linux.maskedPaths.contains("/proc/kcore"))
+        let seccomp = try? #require(config.linux.seccomp)
+        #expect(seccomp?.defaultAction == "SCMP_ACT_ALLOW")
+        let denied = Set(seccomp?.syscalls.flatMap(\.names) ?? [])
+        #expect(["keyctl", "kexec_load", "bpf", "perf_event_open", "unshare", "setns", "mount", "reboot"].allSatisfy(denied.contains))
+        #expect(seccomp?.syscalls.allSatisfy { $0.action == "SCMP_ACT_ERRNO" && $0.errnoRet == 1 } == true)
     }
 
     @Test("the JSON uses the runtime-spec's names and leaves out what is unset")

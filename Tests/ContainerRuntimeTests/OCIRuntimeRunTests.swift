@@ -128,6 +128,13 @@ struct OCIDriverTests {
             ) { _ in (image + "/rootfs", ImageConfig(env: ["PATH=/bin"])) }
             let seven = try await Self.runToExit(driver, Self.launch("seven-\(runtime.name)", command: "exit 7"))
             #expect(seven == TaskExit(status: 7, oomKilled: false), "\(runtime.name)")
+            // A read-only root refuses writes (under the default seccomp filter, like every container here).
+            var readOnly = Self.launch("ro-\(runtime.name)", command: "echo x > /written")
+            var spec = readOnly.spec
+            spec.readOnlyRoot = true
+            readOnly = TaskLaunch(taskID: readOnly.taskID, serviceName: "svc", spec: spec, environment: [:], port: nil)
+            #expect(try await Self.runToExit(driver, readOnly).map { $0.status != 0 } == true, "\(runtime.name): read-only root")
+            #expect(try await Self.runToExit(driver, Self.launch("rw-\(runtime.name)", command: "echo x > /written")) == TaskExit(status: 0, oomKilled: false))
             let env = try await Self.runToExit(driver, Self.launch("env-\(runtime.name)", command: "test \"$GREETING$PORT\" = hi8080"))
             #expect(env == TaskExit(status: 0, oomKilled: false), "\(runtime.name): the environment reaches the container")
             let oom = try await Self.runToExit(
@@ -278,6 +285,10 @@ struct OCIDriverTests {
             let throttled = read("cpu/\(cgroup)/cpu.stat")?.split(separator: "\n").first { $0.hasPrefix("nr_throttled ") }
                 .flatMap { Int($0.split(separator: " ")[1]) } ?? 0
             #expect(throttled > 0, "\(runtime.name): the busy loop was throttled")
+            // What it uses, as the runtime reports it (the autoscaler's CPU signal).
+            let stats = try #require(driver.stats(handle), "\(runtime.name)")
+            #expect(stats.cpuNanoseconds > 50_000_000, "\(runtime.name): some CPU used (\(stats.cpuNanoseconds) ns)")
+            #expect(stats.memoryBytes > 0, "\(runtime.name)")
             let ended = Flag()
             async let stopped: Void = driver.stop(handle, grace: .seconds(5)) { ended.value }
             _ = await withTimeout(.seconds(20)) { await exits.stream.first { _ in true } }

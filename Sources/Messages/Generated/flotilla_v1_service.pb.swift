@@ -223,6 +223,12 @@ public nonisolated struct Flotilla_V1_ServiceSpec: @unchecked Sendable {
     set {_uniqueStorage()._stopGracePeriodMs = newValue}
   }
 
+  /// "oci": the container's root file system is read-only (it writes only to volumes and /dev/shm).
+  public var readOnlyRoot: Bool {
+    get {_storage._readOnlyRoot}
+    set {_uniqueStorage()._readOnlyRoot = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -396,7 +402,7 @@ nonisolated extension Flotilla_V1_ServiceMode: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0\u{3}readiness_check\0\u{1}network\0\u{3}stop_grace_period_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0\u{3}readiness_check\0\u{1}network\0\u{3}stop_grace_period_ms\0\u{3}read_only_root\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -420,6 +426,7 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
     var _readinessCheck: Flotilla_V1_HealthCheck? = nil
     var _network: String = String()
     var _stopGracePeriodMs: UInt32 = 0
+    var _readOnlyRoot: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -451,6 +458,7 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       _readinessCheck = source._readinessCheck
       _network = source._network
       _stopGracePeriodMs = source._stopGracePeriodMs
+      _readOnlyRoot = source._readOnlyRoot
     }
   }
 
@@ -490,6 +498,7 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         case 19: try { try decoder.decodeSingularMessageField(value: &_storage._readinessCheck) }()
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._network) }()
         case 21: try { try decoder.decodeSingularUInt32Field(value: &_storage._stopGracePeriodMs) }()
+        case 22: try { try decoder.decodeSingularBoolField(value: &_storage._readOnlyRoot) }()
         default: break
         }
       }
@@ -565,6 +574,9 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       if _storage._stopGracePeriodMs != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._stopGracePeriodMs, fieldNumber: 21)
       }
+      if _storage._readOnlyRoot != false {
+        try visitor.visitSingularBoolField(value: _storage._readOnlyRoot, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -595,6 +607,7 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         if _storage._readinessCheck != rhs_storage._readinessCheck {return false}
         if _storage._network != rhs_storage._network {return false}
         if _storage._stopGracePeriodMs != rhs_storage._stopGracePeriodMs {return false}
+        if _storage._readOnlyRoot != rhs_storage._readOnlyRoot {return false}
         return true
       }
       if !storagesAreEqual {return false}
