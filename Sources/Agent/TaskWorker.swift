@@ -95,6 +95,7 @@ public actor TaskWorker: AssignmentReceiver {
         self.beforeStop = beforeStop
         self.logs = logs
         var byName: [String: any ContainerRuntime] = [:]
+        // A process driver among `runtimes` (one with cgroups) replaces the plain default.
         for runtime in [ProcessDriver()] + runtimes { byName[runtime.name] = runtime }
         self.runtimes = byName
     }

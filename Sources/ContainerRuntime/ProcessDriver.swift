@@ -8,24 +8,39 @@ import Glibc
 /// `FLOTILLA_TASK_ID`. Stopping sends SIGTERM to the group, then SIGKILL after the grace period.
 public final class ProcessDriver: ContainerRuntime {
     public let name = "process"
+    /// Where each task gets a cgroup of its own with its limits (`PARENT/proc-TASK`), when the agent can make
+    /// one; nil: tasks run in the agent's cgroup.
+    public let cgroupParent: String?
 
-    public init() {}
+    public init(cgroupParent: String? = nil) {
+        self.cgroupParent = cgroupParent
+    }
 
     public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
+        let cgroup = cgroupParent.flatMap { ProcessCgroup.create(parent: $0, name: "proc-" + launch.taskID, resources: launch.spec.resources) }
         let pid = try start(
             taskID: launch.taskID, command: launch.spec.command, args: launch.spec.args, environment: launch.environment,
-            port: launch.port, output: launch.output) { onExit(TaskExit(status: $0, oomKilled: false)) }
+            port: launch.port, output: launch.output, joining: cgroup?.directories.map { $0 + "/cgroup.procs" } ?? []
+        ) { status in
+            let oomKilled = (cgroup?.oomKills ?? 0) > 0
+            cgroup?.remove()
+            onExit(TaskExit(status: status, oomKilled: oomKilled))
+        }
+        cgroup?.add(pid)
         return RuntimeHandle(runtime: name, pid: pid)
     }
 
     /// Starts the task; `onExit` runs once with its exit status when it ends (for whatever reason). In its own
     /// process group, so a stop reaches whatever it started. Its stdout and stderr go to `output` (or nowhere).
+    /// `joining`: `cgroup.procs` files the shell writes its own pid to before it runs the command, so the command
+    /// and everything it forks are in the task's cgroup from the start.
     public func start(
         taskID: String, command: String, args: [String], environment: [String: String], port: Int?,
-        output: TaskOutput? = nil, onExit: @escaping @Sendable (Int32) -> Void
+        output: TaskOutput? = nil, joining cgroups: [String] = [], onExit: @escaping @Sendable (Int32) -> Void
     ) throws -> Int32 {
         // "$0" is the command's name for the shell; "$@" the arguments after it.
-        let argv = ["/bin/sh", "-c", args.isEmpty ? command : command + " \"$@\"", "flotilla-task"] + args
+        let join = cgroups.map { "echo $$ > '\($0)' 2>/dev/null; " }.joined()
+        let argv = ["/bin/sh", "-c", join + (args.isEmpty ? command : command + " \"$@\""), "flotilla-task"] + args
         let envp = Self.environment(taskID: taskID, environment, port: port)
         return try HostProcess.spawn("/bin/sh", argv, environment: envp, streams: output, newProcessGroup: true, onExit: onExit)
     }

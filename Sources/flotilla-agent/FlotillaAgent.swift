@@ -67,7 +67,7 @@ struct FlotillaAgent: AsyncParsableCommand {
 
     /// The agent is stopping. Containers keep running for the next agent process to adopt (with their network),
     /// unless --stop-tasks-on-exit; process-driver tasks stop.
-    func shutDown(worker: TaskWorker, oci: OCIDriver?, logs: TaskLogs) async {
+    func shutDown(worker: TaskWorker, oci: OCIDriver?, logs: TaskLogs, nodeID: String) async {
         if stopTasksOnExit || oci == nil {
             await worker.stopAll()
         } else {
@@ -76,6 +76,10 @@ struct FlotillaAgent: AsyncParsableCommand {
         if oci?.runningContainers == 0 { await oci?.networking?.tearDown() }
         await logs.shutdown()
         oci?.releaseState()
+        // The node's cgroup parent, once nothing runs in it (containers left for the next agent keep it).
+        for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            rmdir("/sys/fs/cgroup/\(hierarchy)/flotilla-\(nodeID)")
+        }
     }
 
     /// "10M", "512K", "1G", "4096" → bytes; nil when malformed or zero.
@@ -139,6 +143,8 @@ struct FlotillaAgent: AsyncParsableCommand {
                 throw CleanError("--registry-ca \(registryCA): no readable file there")
             }
             var oci: OCIDriver?
+            // Process-driver tasks in cgroups of their own, with their limits, beside the containers'.
+            runtimes.append(ProcessDriver(cgroupParent: getuid() == 0 ? "flotilla-\(credentials.identity.nodeID.rawValue)" : nil))
             switch OCIRuntimeSetup.make(
                 preferred: runtime, dataDirectory: dataDirectory, nodeID: credentials.identity.nodeID.rawValue, runDirectory: runDirectory,
                 registries: RegistryConfiguration(insecureRegistries: Set(insecureRegistries), additionalCAFile: registryCA)
@@ -204,10 +210,10 @@ struct FlotillaAgent: AsyncParsableCommand {
                     }
                 }
             } catch {
-                await shutDown(worker: worker, oci: ociDriver, logs: logs)
+                await shutDown(worker: worker, oci: ociDriver, logs: logs, nodeID: credentials.identity.nodeID.rawValue)
                 throw error
             }
-            await shutDown(worker: worker, oci: ociDriver, logs: logs)
+            await shutDown(worker: worker, oci: ociDriver, logs: logs, nodeID: credentials.identity.nodeID.rawValue)
         } catch let error as RPCError {
             throw CleanError("joining failed: \(error.message)")
         } catch let error as PKIError {

@@ -178,6 +178,7 @@ struct TaskWorkerTests {
         good.intervalMs = 300
         good.timeoutMs = 250
         good.retries = 2
+        good.startPeriodMs = 3_000
         var bad = good
         bad.httpPath = "/missing"
         let directory = try TemporaryDirectory()
@@ -188,7 +189,7 @@ struct TaskWorkerTests {
                 Self.assignment("bad", command: server, health: bad, port: true),
             ]))
             let reports = Reports()
-            let settled = try await eventually(timeout: .seconds(15)) {
+            let settled = try await eventually(timeout: .seconds(30)) {
                 await reports.collect(worker)
                 return reports["good"]?.state == .running && reports["bad"]?.state == .failed
             }
@@ -492,6 +493,8 @@ struct TaskWorkerTests {
         check.intervalMs = 200
         check.timeoutMs = 150
         check.retries = 2
+        // python3 may take a while to listen on a busy machine: failures before then are forgiven.
+        check.startPeriodMs = 3_000
         let directory = try TemporaryDirectory()
         let server = "cd \(directory.path) && exec python3 -m http.server --bind 127.0.0.1 $PORT"
         try await Self.withWorker { worker in
@@ -500,7 +503,7 @@ struct TaskWorkerTests {
                 Self.assignment("deaf", command: "exec sleep 60", health: check, port: true),
             ]))
             let reports = Reports()
-            let settled = try await eventually(timeout: .seconds(15)) {
+            let settled = try await eventually(timeout: .seconds(30)) {
                 await reports.collect(worker)
                 return reports["listens"]?.state == .running && reports["deaf"]?.state == .failed
             }
