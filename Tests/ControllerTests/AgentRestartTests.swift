@@ -22,8 +22,11 @@ struct AgentRestartTests {
         return all.filter { $0["desired"] as? String == "running" }
     }
 
-    @Test("the container outlives its agent, is adopted by the next agent process without a restart, and is still supervised", .enabled(if: MultiHostNetworkTests.available))
-    func readoption() async throws {
+    static var runtimes: [String] { ["crun", "runc"].filter { OCIRuntimeChoice.which($0) != nil } }
+
+    @Test("the container outlives its agent, is adopted by the next agent process without a restart, and is still supervised",
+          .enabled(if: MultiHostNetworkTests.available), arguments: runtimes)
+    func readoption(runtime: String) async throws {
         let work = try TemporaryDirectory(prefix: "flotilla-agent-restart")
         var processes: [ChildProcess] = []
         var nodeID = ""
@@ -37,7 +40,7 @@ struct AgentRestartTests {
             OCIServiceTests.removeCgroupParents()
         }
         let agentArguments = { (extra: [String]) in
-            ["--data-dir", work.path + "/agent", "--run-dir", work.path + "/run", "--name", "keeper"] + extra
+            ["--data-dir", work.path + "/agent", "--run-dir", work.path + "/run", "--name", "keeper", "--runtime", runtime] + extra
         }
         do {
             let (controller, address) = try await ControllerProcessTests.startController(dataDirectory: work.path + "/controller", initialize: true)

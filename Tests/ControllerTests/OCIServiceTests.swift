@@ -27,7 +27,7 @@ struct OCIServiceTests {
     static func makeBusyboxLayout(_ path: String) throws {
         let root = path + ".root"
         defer { try? FileManager.default.removeItem(atPath: root) }
-        try writeBusyboxRoot(root, applets: ["sh", "sleep", "httpd", "mkdir", "echo", "wget"])
+        try writeBusyboxRoot(root, applets: ["sh", "sleep", "httpd", "mkdir", "echo", "wget", "touch", "rm"])
         try writeOCILayout(path, rootfs: root)
     }
 
