@@ -92,6 +92,9 @@ public final class ChildProcess: Sendable {
         return process.withLock { $0?.isRunning == false ? $0?.terminationStatus : nil }
     }
 
+    /// The captured output goes with the object (a test reads it while it holds the process).
+    deinit { removeOutput() }
+
     /// Deletes the captured output (call after the test has read it).
     public func removeOutput() {
         try? FileManager.default.removeItem(atPath: stdoutPath)

@@ -14,6 +14,8 @@ final class NetworkLab: Sendable {
     let id: String
     let hosts: Int
     private let servers = Mutex<[ChildProcess]>([])
+    /// The document roots `serve` made, removed with the lab.
+    private let roots = Mutex<[String]>([])
 
     static var ip: String { OCIRuntimeChoice.which("ip") ?? "/usr/sbin/ip" }
 
@@ -76,6 +78,7 @@ final class NetworkLab: Sendable {
         try text.write(toFile: root + "/index.html", atomically: true, encoding: .utf8)
         let server = try ChildProcess(Self.ip, ["netns", "exec", namespace, "/bin/busybox", "httpd", "-f", "-p", "\(address):\(port)", "-h", root])
         servers.withLock { $0.append(server) }
+        roots.withLock { $0.append(root) }
     }
 
     /// What http://ADDRESS:PORT/index.html answers from inside `namespace`; nil when the connection fails.
@@ -123,6 +126,7 @@ final class NetworkLab: Sendable {
 
     private func remove() async {
         for server in servers.withLock({ $0 }) { await server.stop(signal: SIGKILL); server.removeOutput() }
+        for root in roots.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: root) }
         // Everything of the lab, the node networks' task namespaces included, holds the id.
         let listed = (try? await Self.run(Self.ip, ["netns", "list"])) ?? ""
         for line in listed.split(separator: "\n") {
