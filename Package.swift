@@ -79,6 +79,9 @@ let package = Package(
         // The leader's control loops as pure decisions over the store: node liveness, reconciling services
         // into tasks (autoscaling joins with its issue).
         .target(name: "Orchestrator", dependencies: ["ClusterModel", "ClusterStore", "Scheduler", "Messages"], swiftSettings: strict),
+        // Load-balancing policies, outlier detection, slow start and backend tables: what a balancer decides,
+        // with time and randomness passed in (the LoadBalancer shell moves the bytes).
+        .target(name: "Balancing", dependencies: ["ClusterModel"], swiftSettings: strict + optimized),
 
         // MARK: - Wire and transport
         .target(
@@ -156,6 +159,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The node's load balancer: listeners, L4 TCP and L7 HTTP/1.1 forwarding on NIO, choosing with Balancing.
+        .target(
+            name: "LoadBalancer",
+            dependencies: [
+                "Balancing", "ClusterModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict + optimized
+        ),
         .target(
             name: "Agent",
             dependencies: [
@@ -228,6 +244,14 @@ let package = Package(
         .testTarget(name: "AgentTests", dependencies: ["Agent", "ContainerRuntime", "Messages", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
+        .testTarget(name: "BalancingTests", dependencies: ["Balancing"], swiftSettings: strict),
+        .testTarget(
+            name: "LoadBalancerTests",
+            dependencies: ["LoadBalancer", "Balancing", "TestSupport",
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ClusterStore", "ClusterModel"], swiftSettings: strict),
         .testTarget(
             name: "RaftRuntimeTests",
