@@ -1,4 +1,4 @@
-import LoadBalancer
+import Balancing
 import Testing
 
 @Suite struct ProxyModeTests {
