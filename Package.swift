@@ -189,7 +189,11 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: ["Wire", "Transport", "PKI", "ClusterModel",
-                           .product(name: "NIOSSL", package: "swift-nio-ssl")],
+                           .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strict
         ),
 
@@ -207,7 +211,8 @@ let package = Package(
         .executableTarget(
             name: "flotilla-agent",
             dependencies: [
-                "Agent", "ContainerRuntime", "Transport", "PKI", "Wire", "ClusterModel",
+                "Agent", "ContainerRuntime", "Transport", "PKI", "Wire", "ClusterModel", "LoadBalancer", "Balancing", "ServiceFiles",
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

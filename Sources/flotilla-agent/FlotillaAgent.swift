@@ -12,6 +12,15 @@ import Wire
 struct FlotillaAgent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flotilla-agent",
+        abstract: "A Flotilla agent (the default: `flotilla-agent --data-dir …` is `flotilla-agent run --data-dir …`), or the load balancer on its own.",
+        version: FlotillaVersion.current,
+        subcommands: [RunAgent.self, ProxyCommand.self],
+        defaultSubcommand: RunAgent.self)
+}
+
+struct RunAgent: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run a Flotilla agent: joins the cluster and keeps a session with its leader.",
         discussion: """
             First start: --controller and --token (an agent token from `flotilla token create --role agent`, or \

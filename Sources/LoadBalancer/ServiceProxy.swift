@@ -1,0 +1,146 @@
+public import Balancing
+public import NIOCore
+
+/// One service's forwarding state, one copy per event loop: every connection is served on the loop that accepted
+/// it and picks from that loop's balancer without a lock (as NGINX workers do). Table updates are applied on
+/// every loop in turn; a connection keeps its backend through an update.
+public final class ServiceProxy: Sendable {
+    public let name: String
+    private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopService>]
+    private let eventLoops: [any EventLoop]
+
+    public init(name: String, settings: ProxySettings, backends: [Backend], group: any EventLoopGroup, seed: UInt64 = 0x5EED) {
+        self.name = name
+        var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopService>] = [:]
+        var eventLoops: [any EventLoop] = []
+        for (index, loop) in group.makeIterator().enumerated() {
+            loops[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
+                LoopService(name: name, settings: settings, backends: backends, seed: seed &+ UInt64(index)), eventLoop: loop)
+            eventLoops.append(loop)
+        }
+        self.loops = loops
+        self.eventLoops = eventLoops
+    }
+
+    /// This loop's state; only call on `loop`.
+    func local(on loop: any EventLoop) -> LoopService? {
+        loops[ObjectIdentifier(loop)]?.value
+    }
+
+    /// Applies a new table on every loop; completes when all have it.
+    @discardableResult
+    public func update(settings: ProxySettings, backends: [Backend]) -> EventLoopFuture<Void> {
+        let futures = eventLoops.map { loop in
+            let bound = loops[ObjectIdentifier(loop)]!
+            return loop.submit { bound.value.update(settings: settings, backends: backends) }
+        }
+        return EventLoopFuture.andAllSucceed(futures, on: eventLoops[0])
+    }
+
+    /// Stops taking connections: idle pooled connections close; connections in flight finish.
+    public func retire() {
+        for loop in eventLoops {
+            let bound = loops[ObjectIdentifier(loop)]!
+            loop.execute { bound.value.retire() }
+        }
+    }
+
+    /// Statistics summed over the loops.
+    public func stats() async throws -> ServiceStats {
+        var merged: ServiceStats?
+        for loop in eventLoops {
+            let bound = loops[ObjectIdentifier(loop)]!
+            let local = try await loop.submit { bound.value.stats() }.get()
+            guard var total = merged else { merged = local; continue }
+            for backend in local.backends {
+                if let index = total.backends.firstIndex(where: { $0.id == backend.id }) {
+                    total.backends[index].add(backend)
+                } else {
+                    total.backends.append(backend)
+                }
+            }
+            total.rejected += local.rejected
+            merged = total
+        }
+        return merged ?? ServiceStats(service: name, mode: "", policy: "", backends: [], rejected: 0)
+    }
+}
+
+/// A service on one event loop: its balancer, counters and (HTTP) pooled upstream connections.
+final class LoopService {
+    let name: String
+    private(set) var settings: ProxySettings
+    private(set) var balancer: Balancer
+    private var traffic: [ObjectIdentifier: BackendStats] = [:]
+    private(set) var rejected: UInt64 = 0
+    private(set) var retired = false
+    /// Idle keep-alive connections per backend (HTTP mode).
+    let pool = UpstreamPool()
+
+    init(name: String, settings: ProxySettings, backends: [Backend], seed: UInt64) {
+        self.name = name
+        self.settings = settings
+        self.balancer = Balancer(policy: settings.policy, options: settings.balancing, backends: backends, seed: seed,
+                                 nowMillis: Clock.nowMillis())
+        for state in balancer.states { traffic[ObjectIdentifier(state)] = Self.fresh(state) }
+    }
+
+    func update(settings: ProxySettings, backends: [Backend]) {
+        let now = Clock.nowMillis()
+        if settings.policy != balancer.policy {
+            // A new policy starts a new balancer; backends in flight keep their old state objects.
+            balancer = Balancer(policy: settings.policy, options: settings.balancing, backends: backends,
+                                seed: UInt64(truncatingIfNeeded: now), nowMillis: now)
+        } else {
+            balancer.update(backends: backends, options: settings.balancing, nowMillis: now)
+        }
+        self.settings = settings
+        var kept: [ObjectIdentifier: BackendStats] = [:]
+        for state in balancer.states {
+            let key = ObjectIdentifier(state)
+            var stats = traffic[key] ?? Self.fresh(state)
+            stats.weight = state.backend.weight
+            kept[key] = stats
+        }
+        traffic = kept
+        let live = Set(balancer.states.filter { $0.backend.weight > 0 }.map { $0.backend.id })
+        pool.closeAll(except: live)
+    }
+
+    func retire() {
+        retired = true
+        pool.closeAll(except: [])
+    }
+
+    private static func fresh(_ state: BackendState) -> BackendStats {
+        BackendStats(id: state.backend.id, address: "\(state.backend.host):\(state.backend.port)", weight: state.backend.weight)
+    }
+
+    /// Counts against a backend (ignored once it left the table: its numbers left with it).
+    func count(_ state: BackendState, _ change: (inout BackendStats) -> Void) {
+        let key = ObjectIdentifier(state)
+        guard traffic[key] != nil else { return }
+        change(&traffic[key]!)
+    }
+
+    func countRejected() { rejected += 1 }
+
+    func stats() -> ServiceStats {
+        let now = Clock.nowMillis()
+        let backends = balancer.states.map { state -> BackendStats in
+            var stats = traffic[ObjectIdentifier(state)] ?? Self.fresh(state)
+            stats.active = state.active
+            stats.ejections = state.ejections
+            stats.ejected = (state.ejectedUntilMillis ?? 0) > now
+            return stats
+        }
+        return ServiceStats(service: name, mode: settings.mode.rawValue, policy: settings.policy.rawValue,
+                            backends: backends, rejected: rejected)
+    }
+}
+
+/// Monotonic milliseconds for the balancers' clocks.
+enum Clock {
+    static func nowMillis() -> UInt64 { NIODeadline.now().uptimeNanoseconds / 1_000_000 }
+    static func nowMicros() -> UInt64 { NIODeadline.now().uptimeNanoseconds / 1_000 }
+}
