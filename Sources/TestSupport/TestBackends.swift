@@ -120,10 +120,13 @@ public final class TestHTTPClient {
     private var buffer: [UInt8] = []
     public let host: String
     public let port: Int
+    /// The local address to connect from (any 127.x.y.z works on loopback: distinct clients for ip-hash).
+    public let source: String?
 
-    public init(host: String = "127.0.0.1", port: Int) {
+    public init(host: String = "127.0.0.1", port: Int, source: String? = nil) {
         self.host = host
         self.port = port
+        self.source = source
     }
 
     deinit { if fd >= 0 { Glibc.close(fd) } }
@@ -171,6 +174,14 @@ public final class TestHTTPClient {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, source, &local.sin_addr)
+            _ = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
