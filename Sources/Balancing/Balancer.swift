@@ -9,7 +9,8 @@ import ClusterModel
 /// over avoided, not ejected over ejected (panic mode), local over remote when `preferLocal` is on. Weighted
 /// policies use the effective weight (slow start); ip-hash uses the configured weights, so a client's backend does
 /// not move while another ramps. A pick allocates nothing and looks nothing up by key: it walks the backends a
-/// few times (N is small) or, for ip-hash, reads one or a few table entries. Its hot fields, like
+/// few times (N is small); ip-hash reads the client's table entry and walks the backends only when that one
+/// can't take the client. Its hot fields, like
 /// `BackendState`'s, skip dynamic exclusivity checks (one event loop, no `inout` held across calls).
 public final class Balancer {
     public let policy: BalancingPolicy
@@ -86,6 +87,11 @@ public final class Balancer {
     /// ones this connection already failed on) are skipped while any other remains. Ejected backends are used
     /// only when nothing else is left (panic mode, as Envoy does).
     public func pick(clientHash: UInt64, nowMillis: UInt64, avoiding: [BackendState] = []) -> BackendState? {
+        // ip-hash's common case in O(1): the client's own entry can take it and nothing could rank higher.
+        if policy == .ipHash, let state = hashTable?.state(for: clientHash),
+           tier(of: state, nowMillis: nowMillis, avoiding: avoiding, preferLocal: options.preferLocal) == 0 {
+            return state
+        }
         let best = classify(nowMillis: nowMillis, avoiding: avoiding)
         guard best != Availability.unavailable else { return nil }
         if best & Availability.ejected != 0 { panicPicks &+= 1 }
@@ -112,27 +118,33 @@ public final class Balancer {
     private func classify(nowMillis: UInt64, avoiding: [BackendState]) -> UInt8 {
         let weighted = policy != .ipHash
         let options = options
-        let preferLocal = options.preferLocal
         var best = Availability.unavailable
         for index in states.indices {
             let state = states[index]
-            var tier: UInt8 = 0
-            let limit = state.backend.maxConnections
-            if state.backend.weight == 0 || (limit > 0 && state.active >= limit) {
-                tier = Availability.unavailable
-            } else {
-                if state.ejectedUntilMillis != nil {
-                    state.endEjectionIfOver(nowMillis: nowMillis)
-                    if state.ejectedUntilMillis != nil { tier |= Availability.ejected }
-                }
-                if !avoiding.isEmpty && avoiding.contains(where: { $0 === state }) { tier |= Availability.avoided }
-                if preferLocal && !state.backend.isLocal { tier |= Availability.remote }
-                if weighted { state.pickWeight = state.effectiveWeight(nowMillis: nowMillis, options: options) }
+            let tier = tier(of: state, nowMillis: nowMillis, avoiding: avoiding, preferLocal: options.preferLocal)
+            if weighted && tier != Availability.unavailable {
+                state.pickWeight = state.effectiveWeight(nowMillis: nowMillis, options: options)
             }
             state.tier = tier
             if tier < best { best = tier }
         }
         return best
+    }
+
+    /// `state`'s class for this pick (ending its ejection if the time is up).
+    @inline(__always)
+    private func tier(of state: BackendState, nowMillis: UInt64, avoiding: [BackendState], preferLocal: Bool)
+        -> UInt8 {
+        let limit = state.backend.maxConnections
+        if state.backend.weight == 0 || (limit > 0 && state.active >= limit) { return Availability.unavailable }
+        var tier: UInt8 = 0
+        if state.ejectedUntilMillis != nil {
+            state.endEjectionIfOver(nowMillis: nowMillis)
+            if state.ejectedUntilMillis != nil { tier |= Availability.ejected }
+        }
+        if !avoiding.isEmpty && avoiding.contains(where: { $0 === state }) { tier |= Availability.avoided }
+        if preferLocal && !state.backend.isLocal { tier |= Availability.remote }
+        return tier
     }
 
     /// NGINX's smooth weighted round robin: every candidate's current weight grows by its weight, the largest
@@ -167,8 +179,8 @@ public final class Balancer {
         }
         guard fewestIndex >= 0 else { return nil }
         let fewest = states[fewestIndex]
-        for index in states.indices where states[index].tier == tier && Self.isLessLoaded(fewest, than: states[index]) {
-            states[index].tier = Availability.unavailable
+        for index in states.indices where states[index].tier == tier {
+            if Self.isLessLoaded(fewest, than: states[index]) { states[index].tier = Availability.unavailable }
         }
         return smoothWeightedRoundRobin(among: tier)
     }
