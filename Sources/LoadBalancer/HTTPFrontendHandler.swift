@@ -237,6 +237,8 @@ final class HTTPFrontendHandler: ChannelDuplexHandler, UpstreamExchange {
         if replay, tried.count <= service.settings.retries, !responseStarted {
             service.count(failed) { $0.retries += 1 }
             dispatch()
+        } else if nothingSent {
+            respondError(.badGateway, "no backend of \(service.name) could be reached (\(tried.count) tried)")
         } else {
             respondError(.badGateway, "the backend of \(service.name) failed before answering")
         }
