@@ -32,6 +32,10 @@ public actor ContainerNetwork {
     /// This node's subnet, once the leader gave one.
     public var subnet: IPv4Subnet? { addresses?.subnet }
 
+    /// The bridge's address on this node's subnet, once the leader gave one: containers route through it, and the
+    /// node's DNS responder listens on it (their resolv.conf names it).
+    public var gateway: IPv4Address? { subnet.map(TaskAddressAllocator.gateway(of:)) }
+
     /// Applies the leader's view. The first subnet sets the network up (a later, different one is refused: the
     /// store never moves a node); routes are kept exactly as given, except those through this host itself (nodes
     /// sharing one machine reach each other's bridges directly).

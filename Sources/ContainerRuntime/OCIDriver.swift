@@ -1,3 +1,4 @@
+import ClusterModel
 import Foundation
 public import Messages
 import Synchronization
@@ -103,9 +104,10 @@ public final class OCIDriver: ContainerRuntime {
         do {
             // Its own network namespace with an address on the node's subnet, unless it shares the host's.
             let attachment = try await networking?.attach(taskID: launch.taskID)
+            let resolvConf = try Self.writeResolvConf(bundle: bundle, gateway: attachment == nil ? nil : await networking?.gateway)
             let config = OCIRuntimeConfigBuilder.build(Self.request(
                 for: launch, image: image.config, id: id, rootfs: bundle + "/rootfs", cgroupsPath: "/\(cgroupParent)/\(id)",
-                networkNamespacePath: attachment?.namespacePath, initBinary: initBinary))
+                networkNamespacePath: attachment?.namespacePath, initBinary: initBinary, resolvConf: resolvConf))
             try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: bundle + "/config.json"))
             let pid = try await create(id: id, bundle: bundle, output: launch.output)
             // Tracked from now on (it cannot exit before `start`), so no sweep of adopted processes reaps it before
@@ -332,11 +334,28 @@ public final class OCIDriver: ContainerRuntime {
         try? FileManager.default.removeItem(atPath: bundle)
     }
 
+    /// Writes the container's /etc/resolv.conf into its bundle (so it goes with the container) and returns its
+    /// path. On the bridge network (`gateway` set) it names the node's DNS responder at the gateway and searches the
+    /// cluster domain; sharing the host's network, it is a copy of the host's. Nil when the host has none: the
+    /// image's own stays.
+    static func writeResolvConf(bundle: String, gateway: IPv4Address?, hostResolvConf: String = "/etc/resolv.conf") throws -> String? {
+        let text: String
+        if let gateway {
+            text = ServiceDiscovery.resolvConf(nameserver: gateway)
+        } else {
+            guard let host = try? String(contentsOfFile: hostResolvConf, encoding: .utf8) else { return nil }
+            text = host
+        }
+        let path = bundle + "/resolv.conf"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     /// The bundle request for a task: the image's entrypoint and cmd unless the spec gives a command (run with
     /// the image's /bin/sh), the image's environment then the spec's then PORT and FLOTILLA_TASK_ID.
     static func request(
         for launch: TaskLaunch, image: ImageConfig, id: String, rootfs: String, cgroupsPath: String, networkNamespacePath: String? = nil,
-        initBinary: String?
+        initBinary: String?, resolvConf: String? = nil
     ) -> OCIRuntimeConfigBuilder.Request {
         let spec = launch.spec
         let args: [String]
@@ -358,7 +377,8 @@ public final class OCIDriver: ContainerRuntime {
             uid: user.first.flatMap { $0 } ?? 0, gid: user.count > 1 ? (user[1] ?? 0) : 0, rootfs: rootfs, readonlyRootfs: spec.readOnlyRoot,
             hostname: launch.taskID, cgroupsPath: cgroupsPath, networkNamespacePath: networkNamespacePath,
             memoryLimitBytes: spec.resources.memoryLimitBytes, cpuLimitMillis: spec.resources.cpuLimitMillis,
-            cpuReservationMillis: spec.resources.cpuReservationMillis, pidsLimit: spec.resources.pidsLimit, initBinary: initBinary)
+            cpuReservationMillis: spec.resources.cpuReservationMillis, pidsLimit: spec.resources.pidsLimit, initBinary: initBinary,
+            resolvConf: resolvConf)
     }
 
     /// `oom_kill N` from a v1 memory cgroup's `memory.oom_control`; 0 when unreadable.

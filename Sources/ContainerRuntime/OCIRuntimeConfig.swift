@@ -208,12 +208,14 @@ public enum OCIRuntimeConfigBuilder {
         public var pidsLimit: UInt64
         /// The static init on the host (catatonit), bind-mounted read-only; nil: run the command as PID 1.
         public var initBinary: String?
+        /// A file on the host bind-mounted as the container's /etc/resolv.conf; nil: the image's own stays.
+        public var resolvConf: String?
 
         public init(
             taskID: String, args: [String], env: [String], cwd: String = "/", uid: UInt32 = 0, gid: UInt32 = 0, rootfs: String,
             readonlyRootfs: Bool = false, hostname: String, cgroupsPath: String, networkNamespacePath: String?,
             memoryLimitBytes: UInt64 = 0, cpuLimitMillis: UInt64 = 0, cpuReservationMillis: UInt64 = 0, pidsLimit: UInt64 = 0,
-            initBinary: String?
+            initBinary: String?, resolvConf: String? = nil
         ) {
             self.taskID = taskID
             self.args = args
@@ -231,6 +233,7 @@ public enum OCIRuntimeConfigBuilder {
             self.cpuReservationMillis = cpuReservationMillis
             self.pidsLimit = pidsLimit
             self.initBinary = initBinary
+            self.resolvConf = resolvConf
         }
     }
 
@@ -250,6 +253,10 @@ public enum OCIRuntimeConfigBuilder {
         if let initBinary = request.initBinary {
             mounts.append(OCIRuntimeConfig.Mount(destination: initPath, type: "bind", source: initBinary, options: ["bind", "ro"]))
             args = [initPath, "--"] + args
+        }
+        if let resolvConf = request.resolvConf {
+            // Writable and with Docker's options: the file is the container's own copy.
+            mounts.append(OCIRuntimeConfig.Mount(destination: "/etc/resolv.conf", type: "bind", source: resolvConf, options: ["rbind", "rprivate"]))
         }
         var namespaces = ["pid", "ipc", "uts", "mount"].map { OCIRuntimeConfig.Namespace(type: $0, path: nil) }
         if let path = request.networkNamespacePath {
