@@ -59,16 +59,14 @@ public final class ProxyListener: Sendable {
             return
         }
         let settings = local.settings
-        let idle = TimeAmount.milliseconds(settings.idleTimeoutMillis)
         switch settings.mode {
         case .tcp:
             let clientSide = SpliceHandler()
-            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
             try channel.pipeline.syncOperations.addHandler(clientSide)
             TCPForwarder(service: local, client: channel, clientSide: clientSide).start()
         case .http:
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idle))
+            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: .milliseconds(settings.idleTimeoutMillis)))
             try channel.pipeline.syncOperations.addHandler(HTTPFrontendHandler(service: local))
         }
     }

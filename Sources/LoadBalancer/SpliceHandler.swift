@@ -70,10 +70,6 @@ final class SpliceHandler: ChannelDuplexHandler {
             inputEnded = true
             partner?.partnerEnded()
             if outputEnded { closeAfterQueuedWrites() }
-        case is IdleStateHandler.IdleStateEvent:
-            // No traffic either way for the idle timeout: both sides go.
-            partner?.context?.close(promise: nil)
-            context.close(promise: nil)
         default:
             context.fireUserInboundEventTriggered(event)
         }

@@ -102,5 +102,23 @@ final class TCPForwarder {
             channel.write(ProxyProtocolHeader.encode(source: client.remoteAddress, destination: client.localAddress), promise: nil)
         }
         SpliceHandler.pair(clientSide, backendSide)
+        watchIdle(clientSide, backendSide, channel, moved: 0)
+    }
+
+    /// Closes the pair after a whole idle timeout without a byte either way. A timer per idle period rather
+    /// than an IdleStateHandler, which would read the clock on every read and write of the hot path.
+    private func watchIdle(_ clientSide: SpliceHandler, _ backendSide: SpliceHandler, _ backend: any Channel, moved: UInt64) {
+        let client = self.client
+        let period = TimeAmount.milliseconds(service.settings.idleTimeoutMillis)
+        client.eventLoop.assumeIsolated().scheduleTask(in: period) {
+            guard client.isActive || backend.isActive else { return }
+            let now = clientSide.bytesRead &+ backendSide.bytesRead
+            if now == moved {
+                client.close(promise: nil)
+                backend.close(promise: nil)
+            } else {
+                self.watchIdle(clientSide, backendSide, backend, moved: now)
+            }
+        }
     }
 }

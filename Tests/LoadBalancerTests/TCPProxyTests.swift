@@ -23,6 +23,16 @@ import Testing
         }
     }
 
+    @Test func aConnectionIdleForTheIdleTimeoutIsClosedBothWays() async throws {
+        var settings = ProxySettings(mode: .tcp)
+        settings.idleTimeoutMillis = 300
+        try await Self.withProxy(backends: 1, settings: settings) { proxy, _ in
+            // The client neither sends more nor closes: the balancer ends it (the client's own limit is 10 s).
+            let reply = TestTCPClient.exchange(port: proxy.port, send: "anyone there?", halfClose: false)
+            #expect(reply == "anyone there?")
+        }
+    }
+
     @Test func aBackendThatRefusesConnectionsCostsNoClientConnection() async throws {
         // Port 1 refuses: every connection first sent there is retried on a live backend.
         try await Self.withProxy(backends: 2, extra: [Backend(id: "dead", host: "127.0.0.1", port: 1)]) { proxy, backends in
