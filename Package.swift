@@ -65,9 +65,10 @@ let package = Package(
         // Optimized even in debug builds: the seeded simulation tests run thousands of clusters through it.
         .target(name: "Raft", dependencies: ["ClusterModel"], swiftSettings: strict + optimized),
         // The replicated state machine: tables, deterministic apply, snapshots (protobuf; the runtime compresses).
+        // Balancing (pure) names the load-balancing policies and modes that a service spec may choose.
         .target(
             name: "ClusterStore",
-            dependencies: ["ClusterModel", "Messages", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: ["ClusterModel", "Balancing", "Messages", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: strict
         ),
         // Task placement as a pure function: filters, then scores (spread, binpack, spread over a label).
@@ -175,7 +176,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
-                "Wire", "Transport", "PKI", "ClusterModel", "ContainerRuntime",
+                "Wire", "Transport", "PKI", "ClusterModel", "ContainerRuntime", "Balancing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
@@ -246,7 +247,7 @@ let package = Package(
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
         .testTarget(name: "ClusterModelTests", dependencies: ["ClusterModel"], swiftSettings: strict),
         .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime", "ClusterModel", "Messages", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "ContainerRuntime", "Messages", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "ContainerRuntime", "Messages", "Balancing", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
         .testTarget(name: "BalancingTests", dependencies: ["Balancing"], swiftSettings: strict),
@@ -267,7 +268,7 @@ let package = Package(
         .testTarget(
             name: "ControllerTests",
             dependencies: [
-                "Controller", "AdminClient", "TestSupport", "Agent", "ContainerRuntime", "Messages",
+                "Controller", "AdminClient", "TestSupport", "Agent", "ContainerRuntime", "Messages", "Balancing",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -1,3 +1,4 @@
+public import Balancing
 import ClusterModel
 import Foundation
 import NIOSSL
@@ -29,6 +30,9 @@ public final class AgentSession: Sendable {
     public let worker: (any AssignmentReceiver)?
     /// Answers the leader's log subscriptions (nil: this agent keeps no logs).
     public let logs: LogPublisher?
+    /// Serves the backend tables (the node's load balancer; nil: the tables are only kept, see `serviceTables`).
+    public let tableReceiver: (any BackendTableReceiver)?
+    private let tables = BackendTableHolder()
     private let directory: AgentDataDirectory?
     private let logger: Logger
     private let state: Mutex<State>
@@ -42,11 +46,12 @@ public final class AgentSession: Sendable {
 
     public init(
         identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: (any AssignmentReceiver)? = nil,
-        logs: LogPublisher? = nil, logger: Logger
+        logs: LogPublisher? = nil, tables: (any BackendTableReceiver)? = nil, logger: Logger
     ) {
         self.identity = identity
         self.worker = worker
         self.logs = logs
+        self.tableReceiver = tables
         self.directory = directory
         self.logger = logger
         self.state = Mutex(State(controllers: controllers))
@@ -60,6 +65,8 @@ public final class AgentSession: Sendable {
     public var sessionsOpened: Int { state.withLock { $0.sessionsOpened } }
     /// The controllers this agent knows of.
     public var controllers: [String] { state.withLock { $0.controllers } }
+    /// Every service's backend table as the leader last sent it; kept while disconnected.
+    public var serviceTables: ServiceTableSet { tables.current }
 
     /// Runs until cancelled; throws `Ending.removed` when the cluster has removed this node. How it looks for
     /// the leader is `LeaderSearch`'s; after a round that found none it backs off (jittered, doubling to 2 s).
@@ -171,7 +178,17 @@ public final class AgentSession: Sendable {
         }
     }
 
+    /// Hands an update to the table receiver (its tables, first) and to the worker (its assignments).
     private func assign(_ update: Flotilla_V1_SessionUpdate) async {
+        var problems: [String] = []
+        if let (change, set) = tables.apply(update, localNode: identity.current.identity.nodeID.rawValue, problems: &problems) {
+            for problem in problems { logger.warning("backend table not usable", metadata: ["problem": "\(problem)"]) }
+            if !change.isEmpty {
+                logger.debug("backend tables changed", metadata: [
+                    "added": "\(change.added.count)", "changed": "\(change.changed.count)", "removed": "\(change.removed.count)"])
+                await tableReceiver?.apply(change, set: set)
+            }
+        }
         await worker?.apply(update)
     }
 

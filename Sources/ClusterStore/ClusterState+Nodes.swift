@@ -46,6 +46,9 @@ extension ClusterState {
     /// The cluster's container network: every agent gets a /24 of it for its containers.
     public static let containerNetwork = "10.240.0.0/12"
     public static let nodeSubnetPrefixLength = 24
+    /// The service network: every service gets a virtual IP from it (apart from the container network, so a
+    /// virtual IP is never a task's address).
+    public static let serviceNetwork = "10.96.0.0/16"
 
     /// The lowest node subnet no node holds; empty when the network is used up (the node then runs no
     /// containers on their own network, and says so).

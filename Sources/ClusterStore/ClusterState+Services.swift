@@ -6,7 +6,7 @@ internal import ClusterModel
 extension ClusterState {
     mutating func applyServiceCreate(_ create: Flotilla_V1_ServiceCreate, at index: UInt64, changes: inout [StoreChange]) -> ApplyResult {
         guard create.hasService else { return .invalid("a ServiceCreate command must carry a service record") }
-        let service = create.service
+        var service = create.service
         if let problem = Self.idProblem(service.id, kind: "service") { return .invalid(problem) }
         guard serviceTable[service.id] == nil else { return .invalid("service id \(service.id) already exists") }
         let problems = ServiceSpecRules.problems(in: service.spec)
@@ -15,6 +15,11 @@ extension ClusterState {
             return .invalid("a service named \(service.spec.name) already exists (id \(holder.id)); update it, or choose another name")
         }
         guard service.version == 1 else { return .invalid("a new service starts at version 1, not \(service.version)") }
+        // The virtual IP is the store's to give, whatever the command carries.
+        switch freeVirtualIP() {
+        case .success(let address): service.virtualIp = address
+        case .failure(let error): return .invalid("service \(service.spec.name) cannot be created: \(error.message)")
+        }
         serviceTable[service.id] = service
         changes.append(StoreChange(table: .services, key: service.id, kind: .put, index: index))
         return .ok(index: index)
@@ -34,6 +39,8 @@ extension ClusterState {
         if update.rollback {
             guard service.hasPreviousSpec else { return .invalid("service \(service.spec.name) has no previous spec to roll back to") }
         }
+        // A service from before virtual IPs gets one now (it keeps none if the network is full).
+        if service.virtualIp.isEmpty, case .success(let address) = freeVirtualIP() { service.virtualIp = address }
         service.previousSpec = service.spec
         service.spec = update.spec
         service.version += 1
@@ -130,6 +137,19 @@ extension ClusterState {
         return .ok(index: index)
     }
 
+    /// The lowest virtual IP of the service network no service holds.
+    func freeVirtualIP() -> Result<String, NetworkAddressError> {
+        Result { () throws(NetworkAddressError) -> String in
+            var allocator = try Self.virtualIPAllocator(holding: serviceTable.values.compactMap { IPv4Address($0.virtualIp) })
+            return try allocator.allocate().description
+        }
+    }
+
+    /// An allocator over the service network with `addresses` taken.
+    static func virtualIPAllocator(holding addresses: some Sequence<IPv4Address>) throws(NetworkAddressError) -> VirtualIPAllocator {
+        try VirtualIPAllocator(network: IPv4Subnet(parsing: serviceNetwork), allocated: addresses)
+    }
+
     private func serviceNamed(_ name: String) -> Flotilla_V1_ServiceRecord? {
         serviceTable.values.first { $0.spec.name == name }
     }
@@ -148,6 +168,11 @@ extension ClusterState {
 extension ClusterState {
     /// The service with id `id`.
     public func service(_ id: String) -> Flotilla_V1_ServiceRecord? { serviceTable[id] }
+
+    /// The service whose virtual IP is `address`.
+    public func service(virtualIP address: String) -> Flotilla_V1_ServiceRecord? {
+        serviceTable.values.first { $0.virtualIp == address }
+    }
 
     /// The service named `name`.
     public func service(named name: String) -> Flotilla_V1_ServiceRecord? { serviceTable.values.first { $0.spec.name == name } }

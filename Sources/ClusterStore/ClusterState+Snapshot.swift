@@ -1,3 +1,4 @@
+internal import ClusterModel
 internal import Messages
 internal import SwiftProtobuf
 
@@ -95,8 +96,25 @@ extension ClusterState {
             revokedTable[revoked.id] = revoked
         }
         if snapshot.hasCa { caRecord = ClusterCARecord(proto: snapshot.ca) }
+        var virtualIPs: VirtualIPAllocator
+        do throws(NetworkAddressError) {
+            virtualIPs = try Self.virtualIPAllocator(holding: [])
+        } catch {
+            preconditionFailure("the service network \(Self.serviceNetwork) does not parse: \(error)")
+        }
         for service in snapshot.services {
             guard serviceTable[service.id] == nil else { throw Self.invalid("holds service \(quoted(service.id, limit: 64)) twice") }
+            // Services from before virtual IPs have none (they get one at their next update).
+            if !service.virtualIp.isEmpty {
+                guard let address = IPv4Address(service.virtualIp) else {
+                    throw Self.invalid("gives service \(quoted(service.id, limit: 64)) the virtual IP \(quoted(service.virtualIp, limit: 20)), which is no IPv4 address")
+                }
+                do throws(NetworkAddressError) {
+                    try virtualIPs.claim(address)
+                } catch {
+                    throw Self.invalid("gives service \(quoted(service.id, limit: 64)) the virtual IP \(address): \(error.message)")
+                }
+            }
             serviceTable[service.id] = service
         }
         for task in snapshot.tasks {

@@ -141,7 +141,7 @@ extension Flotilla_V1_ServiceSpec {
         let parts: [(String, UInt64?)] = [
             ("Resources", resources.firstUnknownField), ("HealthCheck", healthCheck.firstUnknownField),
             ("RestartPolicy", restartPolicy.firstUnknownField), ("UpdateConfig", updateConfig.firstUnknownField),
-            ("UpdateConfig", rollbackConfig.firstUnknownField),
+            ("UpdateConfig", rollbackConfig.firstUnknownField), ("LoadBalancerSpec", loadBalancer.firstUnknownField),
         ] + env.map { ("EnvVar", $0.firstUnknownField) } + ports.map { ("PortSpec", $0.firstUnknownField) }
         return parts.first { $0.1 != nil }.map { "field \($0.1!) of \($0.0)" }
     }

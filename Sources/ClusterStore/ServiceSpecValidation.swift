@@ -1,4 +1,5 @@
 public import Messages
+internal import Balancing
 
 /// One thing wrong with a service spec: which field, and what is wrong with it.
 public struct SpecProblem: Sendable, Hashable, CustomStringConvertible {
@@ -18,7 +19,12 @@ public struct SpecProblem: Sendable, Hashable, CustomStringConvertible {
 /// before it sends it, and the store again when it applies it.
 public enum ServiceSpecRules {
     public static let drivers = ["oci", "process"]
-    public static let policies = ["round-robin", "weighted-round-robin", "least-connections", "ip-hash", "random", "p2c"]
+    /// The canonical policy names (Balancing's); aliases such as "least-connections" are accepted and stored
+    /// under these.
+    public static let policies = BalancingPolicy.allCases.map(\.rawValue)
+    /// The load-balancer modes (`lb_mode`; aliases "l4" and "l7" are accepted and stored as these), and the
+    /// protocols a port may name.
+    public static let modes = ProxyMode.allCases.map(\.rawValue)
     public static let protocols = ["tcp", "http"]
     public static let restartConditions = ["any", "on-failure", "none"]
     public static let updateOrders = ["stop-first", "start-first"]
@@ -26,14 +32,17 @@ public enum ServiceSpecRules {
     public static let maxReplicas: UInt32 = 10_000
     public static let maxNameLength = 63
 
-    /// The spec with every unset field at its default (driver "oci", policy "round-robin", protocol "tcp",
-    /// restart "any" after 1 s, updates one at a time stop-first pausing on failure, 5 s monitor, health
-    /// checks every 5 s with a 2 s timeout and 3 retries). Validating a normalized spec gives the same answer.
+    /// The spec with every unset field at its default (driver "oci", policy "round-robin", mode "tcp", the
+    /// load balancer's defaults, restart "any" after 1 s, updates one at a time stop-first pausing on failure,
+    /// 5 s monitor, health checks every 5 s with a 2 s timeout and 3 retries), and policy and mode under their
+    /// canonical names. Validating a normalized spec gives the same answer. A port's empty protocol stays empty:
+    /// it follows `lb_mode`, so changing the mode later changes it too.
     public static func normalized(_ spec: Flotilla_V1_ServiceSpec) -> Flotilla_V1_ServiceSpec {
         var spec = spec
         if spec.driver.isEmpty { spec.driver = "oci" }
-        if spec.lbPolicy.isEmpty { spec.lbPolicy = "round-robin" }
-        for index in spec.ports.indices where spec.ports[index].protocol.isEmpty { spec.ports[index].protocol = "tcp" }
+        if let policy = BalancingPolicy(named: spec.lbPolicy) { spec.lbPolicy = policy.rawValue }
+        if let mode = ProxyMode(named: spec.lbMode) { spec.lbMode = mode.rawValue }
+        spec.loadBalancer = normalized(spec.loadBalancer)
         for index in spec.ports.indices where spec.ports[index].publishMode.isEmpty { spec.ports[index].publishMode = "ingress" }
         if spec.restartPolicy.condition.isEmpty { spec.restartPolicy.condition = "any" }
         if spec.restartPolicy.delayMs == 0 { spec.restartPolicy.delayMs = 1_000 }
@@ -42,6 +51,24 @@ public enum ServiceSpecRules {
         if spec.hasHealthCheck { spec.healthCheck = normalized(spec.healthCheck) }
         if spec.hasReadinessCheck { spec.readinessCheck = normalized(spec.readinessCheck) }
         return spec
+    }
+
+    /// The load balancer's defaults: 2 retries, connect within 5 s, idle connections closed after 60 s, a
+    /// response started within 30 s (http), 10 s to drain.
+    public static func normalized(_ balancer: Flotilla_V1_LoadBalancerSpec) -> Flotilla_V1_LoadBalancerSpec {
+        var balancer = balancer
+        if !balancer.hasRetries { balancer.retries = LoadBalancerDefaults.retries }
+        if balancer.connectTimeoutMs == 0 { balancer.connectTimeoutMs = LoadBalancerDefaults.connectTimeoutMs }
+        if balancer.idleTimeoutMs == 0 { balancer.idleTimeoutMs = LoadBalancerDefaults.idleTimeoutMs }
+        if balancer.requestTimeoutMs == 0 { balancer.requestTimeoutMs = LoadBalancerDefaults.requestTimeoutMs }
+        if balancer.drainTimeoutMs == 0 { balancer.drainTimeoutMs = LoadBalancerDefaults.drainTimeoutMs }
+        return balancer
+    }
+
+    /// What a port's traffic is: its own protocol, or the service's mode when it names none.
+    public static func effectiveProtocol(of port: Flotilla_V1_PortSpec, in spec: Flotilla_V1_ServiceSpec) -> String {
+        if !port.protocol.isEmpty { return port.protocol }
+        return ProxyMode(named: spec.lbMode)?.rawValue ?? ProxyMode.tcp.rawValue
     }
 
     /// A check every 5 s with a 2 s timeout, 3 failures in a row deciding.
@@ -54,12 +81,17 @@ public enum ServiceSpecRules {
     }
 
     /// What a task runs, as a short stable digest: the spec without the fields that change no task (replicas,
-    /// update and rollback settings). Equal digests mean a task need not be replaced.
+    /// update and rollback settings, and the load balancer's: mode, policy, settings, ports' protocols).
+    /// Equal digests mean a task need not be replaced.
     public static func taskDigest(_ spec: Flotilla_V1_ServiceSpec) -> String {
         var relevant = normalized(spec)
         relevant.replicas = 0
         relevant.clearUpdateConfig()
         relevant.clearRollbackConfig()
+        relevant.lbPolicy = ""
+        relevant.lbMode = ""
+        relevant.clearLoadBalancer()
+        for index in relevant.ports.indices { relevant.ports[index].protocol = "" }
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in relevant.storeBytes {
             hash ^= UInt64(byte)
@@ -144,7 +176,9 @@ public enum ServiceSpecRules {
                 check(published.insert(port.publishedPort).inserted, "ports[\(index)].published_port", "\(port.publishedPort) is published twice")
             }
         }
-        check(spec.lbPolicy.isEmpty || policies.contains(spec.lbPolicy), "lb_policy", "'\(spec.lbPolicy)' is not a policy; use one of \(policies.joined(separator: ", "))")
+        check(BalancingPolicy(named: spec.lbPolicy) != nil, "lb_policy", "'\(spec.lbPolicy)' is not a policy; use one of \(policies.joined(separator: ", "))")
+        check(ProxyMode(named: spec.lbMode) != nil, "lb_mode", "'\(spec.lbMode)' is not a load-balancer mode; use \(modes.joined(separator: " or "))")
+        if spec.hasLoadBalancer { problems += loadBalancerProblems(spec.loadBalancer) }
         if spec.hasHealthCheck { problems += checkProblems(spec.healthCheck, field: "health_check", ports: spec.ports) }
         if spec.hasReadinessCheck { problems += checkProblems(spec.readinessCheck, field: "readiness_check", ports: spec.ports) }
         check(["", "bridge", "host"].contains(spec.network), "network", "'\(spec.network)' is not a network mode; use bridge or host")
@@ -178,6 +212,26 @@ public enum ServiceSpecRules {
         return problems
     }
 
+    /// The load balancer's settings: a sane number of retries, timeouts that are not absurdly long.
+    static func loadBalancerProblems(_ balancer: Flotilla_V1_LoadBalancerSpec) -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        func limit(_ value: UInt32, _ field: String, _ most: UInt32, _ what: String) {
+            if value > most { problems.append(SpecProblem("load_balancer.\(field)", "\(value) ms is more than \(what)")) }
+        }
+        if balancer.retries > LoadBalancerDefaults.maxRetries {
+            problems.append(SpecProblem(
+                "load_balancer.retries",
+                "\(balancer.retries) is more than \(LoadBalancerDefaults.maxRetries); a connection that \(LoadBalancerDefaults.maxRetries + 1) backends refused is better failed fast"))
+        }
+        let hour: UInt32 = 3_600_000
+        limit(balancer.connectTimeoutMs, "connect_timeout_ms", hour, "an hour")
+        limit(balancer.idleTimeoutMs, "idle_timeout_ms", 24 * hour, "a day")
+        limit(balancer.requestTimeoutMs, "request_timeout_ms", hour, "an hour")
+        limit(balancer.drainTimeoutMs, "drain_timeout_ms", hour, "an hour")
+        limit(balancer.slowStartMs, "slow_start_ms", hour, "an hour")
+        return problems
+    }
+
     static func updateProblems(_ update: Flotilla_V1_UpdateConfig, field: String) -> [SpecProblem] {
         var problems: [SpecProblem] = []
         if !update.order.isEmpty && !updateOrders.contains(update.order) {
@@ -203,6 +257,18 @@ public enum ServiceSpecRules {
         guard let first = bytes.first, !(0x30...0x39).contains(first) else { return false }
         return bytes.allSatisfy { (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F }
     }
+}
+
+/// The load balancer's defaults and limits for a service (`LoadBalancerSpec`, service.proto).
+public enum LoadBalancerDefaults {
+    /// Other backends a failed connection is tried on when the spec does not say.
+    public static let retries: UInt32 = 2
+    /// The most retries a spec may ask for.
+    public static let maxRetries: UInt32 = 10
+    public static let connectTimeoutMs: UInt32 = 5_000
+    public static let idleTimeoutMs: UInt32 = 60_000
+    public static let requestTimeoutMs: UInt32 = 30_000
+    public static let drainTimeoutMs: UInt32 = 10_000
 }
 
 /// A placement constraint: a node attribute compared with `==` or `!=`.

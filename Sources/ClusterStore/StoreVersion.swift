@@ -3,11 +3,11 @@
 public enum StoreVersion {
     /// The command set this build applies: raised with every new command, and every new field of a command.
     /// Named in the error a controller gives when it meets a command from a newer Flotilla.
-    public static let commandSet: UInt32 = 3
+    public static let commandSet: UInt32 = 4
 
     /// The `ClusterSnapshot.format_version` this build writes: raised whenever the snapshot gains a field.
-    public static let snapshotFormat: UInt32 = 3
+    public static let snapshotFormat: UInt32 = 4
 
     /// Every snapshot format this build can read.
-    public static let readableSnapshotFormats: ClosedRange<UInt32> = 1...3
+    public static let readableSnapshotFormats: ClosedRange<UInt32> = 1...4
 }

@@ -9,19 +9,29 @@ import Synchronization
 /// `AssignmentIndex` (pure, in Orchestrator), so a store change costs O(changed tasks), whatever the number of
 /// agents; each session reads its own bounded mailbox.
 ///
+/// It also publishes the backend tables (`BackendTables`, pure, in Orchestrator) to every agent: the complete
+/// set with every complete assignment set, then the tables that changed, computed once per burst of store
+/// changes (when the watcher has caught up, or every `tableBurstLimit` changes under a steady stream) for the
+/// services the burst touched, and sent to every session alike.
+///
 /// Everything that produces an update — registration, a store event, a resync — runs under one lock against
 /// the state of that moment, so each session's updates come from ever newer states, in order.
 final class AssignmentDispatcher: Sendable {
     /// What a session sends next.
     enum Update: Sendable {
-        case complete([Flotilla_V1_TaskAssignment])
+        /// The node's assignments and every backend table: the whole truth.
+        case complete([Flotilla_V1_TaskAssignment], tables: [Flotilla_V1_BackendTable])
         case delta(AssignmentDelta)
         /// The nodes changed: the session sends the node its network view if that changed.
         case nodes
+        /// Backend tables changed (every session gets the same).
+        case tables(BackendTableDelta)
     }
 
     /// Updates a slow session may have queued before its backlog is replaced by one complete set.
     static let mailboxLimit = 256
+    /// Store changes after which the tables are published even if more are queued.
+    static let tableBurstLimit = 128
 
     private struct Registration {
         let node: NodeID
@@ -30,6 +40,9 @@ final class AssignmentDispatcher: Sendable {
 
     private struct State {
         var index = AssignmentIndex()
+        var tables = BackendTables()
+        /// Store changes noted in the tables since they were last published.
+        var unpublishedChanges = 0
         var built = false
         var nextID = 0
         var sessions: [Int: Registration] = [:]
@@ -45,9 +58,14 @@ final class AssignmentDispatcher: Sendable {
         self.store = store
     }
 
-    /// Keeps the index up to date from the store and forwards changes to the sessions, until cancelled.
+    /// Keeps the index and the tables up to date from the store and forwards changes to the sessions, until
+    /// cancelled.
     func run() async {
-        let watch = store.watch.subscribe()
+        await run(watching: store.watch.subscribe())
+    }
+
+    /// `run()` on a watcher subscribed beforehand (tests queue a burst of changes before it reads them).
+    func run(watching watch: StoreWatch.Subscription) async {
         for await event in watch {
             state.withLock { state in
                 // No sessions (a follower, or a leader no agent has reached yet): keep no index; the first
@@ -60,10 +78,20 @@ final class AssignmentDispatcher: Sendable {
                 switch event {
                 case .reset:
                     state.index.rebuild(from: snapshot)
+                    state.tables.invalidateAll()
+                    _ = state.tables.refresh(from: snapshot)
+                    state.unpublishedChanges = 0
                     for registration in state.sessions.values {
-                        registration.mailbox.replaceAll(with: .complete(state.index.complete(for: registration.node, in: snapshot)))
+                        registration.mailbox.replaceAll(with: Self.complete(for: registration.node, state, snapshot))
                     }
                 case .changes(let changes):
+                    state.tables.note(changes, in: snapshot)
+                    state.unpublishedChanges += 1
+                    defer {
+                        if watch.pending == 0 || state.unpublishedChanges >= Self.tableBurstLimit {
+                            publishTables(&state, snapshot)
+                        }
+                    }
                     let nodeChanges = changes.filter { $0.table == .nodes }.map { NodeID($0.key) }
                     var routingChanged = false
                     for id in nodeChanges {
@@ -77,7 +105,7 @@ final class AssignmentDispatcher: Sendable {
                         // Subnets and addresses of other nodes are every agent's routes.
                         for registration in state.sessions.values {
                             let node = registration.node
-                            registration.mailbox.push(.nodes) { .complete(state.index.complete(for: node, in: snapshot)) }
+                            registration.mailbox.push(.nodes) { Self.complete(for: node, state, snapshot) }
                         }
                     }
                     let deltas = state.index.apply(changes, state: snapshot)
@@ -85,27 +113,46 @@ final class AssignmentDispatcher: Sendable {
                     for registration in state.sessions.values {
                         guard let delta = deltas[registration.node] else { continue }
                         let node = registration.node
-                        registration.mailbox.push(.delta(delta)) {
-                            .complete(state.index.complete(for: node, in: snapshot))
-                        }
+                        registration.mailbox.push(.delta(delta)) { Self.complete(for: node, state, snapshot) }
                     }
                 }
             }
         }
     }
 
+    /// Computes the tables the noted changes touched and sends what changed to every session.
+    private func publishTables(_ state: inout State, _ snapshot: ClusterState) {
+        state.unpublishedChanges = 0
+        let delta = state.tables.refresh(from: snapshot)
+        guard !delta.isEmpty else { return }
+        for registration in state.sessions.values {
+            let node = registration.node
+            registration.mailbox.push(.tables(delta)) { Self.complete(for: node, state, snapshot) }
+        }
+    }
+
+    /// The whole truth for `node`: its assignments and every table (as of the last publication; changes noted
+    /// since follow as a `.tables` update).
+    private static func complete(for node: NodeID, _ state: State, _ snapshot: ClusterState) -> Update {
+        .complete(state.index.complete(for: node, in: snapshot), tables: state.tables.complete)
+    }
+
     /// A session for `node`: its first update is the complete set; end it with `Session.end()`.
     func open(for node: NodeID) -> Session {
         let mailbox = Mailbox<Update>(limit: Self.mailboxLimit)
         let id = state.withLock { state in
+            let snapshot = store.read { $0 }
             if !state.built {
-                state.index.rebuild(from: store.read { $0 })
+                state.index.rebuild(from: snapshot)
+                state.tables.invalidateAll()
+                _ = state.tables.refresh(from: snapshot)
+                state.unpublishedChanges = 0
                 state.built = true
             }
             let id = state.nextID
             state.nextID += 1
             state.sessions[id] = Registration(node: node, mailbox: mailbox)
-            mailbox.replaceAll(with: .complete(state.index.complete(for: node, in: store.read { $0 })))
+            mailbox.replaceAll(with: Self.complete(for: node, state, snapshot))
             return id
         }
         return Session(dispatcher: self, id: id, node: node, mailbox: mailbox)
@@ -115,7 +162,7 @@ final class AssignmentDispatcher: Sendable {
     fileprivate func resync(_ id: Int) {
         state.withLock { state in
             guard let registration = state.sessions[id] else { return }
-            registration.mailbox.replaceAll(with: .complete(state.index.complete(for: registration.node, in: store.read { $0 })))
+            registration.mailbox.replaceAll(with: Self.complete(for: registration.node, state, store.read { $0 }))
         }
     }
 

@@ -104,6 +104,9 @@ struct NodeSessionService: Sendable {
             throw RPCError(.permissionDenied, "node \(node) is not in this cluster (it was removed); join it again with a new token and an empty --data-dir")
         }
         monitor.heartbeat(from: node)
+        // Only once everything committed before this leader's term is applied: then its backend tables are at
+        // least as new as any earlier leader's (their versions are store indexes).
+        try await raft.linearizable()
         let feed = dispatcher.open(for: node)
         defer { feed.end() }
         let logLink = logs.attach(node)
@@ -138,8 +141,9 @@ struct NodeSessionService: Sendable {
     }
 
     /// Sends `node`'s assignments as the dispatcher produces them: the complete set first (with the heartbeat
-    /// period, the controllers' addresses and the node's network), then changes, each one generation on; and
-    /// the node's network again whenever it changes (a node joined, left or moved).
+    /// period, the controllers' addresses, the node's network and every backend table), then changes, each one
+    /// generation on; the node's network again whenever it changes (a node joined, left or moved); and backend
+    /// tables as they change (outside the assignment generations).
     private func dispatch(_ feed: AssignmentDispatcher.Session, writer: ResponseWriter<Flotilla_V1_SessionUpdate>) async throws {
         var generation: UInt64 = 0
         var network: NetworkView?
@@ -159,15 +163,23 @@ struct NodeSessionService: Sendable {
                 update.clusterNetwork = ClusterState.containerNetwork
             }
             switch next {
-            case .complete(let assignments):
+            case .complete(let assignments, let tables):
                 update.assignmentsComplete = true
                 update.assignments = assignments
+                update.backendTablesComplete = true
+                update.backendTables = tables
             case .delta(let delta):
                 update.assignments = delta.upserts
                 update.removedTaskIds = delta.removed
             case .nodes:
                 // Not about assignments: no generation, and nothing to send unless the network changed.
                 guard update.networkChanged else { continue }
+                try await writer.write(update)
+                continue
+            case .tables(let delta):
+                // Not about assignments either: no generation.
+                update.backendTables = delta.changed
+                update.removedBackendTables = delta.removed
                 try await writer.write(update)
                 continue
             }

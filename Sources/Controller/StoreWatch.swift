@@ -73,5 +73,8 @@ final class StoreWatch: Sendable {
         }
 
         func makeAsyncIterator() -> AsyncIterator { AsyncIterator(token: token) }
+
+        /// Events published and not read yet: 0 when the reader has caught up (a burst of changes is over).
+        var pending: Int { token.mailbox.backlog }
     }
 }

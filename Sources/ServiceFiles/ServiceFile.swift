@@ -36,13 +36,38 @@ public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertib
 ///     stop_grace_period: 30s
 ///     network: host                      # oci default: bridge (an address on the node's subnet)
 ///     update: {parallelism: 2, order: start-first, failure_action: rollback, monitor: 10s}
+///     lb_policy: least-conn              # round-robin (default), least-conn, ip-hash, random, p2c
+///     lb_mode: http                      # tcp (default) or http; a port's /tcp or /http overrides it
+///     load_balancer: {retries: 2, connect_timeout: 5s, idle_timeout: 60s, request_timeout: 30s, drain_timeout: 10s,
+///                     proxy_protocol: false, backend_max_connections: 0, slow_start: 0s, prefer_local: false}
 /// ```
 public enum ServiceFile {
     static let serviceKeys: Set<String> = [
         "name", "image", "driver", "command", "args", "env", "mode", "replicas", "resources", "constraints", "spread_over",
-        "max_replicas_per_node", "ports", "lb_policy", "health_check", "readiness_check", "network", "read_only", "stop_grace_period", "restart",
-        "update", "rollback",
+        "max_replicas_per_node", "ports", "lb_policy", "lb_mode", "load_balancer", "health_check", "readiness_check", "network", "read_only",
+        "stop_grace_period", "restart", "update", "rollback",
     ]
+
+    /// The `load_balancer:` section: every key optional, durations with units; `retries: 0` means none (an
+    /// absent key, the default of 2).
+    static func loadBalancer(_ section: Reader) throws(ServiceFileError) -> Flotilla_V1_LoadBalancerSpec {
+        var section = section
+        try section.allowOnly([
+            "retries", "connect_timeout", "idle_timeout", "request_timeout", "drain_timeout", "proxy_protocol",
+            "backend_max_connections", "slow_start", "prefer_local",
+        ])
+        var balancer = Flotilla_V1_LoadBalancerSpec()
+        if let retries = try section.unsigned("retries") { balancer.retries = retries }
+        balancer.connectTimeoutMs = try section.duration("connect_timeout") ?? 0
+        balancer.idleTimeoutMs = try section.duration("idle_timeout") ?? 0
+        balancer.requestTimeoutMs = try section.duration("request_timeout") ?? 0
+        balancer.drainTimeoutMs = try section.duration("drain_timeout") ?? 0
+        balancer.proxyProtocol = try section.bool("proxy_protocol") ?? false
+        balancer.backendMaxConnections = try section.unsigned("backend_max_connections") ?? 0
+        balancer.slowStartMs = try section.duration("slow_start") ?? 0
+        balancer.preferLocal = try section.bool("prefer_local") ?? false
+        return balancer
+    }
 
     /// A health or readiness check section: one of command, http and tcp, with its timings.
     static func check(_ section: Reader) throws(ServiceFileError) -> Flotilla_V1_HealthCheck {
@@ -136,6 +161,8 @@ public enum ServiceFile {
             }
         }
         spec.lbPolicy = try reader.string("lb_policy") ?? ""
+        spec.lbMode = try reader.string("lb_mode") ?? ""
+        if let balancer = try reader.section("load_balancer") { spec.loadBalancer = try Self.loadBalancer(balancer) }
         if let health = try reader.section("health_check") { spec.healthCheck = try Self.check(health) }
         if let readiness = try reader.section("readiness_check") { spec.readinessCheck = try Self.check(readiness) }
         spec.network = try reader.string("network") ?? ""
@@ -201,6 +228,8 @@ public enum ServiceFile {
         check("max_replicas_per_node", a.maxReplicasPerNode == b.maxReplicasPerNode)
         check("ports", a.ports == b.ports)
         check("lb_policy", a.lbPolicy == b.lbPolicy)
+        check("lb_mode", a.lbMode == b.lbMode)
+        check("load_balancer", a.loadBalancer == b.loadBalancer)
         check("health_check", a.healthCheck == b.healthCheck)
         check("restart", a.restartPolicy == b.restartPolicy)
         check("update", a.updateConfig == b.updateConfig)

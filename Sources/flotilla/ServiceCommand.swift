@@ -38,7 +38,17 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("limit-cpu"), help: "CPU limit per task, in cores.") var limitCPU: Double?
         @Option(name: .customLong("limit-memory"), help: "Memory limit per task (e.g. 512M).") var limitMemory: String?
         @Option(name: .customLong("limit-pids"), help: "Processes per task at most (0: no limit).") var limitPids: UInt64?
-        @Option(name: .customLong("lb-policy"), help: "round-robin, weighted-round-robin, least-connections, ip-hash, random, p2c.") var lbPolicy: String?
+        @Option(name: .customLong("lb-policy"), help: "How the load balancer picks a backend: round-robin, least-conn, ip-hash, random or p2c.") var lbPolicy: String?
+        @Option(name: .customLong("lb-mode"), help: "tcp (L4, the default) or http (L7: a backend per request); a port's /tcp or /http overrides it.") var lbMode: String?
+        @Option(name: .customLong("lb-retries"), help: "Other backends a failed connection is tried on (default 2; 0: none).") var lbRetries: UInt32?
+        @Option(name: .customLong("lb-connect-timeout"), help: "How long connecting to a backend may take before the next is tried (default 5s).") var lbConnectTimeout: String?
+        @Option(name: .customLong("lb-idle-timeout"), help: "A connection idle this long is closed (default 60s).") var lbIdleTimeout: String?
+        @Option(name: .customLong("lb-request-timeout"), help: "http mode: how long a backend may take to start its response (default 30s).") var lbRequestTimeout: String?
+        @Option(name: .customLong("drain-timeout"), help: "How long a leaving backend's connections may finish before its task stops (default 10s).") var drainTimeout: String?
+        @Flag(name: .customLong("proxy-protocol"), inversion: .prefixedNo, help: "Send backends a PROXY protocol v2 header with the client's address.") var proxyProtocol: Bool?
+        @Option(name: .customLong("lb-max-conns"), help: "Connections (http: requests) at once to one backend from one node (0: no limit).") var lbMaxConnections: UInt32?
+        @Option(name: .customLong("lb-slow-start"), help: "A new backend's share grows to full over this long (e.g. 30s; 0s: at once).") var lbSlowStart: String?
+        @Flag(name: .customLong("lb-prefer-local"), inversion: .prefixedNo, help: "Send to backends on the receiving node while any can take the connection.") var lbPreferLocal: Bool?
         @Option(name: .customLong("health-cmd"), help: "A health check command (run in the task).") var healthCommand: String?
         @Option(name: .customLong("health-http"), help: "A health check HTTP path on the first port.") var healthHTTP: String?
         @Option(name: .customLong("health-interval"), help: "Between health checks (e.g. 5s).") var healthInterval: String?
@@ -98,6 +108,16 @@ struct ServiceCommand: AsyncParsableCommand {
             if let limitMemory { spec.resources.memoryLimitBytes = try Self.bytes(limitMemory, flag: "--limit-memory") }
             if let limitPids { spec.resources.pidsLimit = limitPids }
             if let lbPolicy { spec.lbPolicy = lbPolicy }
+            if let lbMode { spec.lbMode = lbMode }
+            if let lbRetries { spec.loadBalancer.retries = lbRetries }
+            if let lbConnectTimeout { spec.loadBalancer.connectTimeoutMs = try Self.milliseconds(lbConnectTimeout, flag: "--lb-connect-timeout") }
+            if let lbIdleTimeout { spec.loadBalancer.idleTimeoutMs = try Self.milliseconds(lbIdleTimeout, flag: "--lb-idle-timeout") }
+            if let lbRequestTimeout { spec.loadBalancer.requestTimeoutMs = try Self.milliseconds(lbRequestTimeout, flag: "--lb-request-timeout") }
+            if let drainTimeout { spec.loadBalancer.drainTimeoutMs = try Self.milliseconds(drainTimeout, flag: "--drain-timeout") }
+            if let proxyProtocol { spec.loadBalancer.proxyProtocol = proxyProtocol }
+            if let lbMaxConnections { spec.loadBalancer.backendMaxConnections = lbMaxConnections }
+            if let lbSlowStart { spec.loadBalancer.slowStartMs = try Self.milliseconds(lbSlowStart, flag: "--lb-slow-start") }
+            if let lbPreferLocal { spec.loadBalancer.preferLocal = lbPreferLocal }
             if let healthCommand { spec.healthCheck.command = ["/bin/sh", "-c", healthCommand] }
             if let healthHTTP { spec.healthCheck.httpPath = healthHTTP }
             if let healthInterval { spec.healthCheck.intervalMs = try Self.milliseconds(healthInterval, flag: "--health-interval") }
@@ -272,13 +292,14 @@ struct ServiceCommand: AsyncParsableCommand {
             case .json:
                 try printJSON(services.map { ServiceJSON($0.service, running: $0.running, desired: $0.desired) })
             case .table:
-                var table = TextTable("ID", "NAME", "MODE", "REPLICAS", "DRIVER", "IMAGE / COMMAND", "PORTS", "VERSION", "UPDATE")
+                var table = TextTable("ID", "NAME", "MODE", "REPLICAS", "DRIVER", "IMAGE / COMMAND", "VIRTUAL IP", "PORTS", "VERSION", "UPDATE")
                 for summary in services {
                     let spec = summary.service.spec
                     table.append(
                         summary.service.id, spec.name, spec.mode == .global ? "global" : "replicated",
                         "\(summary.running)/\(spec.mode == .global ? summary.desired : spec.replicas)", spec.driver,
-                        spec.driver == "process" ? spec.command : spec.image, ServiceJSON.portText(spec.ports),
+                        spec.driver == "process" ? spec.command : spec.image, summary.service.virtualIp.isEmpty ? "-" : summary.service.virtualIp,
+                        ServiceJSON.portText(spec),
                         "\(summary.service.version)", summary.service.updateStatus.state.isEmpty ? "-" : summary.service.updateStatus.state)
                 }
                 print(table.render())
@@ -310,7 +331,7 @@ struct ServiceCommand: AsyncParsableCommand {
     }
 
     struct Inspect: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show a service's spec, version and update status (JSON).")
+        static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show a service's spec (load-balancer settings with their defaults), version, virtual IP and update status (JSON).")
         @Argument(help: "The service's name.") var name: String
         @OptionGroup var cluster: ClusterOptions
 
@@ -333,6 +354,16 @@ struct ServiceJSON: Encodable {
     let running: UInt32?
     let desired: UInt32?
     let update: String
+    /// The service's virtual IP (every node's load balancer serves it on the service's ports).
+    let virtualIP: String
+    /// The load balancer's mode and policy.
+    let lbMode: String
+    let lbPolicy: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, version, mode, replicas, running, desired, update
+        case virtualIP = "virtual_ip", lbMode = "lb_mode", lbPolicy = "lb_policy"
+    }
 
     init(_ service: Flotilla_V1_ServiceRecord, running: UInt32? = nil, desired: UInt32? = nil) {
         id = service.id
@@ -343,10 +374,18 @@ struct ServiceJSON: Encodable {
         self.running = running
         self.desired = desired
         update = service.updateStatus.state
+        virtualIP = service.virtualIp
+        let normalized = ServiceSpecRules.normalized(service.spec)
+        lbMode = normalized.lbMode
+        lbPolicy = normalized.lbPolicy
     }
 
-    static func portText(_ ports: [Flotilla_V1_PortSpec]) -> String {
-        ports.isEmpty ? "-" : ports.map { ($0.publishedPort == 0 ? "" : "\($0.publishedPort)→") + "\($0.targetPort)/\($0.protocol)" + ($0.publishMode == "host" ? " (host)" : "") }.joined(separator: ",")
+    /// "8080→80/http,9000/tcp (host)": each port's protocol is its own or the service's mode.
+    static func portText(_ spec: Flotilla_V1_ServiceSpec) -> String {
+        spec.ports.isEmpty ? "-" : spec.ports.map {
+            ($0.publishedPort == 0 ? "" : "\($0.publishedPort)→") + "\($0.targetPort)/\(ServiceSpecRules.effectiveProtocol(of: $0, in: spec))"
+                + ($0.publishMode == "host" ? " (host)" : "")
+        }.joined(separator: ",")
     }
 }
 

@@ -215,3 +215,36 @@ struct TaskAddressAllocatorTests {
         }
     }
 }
+
+@Suite("Virtual IPs: one address per service from the service network")
+struct VirtualIPAllocatorTests {
+    @Test("the network and broadcast addresses are never handed out; the first is the network's first host")
+    func reservedAddresses() throws {
+        var allocator = try VirtualIPAllocator(network: IPv4Subnet(parsing: "10.96.0.0/30"))
+        #expect(allocator.capacity == 2)
+        #expect(try allocator.allocate().description == "10.96.0.1")
+        #expect(try allocator.allocate().description == "10.96.0.2")
+        let full = #expect(throws: NetworkAddressError.self) { try allocator.allocate() }
+        #expect(full?.code == .exhausted)
+        #expect(full?.message == "all 2 virtual IPs of the service network 10.96.0.0/30 are taken: remove services that are no longer needed")
+        #expect(try VirtualIPAllocator(network: IPv4Subnet(parsing: "10.96.0.0/16")).capacity == 65_534)
+    }
+
+    @Test("rebuilt from the addresses services hold, it continues at the lowest free one; foreign or taken ones are refused")
+    func rebuilt() throws {
+        let network = try IPv4Subnet(parsing: "10.96.0.0/24")
+        var allocator = try VirtualIPAllocator(network: network, allocated: ["10.96.0.3", "10.96.0.1"].map { IPv4Address($0)! })
+        #expect(allocator.allocated.map(\.description) == ["10.96.0.1", "10.96.0.3"])
+        #expect(try allocator.allocate().description == "10.96.0.2")
+        #expect(try allocator.allocate().description == "10.96.0.4")
+        let released = allocator.release(IPv4Address("10.96.0.1")!)
+        #expect(released)
+        #expect(try allocator.allocate().description == "10.96.0.1")
+        for (address, code) in [("10.97.0.1", NetworkAddressError.Code.outOfRange), ("10.96.0.0", .outOfRange),
+                                ("10.96.0.255", .outOfRange), ("10.96.0.2", .alreadyAllocated)] {
+            let error = #expect(throws: NetworkAddressError.self, "\(address)") { try allocator.claim(IPv4Address(address)!) }
+            #expect(error?.code == code, "\(address)")
+        }
+        #expect(throws: NetworkAddressError.self) { try VirtualIPAllocator(network: IPv4Subnet(parsing: "10.96.0.0/31")) }
+    }
+}

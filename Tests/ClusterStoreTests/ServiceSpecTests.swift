@@ -46,7 +46,10 @@ struct ServiceSpecTests {
         ("update_config.order", "unknown order"), ("update_config.failure_action", "unknown action"),
         ("rollback_config.max_failure_ratio", "ratio above 1"), ("readiness_check", "two kinds of readiness check"),
         ("health_check", "tcp without a port"), ("network", "unknown network"), ("network", "process on a bridge"),
-        ("stop_grace_period_ms", "grace over an hour"),
+        ("stop_grace_period_ms", "grace over an hour"), ("lb_mode", "unknown lb mode"), ("lb_policy", "a policy with a typo"),
+        ("load_balancer.retries", "eleven retries"), ("load_balancer.connect_timeout_ms", "connect timeout over an hour"),
+        ("load_balancer.idle_timeout_ms", "idle timeout over a day"), ("load_balancer.request_timeout_ms", "request timeout over an hour"),
+        ("load_balancer.drain_timeout_ms", "drain over an hour"), ("load_balancer.slow_start_ms", "slow start over an hour"),
     ]
 
     static func broken(_ label: String) -> Flotilla_V1_ServiceSpec {
@@ -99,6 +102,14 @@ struct ServiceSpecTests {
         case "unknown network": spec.network = "overlay"
         case "process on a bridge": spec.network = "bridge"
         case "grace over an hour": spec.stopGracePeriodMs = 3_600_001
+        case "unknown lb mode": spec.lbMode = "udp"
+        case "a policy with a typo": spec.lbPolicy = "least-con"
+        case "eleven retries": spec.loadBalancer.retries = 11
+        case "connect timeout over an hour": spec.loadBalancer.connectTimeoutMs = 3_600_001
+        case "idle timeout over a day": spec.loadBalancer.idleTimeoutMs = 86_400_001
+        case "request timeout over an hour": spec.loadBalancer.requestTimeoutMs = 3_600_001
+        case "drain over an hour": spec.loadBalancer.drainTimeoutMs = 3_600_001
+        case "slow start over an hour": spec.loadBalancer.slowStartMs = 3_600_001
         default: Issue.record("no breakage named \(label)")
         }
         return spec
@@ -116,6 +127,74 @@ struct ServiceSpecTests {
         variable.name = name
         variable.value = value
         return variable
+    }
+
+    @Test("policy and mode names are accepted with their aliases and stored under the canonical name")
+    func policyAndModeNames() {
+        for (given, stored) in [("least-connections", "least-conn"), ("weighted-round-robin", "round-robin"), ("leastconn", "least-conn"),
+                                ("source", "ip-hash"), ("P2C", "p2c"), ("random", "random"), ("", "round-robin")] {
+            var spec = Self.valid()
+            spec.lbPolicy = given
+            #expect(ServiceSpecRules.problems(in: spec).isEmpty, "\(given)")
+            #expect(ServiceSpecRules.normalized(spec).lbPolicy == stored, "\(given)")
+        }
+        for (given, stored) in [("", "tcp"), ("tcp", "tcp"), ("http", "http"), ("l7", "http")] {
+            var spec = Self.valid()
+            spec.lbMode = given
+            #expect(ServiceSpecRules.problems(in: spec).isEmpty, "\(given)")
+            #expect(ServiceSpecRules.normalized(spec).lbMode == stored, "\(given)")
+        }
+        var wrong = Self.valid()
+        wrong.lbPolicy = "fastest"
+        #expect(ServiceSpecRules.problems(in: wrong).map(\.description) == ["lb_policy: 'fastest' is not a policy; use one of round-robin, least-conn, ip-hash, random, p2c"])
+    }
+
+    @Test("the load balancer's defaults are filled in, and an explicit 0 retries stays 0")
+    func loadBalancerDefaults() {
+        let defaults = ServiceSpecRules.normalized(Self.valid()).loadBalancer
+        #expect(defaults.hasRetries && defaults.retries == 2)
+        #expect(defaults.connectTimeoutMs == 5_000)
+        #expect(defaults.idleTimeoutMs == 60_000)
+        #expect(defaults.requestTimeoutMs == 30_000)
+        #expect(defaults.drainTimeoutMs == 10_000)
+        #expect(!defaults.proxyProtocol && defaults.backendMaxConnections == 0 && defaults.slowStartMs == 0 && !defaults.preferLocal)
+        var spec = Self.valid()
+        spec.loadBalancer.retries = 0
+        spec.loadBalancer.drainTimeoutMs = 2_500
+        let normalized = ServiceSpecRules.normalized(spec).loadBalancer
+        #expect(normalized.hasRetries && normalized.retries == 0)
+        #expect(normalized.drainTimeoutMs == 2_500)
+        #expect(ServiceSpecRules.normalized(ServiceSpecRules.normalized(spec)) == ServiceSpecRules.normalized(spec))
+    }
+
+    @Test("a port without a protocol follows the service's mode; one with a protocol keeps it")
+    func portProtocolFollowsMode() {
+        var spec = Self.valid()
+        var plain = Flotilla_V1_PortSpec()
+        plain.targetPort = 9000
+        spec.ports.append(plain)
+        spec.lbMode = "http"
+        let normalized = ServiceSpecRules.normalized(spec)
+        #expect(normalized.ports.map(\.protocol) == ["http", ""], "the empty protocol is kept: it follows lb_mode")
+        spec.ports[0].protocol = "tcp"
+        #expect(spec.ports.map { ServiceSpecRules.effectiveProtocol(of: $0, in: spec) } == ["tcp", "http"])
+        spec.lbMode = ""
+        #expect(spec.ports.map { ServiceSpecRules.effectiveProtocol(of: $0, in: spec) } == ["tcp", "tcp"])
+    }
+
+    @Test("load-balancer settings change no task: the task digest ignores them")
+    func loadBalancerSettingsReplaceNoTask() {
+        let before = ServiceSpecRules.taskDigest(Self.valid())
+        var spec = Self.valid()
+        spec.lbMode = "http"
+        spec.lbPolicy = "ip-hash"
+        spec.ports[0].protocol = "tcp"
+        spec.loadBalancer.retries = 0
+        spec.loadBalancer.proxyProtocol = true
+        spec.loadBalancer.drainTimeoutMs = 30_000
+        #expect(ServiceSpecRules.taskDigest(spec) == before)
+        spec.command = "python3 -m http.server $PORT --bind 0.0.0.0"
+        #expect(ServiceSpecRules.taskDigest(spec) != before, "what the task runs still counts")
     }
 
     @Test("constraints parse into attribute, comparison and value")

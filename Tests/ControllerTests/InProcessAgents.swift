@@ -16,6 +16,8 @@ import Transport
 struct InProcessAgents {
     var names: [String] = []
     var sessions: [Task<Void, any Error>] = []
+    /// Each agent's session (its backend tables, whom it is connected to).
+    var agentSessions: [AgentSession] = []
     var workers: [TaskWorker] = []
     /// The OCI drivers' container networks (bridges, routes, firewall tables), torn down at the end.
     var networks: [ContainerNetwork] = []
@@ -23,10 +25,12 @@ struct InProcessAgents {
 
     /// Joins one agent per name through `admin`'s cluster and starts its session; `runtimes` gives each agent's
     /// worker its drivers beside the process driver (by node name and id). With `logs`, each agent captures its
-    /// tasks' output under `logs/<name>` and answers log subscriptions.
+    /// tasks' output under `logs/<name>` and answers log subscriptions. `tables` gives each agent's session a
+    /// receiver of its backend tables.
     static func start(
         _ names: [String], controllers: [String], admin: AdminClient, logs logsRoot: String? = nil,
-        runtimes: (_ name: String, _ nodeID: String) throws -> [any ContainerRuntime] = { _, _ in [] }
+        runtimes: (_ name: String, _ nodeID: String) throws -> [any ContainerRuntime] = { _, _ in [] },
+        tables: (_ name: String) -> (any BackendTableReceiver)? = { _ in nil }
     ) async throws -> InProcessAgents {
         var agents = InProcessAgents()
         let token = try JoinToken(parsing: try await admin.tokenCreate(role: "agent", maxUses: UInt32(names.count)).token)
@@ -44,9 +48,10 @@ struct InProcessAgents {
             agents.networks += networks
             let session = AgentSession(
                 identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker,
-                logs: logs.map { LogPublisher(logs: $0, logger: logger) }, logger: logger)
+                logs: logs.map { LogPublisher(logs: $0, logger: logger) }, tables: tables(name), logger: logger)
             if let logs { agents.logs.append(logs) }
             agents.names.append(name)
+            agents.agentSessions.append(session)
             agents.workers.append(worker)
             agents.sessions.append(Task { try await session.run() })
         }

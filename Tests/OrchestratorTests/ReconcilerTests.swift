@@ -14,12 +14,15 @@ struct SimulatedCluster {
     /// are folded into `agentViews`: what each agent believes it is assigned.
     var dispatcher: AssignmentIndex?
     var agentViews: [NodeID: [String: Flotilla_V1_TaskAssignment]] = [:]
+    /// When set, every applied command's changes are noted in the leader's backend tables.
+    var backendTables: BackendTables?
 
     init(seed: UInt64) { reconciler = Reconciler(seed: seed) }
 
     mutating func run(_ command: [UInt8]) {
         let outcome = try! state.apply(index: state.appliedIndex + 1, command: command)
         if case .invalid(let why) = outcome.result { Issue.record("refused: \(why)") }
+        backendTables?.note(outcome.changes, in: state)
         guard dispatcher != nil else { return }
         for (node, delta) in dispatcher!.apply(outcome.changes, state: state) {
             for id in delta.removed { agentViews[node]?[id] = nil }

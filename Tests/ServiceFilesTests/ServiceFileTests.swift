@@ -58,6 +58,13 @@ struct ServiceFileTests {
         ("services:\n  web:\n    driver: process\n    command: x\n    update: {monitor: soon}\n", "services.web.update.monitor"),
         ("services:\n  web:\n    driver: process\n    command: x\n    resources: {reserve_memory: lots}\n", "services.web.resources.reserve_memory"),
         ("services:\n  Web:\n    driver: process\n    command: x\n", "services.Web.name"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    lb_mode: udp\n", "services.web.lb_mode"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    lb_policy: fastest\n", "services.web.lb_policy"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    load_balancer: {retry: 1}\n", "services.web.load_balancer.retry"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    load_balancer: {drain_timeout: later}\n", "services.web.load_balancer.drain_timeout"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    load_balancer: {retries: 11}\n", "services.web.load_balancer.retries"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    load_balancer: {proxy_protocol: yes please}\n", "services.web.load_balancer.proxy_protocol"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    load_balancer: 3\n", "services.web.load_balancer"),
         ("name: a\nservices: {}\n", ""),
         ("- just a list\n", ""),
         ("services:\n  web: [1, 2]\n", "services.web"),
@@ -76,6 +83,46 @@ struct ServiceFileTests {
         #expect(ServiceFile.differences(old, new) == ["command", "replicas"])
         var explicit = old
         explicit.lbPolicy = "round-robin"  // the default, written out
+        explicit.lbMode = "tcp"
+        explicit.loadBalancer.retries = 2
+        explicit.loadBalancer.drainTimeoutMs = 10_000
         #expect(ServiceFile.differences(old, explicit).isEmpty)
+        var balanced = old
+        balanced.lbPolicy = "least-connections"
+        balanced.lbMode = "http"
+        balanced.loadBalancer.retries = 0
+        #expect(ServiceFile.differences(old, balanced) == ["lb_policy", "lb_mode", "load_balancer"])
+    }
+
+    @Test("load-balancer settings parse with their units; retries: 0 is kept apart from no retries given")
+    func loadBalancer() throws {
+        let spec = try ServiceFile.parse("""
+            name: web
+            driver: process
+            command: run
+            ports: ["8080:80"]
+            lb_policy: ip-hash
+            lb_mode: http
+            load_balancer:
+              retries: 0
+              connect_timeout: 1500ms
+              idle_timeout: 2m
+              request_timeout: 10s
+              drain_timeout: 30s
+              proxy_protocol: true
+              backend_max_connections: 100
+              slow_start: 20s
+              prefer_local: true
+            """)[0]
+        #expect(spec.lbPolicy == "ip-hash" && spec.lbMode == "http")
+        let balancer = spec.loadBalancer
+        #expect(balancer.hasRetries && balancer.retries == 0)
+        #expect(balancer.connectTimeoutMs == 1_500 && balancer.idleTimeoutMs == 120_000 && balancer.requestTimeoutMs == 10_000)
+        #expect(balancer.drainTimeoutMs == 30_000 && balancer.slowStartMs == 20_000)
+        #expect(balancer.proxyProtocol && balancer.preferLocal && balancer.backendMaxConnections == 100)
+        #expect(ServiceSpecRules.effectiveProtocol(of: spec.ports[0], in: spec) == "http")
+        let unset = try ServiceFile.parse("name: web\ndriver: process\ncommand: run\nload_balancer: {drain_timeout: 5s}\n")[0]
+        #expect(!unset.loadBalancer.hasRetries, "absent: the default applies")
+        #expect(ServiceSpecRules.normalized(unset).loadBalancer.retries == 2)
     }
 }

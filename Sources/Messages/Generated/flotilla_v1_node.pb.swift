@@ -202,6 +202,18 @@ public nonisolated struct Flotilla_V1_SessionUpdate: Sendable {
   /// The cluster's whole container network ("10.240.0.0/12"): traffic to it is routed, not masqueraded.
   public var clusterNetwork: String = String()
 
+  /// Backend tables (balancer.proto), for the node's load balancer. When `backend_tables_complete` is set:
+  /// every service's table (services not listed have none any more). Otherwise: `backend_tables` changed or
+  /// new, `removed_backend_tables` (service ids) gone. The complete set comes with the session's first update
+  /// and with every complete assignment set (a resync); changes come at most once per burst of store changes.
+  /// Tables are not part of the assignment generation: an agent keeps a changed table only if its version is
+  /// newer than the one it holds.
+  public var backendTablesComplete: Bool = false
+
+  public var backendTables: [Flotilla_V1_BackendTable] = []
+
+  public var removedBackendTables: [String] = []
+
   /// Log subscriptions: the agent answers each with a `PublishLogs` call (field numbers from 20 on are the
   /// log broker's).
   public var logSubscriptions: [Flotilla_V1_LogSubscription] = []
@@ -539,7 +551,7 @@ nonisolated extension Flotilla_V1_TaskAssignment: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SessionUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0\u{3}removed_task_ids\0\u{3}network_changed\0\u{1}subnet\0\u{1}routes\0\u{3}cluster_network\0\u{4}\u{a}log_subscriptions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}heartbeat_period_ms\0\u{1}controllers\0\u{3}assignments_complete\0\u{1}assignments\0\u{3}assignments_generation\0\u{3}removed_task_ids\0\u{3}network_changed\0\u{1}subnet\0\u{1}routes\0\u{3}cluster_network\0\u{3}backend_tables_complete\0\u{3}backend_tables\0\u{3}removed_backend_tables\0\u{4}\u{7}log_subscriptions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -557,6 +569,9 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
       case 8: try { try decoder.decodeSingularStringField(value: &self.subnet) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.routes) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.clusterNetwork) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.backendTablesComplete) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.backendTables) }()
+      case 13: try { try decoder.decodeRepeatedStringField(value: &self.removedBackendTables) }()
       case 20: try { try decoder.decodeRepeatedMessageField(value: &self.logSubscriptions) }()
       default: break
       }
@@ -594,6 +609,15 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if !self.clusterNetwork.isEmpty {
       try visitor.visitSingularStringField(value: self.clusterNetwork, fieldNumber: 10)
     }
+    if self.backendTablesComplete != false {
+      try visitor.visitSingularBoolField(value: self.backendTablesComplete, fieldNumber: 11)
+    }
+    if !self.backendTables.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.backendTables, fieldNumber: 12)
+    }
+    if !self.removedBackendTables.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.removedBackendTables, fieldNumber: 13)
+    }
     if !self.logSubscriptions.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.logSubscriptions, fieldNumber: 20)
     }
@@ -611,6 +635,9 @@ nonisolated extension Flotilla_V1_SessionUpdate: SwiftProtobuf.Message, SwiftPro
     if lhs.subnet != rhs.subnet {return false}
     if lhs.routes != rhs.routes {return false}
     if lhs.clusterNetwork != rhs.clusterNetwork {return false}
+    if lhs.backendTablesComplete != rhs.backendTablesComplete {return false}
+    if lhs.backendTables != rhs.backendTables {return false}
+    if lhs.removedBackendTables != rhs.removedBackendTables {return false}
     if lhs.logSubscriptions != rhs.logSubscriptions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -152,8 +152,10 @@ public nonisolated struct Flotilla_V1_ServiceSpec: @unchecked Sendable {
     set {_uniqueStorage()._ports = newValue}
   }
 
-  /// Load-balancer policy: "round-robin" (default), "weighted-round-robin", "least-connections", "ip-hash",
-  /// "random", "p2c".
+  /// How every node's load balancer picks a backend: "round-robin" (default; weighted when backends' weights
+  /// differ), "least-conn" (fewest active connections), "ip-hash" (a consistent hash of the client address),
+  /// "random", "p2c" (power of two choices, least active requests). Aliases ("least-connections",
+  /// "weighted-round-robin", "leastconn", "source", …) are accepted and stored under the canonical name.
   public var lbPolicy: String {
     get {_storage._lbPolicy}
     set {_uniqueStorage()._lbPolicy = newValue}
@@ -229,11 +231,85 @@ public nonisolated struct Flotilla_V1_ServiceSpec: @unchecked Sendable {
     set {_uniqueStorage()._readOnlyRoot = newValue}
   }
 
+  /// How the load balancer forwards the service's ports: "tcp" (default: L4, bytes both ways, a backend per
+  /// connection) or "http" (L7: HTTP/1.1, a backend per request). A port whose `protocol` is set uses that
+  /// instead; a port without one follows this.
+  public var lbMode: String {
+    get {_storage._lbMode}
+    set {_uniqueStorage()._lbMode = newValue}
+  }
+
+  /// The load balancer's settings for this service (retries, timeouts, drain, PROXY protocol, limits). Changing
+  /// them replaces no task: they are the balancers', not the tasks'.
+  public var loadBalancer: Flotilla_V1_LoadBalancerSpec {
+    get {_storage._loadBalancer ?? Flotilla_V1_LoadBalancerSpec()}
+    set {_uniqueStorage()._loadBalancer = newValue}
+  }
+  /// Returns true if `loadBalancer` has been explicitly set.
+  public var hasLoadBalancer: Bool {_storage._loadBalancer != nil}
+  /// Clears the value of `loadBalancer`. Subsequent reads from it will return its default value.
+  public mutating func clearLoadBalancer() {_uniqueStorage()._loadBalancer = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How every node's load balancer treats one service. A timeout of 0 means "the default" (filled in by the
+/// leader when it stores the spec, so `service inspect` shows what applies).
+public nonisolated struct Flotilla_V1_LoadBalancerSpec: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// How many other backends a connection (or, in http mode, an idempotent request) is tried on when its
+  /// backend cannot be reached, before the client sees an error. Unset: 2. Set to 0 for no retries (which is
+  /// why the field has presence: an explicit 0 differs from "not given").
+  public var retries: UInt32 {
+    get {_retries ?? 0}
+    set {_retries = newValue}
+  }
+  /// Returns true if `retries` has been explicitly set.
+  public var hasRetries: Bool {self._retries != nil}
+  /// Clears the value of `retries`. Subsequent reads from it will return its default value.
+  public mutating func clearRetries() {self._retries = nil}
+
+  /// How long connecting to one backend may take before the next is tried, ms (default 5000).
+  public var connectTimeoutMs: UInt32 = 0
+
+  /// How long a connection may sit with no bytes either way before it is closed, ms (default 60000). In http
+  /// mode it is also how long an idle keep-alive connection is kept, client side and upstream.
+  public var idleTimeoutMs: UInt32 = 0
+
+  /// http mode: how long a backend may take to start its response once the request was sent, ms (default
+  /// 30000); then the client gets 504 (or, for an idempotent request, another backend is tried).
+  public var requestTimeoutMs: UInt32 = 0
+
+  /// A backend leaving (scale-down, update, drain) gets no new connections; connections it has may finish for
+  /// this long before its task is stopped, ms (default 10000).
+  public var drainTimeoutMs: UInt32 = 0
+
+  /// Send a PROXY protocol v2 header to backends, so they see the client's address (the backend must expect it).
+  public var proxyProtocol: Bool = false
+
+  /// At most this many connections (http: requests in flight) to one backend from one node's balancer; 0: no
+  /// limit.
+  public var backendMaxConnections: UInt32 = 0
+
+  /// A new backend's share of new connections grows from 10 % to its full weight over this long, ms; 0: at once.
+  public var slowStartMs: UInt32 = 0
+
+  /// Send to backends on the balancer's own node while any of them can take the connection; the others only
+  /// when none can.
+  public var preferLocal: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _retries: UInt32? = nil
 }
 
 /// One environment variable.
@@ -291,7 +367,7 @@ public nonisolated struct Flotilla_V1_PortSpec: Sendable {
   /// The port every node's load balancer listens on for the service; 0: none (reachable by service name only).
   public var publishedPort: UInt32 = 0
 
-  /// "tcp" (L4 proxying) or "http" (L7: balancing per request).
+  /// "tcp" (L4 proxying) or "http" (L7: balancing per request); empty: the service's `lb_mode`.
   public var `protocol`: String = String()
 
   /// "ingress" (default): every node's load balancer listens on the published port and forwards to the tasks.
@@ -402,7 +478,7 @@ nonisolated extension Flotilla_V1_ServiceMode: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0\u{3}readiness_check\0\u{1}network\0\u{3}stop_grace_period_ms\0\u{3}read_only_root\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0\u{3}readiness_check\0\u{1}network\0\u{3}stop_grace_period_ms\0\u{3}read_only_root\0\u{3}lb_mode\0\u{3}load_balancer\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -427,6 +503,8 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
     var _network: String = String()
     var _stopGracePeriodMs: UInt32 = 0
     var _readOnlyRoot: Bool = false
+    var _lbMode: String = String()
+    var _loadBalancer: Flotilla_V1_LoadBalancerSpec? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -459,6 +537,8 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       _network = source._network
       _stopGracePeriodMs = source._stopGracePeriodMs
       _readOnlyRoot = source._readOnlyRoot
+      _lbMode = source._lbMode
+      _loadBalancer = source._loadBalancer
     }
   }
 
@@ -499,6 +579,8 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._network) }()
         case 21: try { try decoder.decodeSingularUInt32Field(value: &_storage._stopGracePeriodMs) }()
         case 22: try { try decoder.decodeSingularBoolField(value: &_storage._readOnlyRoot) }()
+        case 23: try { try decoder.decodeSingularStringField(value: &_storage._lbMode) }()
+        case 24: try { try decoder.decodeSingularMessageField(value: &_storage._loadBalancer) }()
         default: break
         }
       }
@@ -577,6 +659,12 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       if _storage._readOnlyRoot != false {
         try visitor.visitSingularBoolField(value: _storage._readOnlyRoot, fieldNumber: 22)
       }
+      if !_storage._lbMode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._lbMode, fieldNumber: 23)
+      }
+      try { if let v = _storage._loadBalancer {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -608,10 +696,86 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         if _storage._network != rhs_storage._network {return false}
         if _storage._stopGracePeriodMs != rhs_storage._stopGracePeriodMs {return false}
         if _storage._readOnlyRoot != rhs_storage._readOnlyRoot {return false}
+        if _storage._lbMode != rhs_storage._lbMode {return false}
+        if _storage._loadBalancer != rhs_storage._loadBalancer {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_LoadBalancerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LoadBalancerSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}retries\0\u{3}connect_timeout_ms\0\u{3}idle_timeout_ms\0\u{3}request_timeout_ms\0\u{3}drain_timeout_ms\0\u{3}proxy_protocol\0\u{3}backend_max_connections\0\u{3}slow_start_ms\0\u{3}prefer_local\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self._retries) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.connectTimeoutMs) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.idleTimeoutMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.requestTimeoutMs) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.drainTimeoutMs) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.proxyProtocol) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.backendMaxConnections) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.slowStartMs) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.preferLocal) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._retries {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 1)
+    } }()
+    if self.connectTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.connectTimeoutMs, fieldNumber: 2)
+    }
+    if self.idleTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.idleTimeoutMs, fieldNumber: 3)
+    }
+    if self.requestTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.requestTimeoutMs, fieldNumber: 4)
+    }
+    if self.drainTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.drainTimeoutMs, fieldNumber: 5)
+    }
+    if self.proxyProtocol != false {
+      try visitor.visitSingularBoolField(value: self.proxyProtocol, fieldNumber: 6)
+    }
+    if self.backendMaxConnections != 0 {
+      try visitor.visitSingularUInt32Field(value: self.backendMaxConnections, fieldNumber: 7)
+    }
+    if self.slowStartMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.slowStartMs, fieldNumber: 8)
+    }
+    if self.preferLocal != false {
+      try visitor.visitSingularBoolField(value: self.preferLocal, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_LoadBalancerSpec, rhs: Flotilla_V1_LoadBalancerSpec) -> Bool {
+    if lhs._retries != rhs._retries {return false}
+    if lhs.connectTimeoutMs != rhs.connectTimeoutMs {return false}
+    if lhs.idleTimeoutMs != rhs.idleTimeoutMs {return false}
+    if lhs.requestTimeoutMs != rhs.requestTimeoutMs {return false}
+    if lhs.drainTimeoutMs != rhs.drainTimeoutMs {return false}
+    if lhs.proxyProtocol != rhs.proxyProtocol {return false}
+    if lhs.backendMaxConnections != rhs.backendMaxConnections {return false}
+    if lhs.slowStartMs != rhs.slowStartMs {return false}
+    if lhs.preferLocal != rhs.preferLocal {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

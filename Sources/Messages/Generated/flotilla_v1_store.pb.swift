@@ -858,6 +858,12 @@ public nonisolated struct Flotilla_V1_ServiceRecord: Sendable {
   /// Clears the value of `updateStatus`. Subsequent reads from it will return its default value.
   public mutating func clearUpdateStatus() {self._updateStatus = nil}
 
+  /// The service's virtual IP ("10.96.0.1"): every node's load balancer serves it on the service's ports, so
+  /// containers reach the service by address (and by name, through the node's DNS responder). Given by the
+  /// store when the service is created — the lowest free address of the service network (10.96.0.0/16) — kept
+  /// across updates and freed when the service is removed; what a ServiceCreate carries here is ignored.
+  public var virtualIp: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2173,7 +2179,7 @@ nonisolated extension Flotilla_V1_TaskStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}previous_spec\0\u{3}created_at_ms\0\u{3}updated_at_ms\0\u{3}update_status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}previous_spec\0\u{3}created_at_ms\0\u{3}updated_at_ms\0\u{3}update_status\0\u{3}virtual_ip\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2188,6 +2194,7 @@ nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftPro
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.createdAtMs) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.updatedAtMs) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._updateStatus) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.virtualIp) }()
       default: break
       }
     }
@@ -2219,6 +2226,9 @@ nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._updateStatus {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    if !self.virtualIp.isEmpty {
+      try visitor.visitSingularStringField(value: self.virtualIp, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2230,6 +2240,7 @@ nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftPro
     if lhs.createdAtMs != rhs.createdAtMs {return false}
     if lhs.updatedAtMs != rhs.updatedAtMs {return false}
     if lhs._updateStatus != rhs._updateStatus {return false}
+    if lhs.virtualIp != rhs.virtualIp {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
