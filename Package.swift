@@ -213,6 +213,7 @@ let package = Package(
             name: "flotilla-agent",
             dependencies: [
                 "Agent", "ContainerRuntime", "Transport", "PKI", "Wire", "ClusterModel", "LoadBalancer", "Balancing", "ServiceFiles",
+                "ClusterStore", "Messages", .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

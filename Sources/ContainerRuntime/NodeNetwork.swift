@@ -386,3 +386,19 @@ public struct NodeNetworkError: Error, Sendable, Equatable, CustomStringConverti
 
     public var description: String { message }
 }
+
+extension NodeNetwork {
+    /// Makes every address of `subnet` (the service network) local to this network namespace (`ip route
+    /// replace local SUBNET dev lo`), so the load balancer can listen on any virtual IP and containers reach
+    /// them through their gateway, with one route instead of an address per service.
+    public static func routeLocally(_ subnet: IPv4Subnet) async throws(NodeNetworkError) {
+        let commands = try NetworkCommands(hostNamespace: nil)
+        try await commands.ip("route the service network \(subnet) to this node", ["route", "replace", "local", "\(subnet)", "dev", "lo"])
+    }
+
+    /// Removes that route again (agent exit).
+    public static func unrouteLocally(_ subnet: IPv4Subnet) async {
+        guard let commands = try? NetworkCommands(hostNamespace: nil) else { return }
+        try? await commands.ip("remove the service network route", ["route", "del", "local", "\(subnet)", "dev", "lo"], toleratingAbsence: true)
+    }
+}

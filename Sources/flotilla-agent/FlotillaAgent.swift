@@ -71,6 +71,12 @@ struct RunAgent: AsyncParsableCommand {
     @Flag(name: .customLong("stop-tasks-on-exit"), help: "Stop the node's containers when the agent stops (by default they keep running, and the next agent process adopts them).")
     var stopTasksOnExit = false
 
+    @Option(name: .customLong("lb-workers"), help: ArgumentHelp("Threads forwarding the load balancer's traffic.", valueName: "n"))
+    var loadBalancerWorkers = min(2, ProcessInfo.processInfo.activeProcessorCount)
+
+    @Option(name: .customLong("lb-address"), help: ArgumentHelp("Where the load balancer accepts services' published ports (default: every address).", valueName: "ip"))
+    var loadBalancerAddress = "0.0.0.0"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -179,6 +185,8 @@ struct RunAgent: AsyncParsableCommand {
             await logs.sweep(keeping: Set(recovered))
             let networking = oci?.networking
             let ociDriver = oci
+            guard (1...64).contains(loadBalancerWorkers) else { throw CleanError("--lb-workers \(loadBalancerWorkers): use 1 to 64") }
+            let balancer = await AgentLoadBalancer.start(workers: loadBalancerWorkers, meshHost: loadBalancerAddress, logger: logger)
             let worker = TaskWorker(logger: logger, runtimes: runtimes, onNetwork: { update in
                 do {
                     try await networking?.configure(update)
@@ -186,10 +194,10 @@ struct RunAgent: AsyncParsableCommand {
                 } catch {
                     logger.error("container network not configured; tasks on their own network will fail to start", metadata: ["error": "\(error)"])
                 }
-            }, logs: logs)
+            }, beforeStop: balancer.drainBeforeStop, logs: logs)
             let session = AgentSession(
                 identity: identity, controllers: known, directory: directory, worker: worker,
-                logs: LogPublisher(logs: logs, logger: logger), logger: logger)
+                logs: LogPublisher(logs: logs, logger: logger), tables: balancer.receiver, logger: logger)
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)
             logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])
             do {
@@ -197,6 +205,7 @@ struct RunAgent: AsyncParsableCommand {
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask { await renewer.run() }
                         group.addTask { try await session.run() }
+                        group.addTask { await balancer.runDNS(networking: networking) }
                         if let driver = ociDriver {
                             // Images no task used for a day go, every 10 minutes (the first pass a minute in).
                             group.addTask {
@@ -219,9 +228,11 @@ struct RunAgent: AsyncParsableCommand {
                     }
                 }
             } catch {
+                await balancer.shutdown()
                 await shutDown(worker: worker, oci: ociDriver, logs: logs, nodeID: credentials.identity.nodeID.rawValue)
                 throw error
             }
+            await balancer.shutdown()
             await shutDown(worker: worker, oci: ociDriver, logs: logs, nodeID: credentials.identity.nodeID.rawValue)
         } catch let error as RPCError {
             throw CleanError("joining failed: \(error.message)")

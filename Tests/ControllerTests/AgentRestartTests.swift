@@ -25,7 +25,7 @@ struct AgentRestartTests {
     static var runtimes: [String] { ["crun", "runc"].filter { OCIRuntimeChoice.which($0) != nil } }
 
     @Test("the container outlives its agent, is adopted by the next agent process without a restart, and is still supervised",
-          .enabled(if: MultiHostNetworkTests.available), arguments: runtimes)
+          .enabled(if: NetnsLab.available), arguments: runtimes)
     func readoption(runtime: String) async throws {
         let work = try TemporaryDirectory(prefix: "flotilla-agent-restart")
         var processes: [ChildProcess] = []
