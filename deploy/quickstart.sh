@@ -9,9 +9,9 @@
 # containers (root, crun or runc, busybox-static, python3), the replicas are OCI containers of the demo image
 # (deploy/images/build-demo.sh, built into the state directory), each on its node's container network and
 # answering with its task id and node name; otherwise (or with FLOTILLA_QUICKSTART_DRIVER=process) they are
-# python3's http.server run by the process driver (deploy/hello.yaml). The load balancer, which will put one
-# published port in front of them, lands with its issue (see docs/architecture.md); until then each replica
-# answers at its own address.
+# python3's http.server run by the process driver (deploy/hello.yaml). Every node's load balancer serves the
+# published port 8080 in front of all replicas, wherever they run (node-a on 127.0.0.2, node-b on 127.0.0.3,
+# since both share this machine); the requests it shows go through both.
 #
 # --down stops the agents (SIGTERM: they stop their tasks and remove their network namespaces, veths, bridge,
 # nftables table and runtime state under /run/flotilla-<node>), then the controller, and removes the state
@@ -102,6 +102,8 @@ export FLOTILLA_CREDENTIALS=$STATE/data/admin.creds
 echo "==> flotilla status"
 "$BIN/flotilla" status
 
+LB_ADDRESS_node_a=127.0.0.2
+LB_ADDRESS_node_b=127.0.0.3
 for name in node-a node-b; do
   if [ -f "$STATE/agent-$name.pid" ] && kill -0 "$(cat "$STATE/agent-$name.pid")" 2>/dev/null; then continue; fi
   JOIN=()
@@ -112,8 +114,11 @@ for name in node-a node-b; do
   fi
   echo "==> Starting agent $name (data in $STATE/$name, log in $STATE/agent-$name.log)"
   # --stop-tasks-on-exit: --down stops everything (an agent restarted without it leaves its containers running
-  # and adopts them when it starts again).
-  nohup "$BIN/flotilla-agent" --data-dir "$STATE/$name" --stop-tasks-on-exit "${JOIN[@]}" > "$STATE/agent-$name.log" 2>&1 &
+  # and adopts them when it starts again). --lb-address: both agents share this machine, so each node's load
+  # balancer takes published ports on an address of its own (on real nodes: every address, the default).
+  lb_var=LB_ADDRESS_${name//-/_}
+  nohup "$BIN/flotilla-agent" --data-dir "$STATE/$name" --stop-tasks-on-exit --lb-address "${!lb_var}" "${JOIN[@]}" \
+    > "$STATE/agent-$name.log" 2>&1 &
   echo $! > "$STATE/agent-$name.pid"
 done
 for _ in $(seq 1 100); do
@@ -154,18 +159,22 @@ fi
 echo "==> Deploying the demo service: flotilla apply -f $SERVICE_FILE"
 "$BIN/flotilla" apply -f "$SERVICE_FILE" --timeout 60s
 "$BIN/flotilla" service ps hello
-echo "==> Asking each replica, twice (each answers at its own address until the load balancer lands)"
-ADDRESSES=$("$BIN/flotilla" service ps hello --output json | python3 -c '
-import json, sys
-print(" ".join(t["address"] for t in json.load(sys.stdin) if t["current"] == "running" and t["address"]))')
-for _ in 1 2; do
-  for address in $ADDRESSES; do
-    printf '  %s -> ' "$address"
+echo "==> Through the load balancer: published port 8080 on each node (node-a at 127.0.0.2, node-b at 127.0.0.3)"
+for node in 127.0.0.2 127.0.0.3; do
+  for _ in 1 2 3; do
+    printf '  %s:8080 -> ' "$node"
     python3 -c "
-import urllib.request
-r = urllib.request.urlopen('http://$address/', timeout=5)
-body = r.read().decode(errors='replace').strip()
-print(body if r.headers.get_content_type() == 'text/plain' else f'{r.status} {r.reason}')" 2>/dev/null || echo "no answer"
+import time, urllib.request
+for attempt in range(50):   # the node's balancer gets the ready replicas a moment after they start
+    try:
+        r = urllib.request.urlopen('http://$node:8080/', timeout=5)
+        body = r.read().decode(errors='replace').strip()
+        print(body if r.headers.get_content_type() == 'text/plain' else f'{r.status} {r.reason}')
+        break
+    except Exception as error:
+        time.sleep(0.2)
+else:
+    print('no answer:', error)" 2>/dev/null || echo "no answer"
   done
 done
 
@@ -176,5 +185,6 @@ Flotilla is running: a controller, two agents and the hello service. Use it with
   $BIN/flotilla service ls
   $BIN/flotilla service scale hello=5
   $BIN/flotilla node ls
+  curl http://127.0.0.2:8080/   # node-a's load balancer (node-b's: 127.0.0.3)
 Stop it with: deploy/quickstart.sh --down
 EOT
