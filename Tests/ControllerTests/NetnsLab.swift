@@ -78,7 +78,10 @@ struct NetnsLab {
             cluster.processes.append(try ChildProcess("/usr/bin/nsenter", [
                 "--net=/run/netns/\(host(index))", "--", try FlotillaBinaries.path("flotilla-agent"),
                 "--data-dir", work.path + "/agent\(index)", "--controller", "\(address(1)):7400", "--token", token,
-                "--name", "n\(index)", "--advertise-ip", address(index), "--run-dir", work.path + "/run\(index)"] + agentArguments))
+                "--name", "n\(index)", "--advertise-ip", address(index), "--run-dir", work.path + "/run\(index)",
+                // A test's end stops what still runs (a task being drained when the agent exits would otherwise
+                // be left for the next agent process, which never comes).
+                "--stop-tasks-on-exit"] + agentArguments))
         }
         let ready = try await eventually(timeout: .seconds(60)) {
             let nodes = Self.json((try? await flotilla(["node", "ls", "--output", "json"])) ?? "")
