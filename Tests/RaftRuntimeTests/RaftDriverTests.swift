@@ -152,6 +152,41 @@ struct RaftDriverTests {
         }
     }
 
+    @Test("a read on a leader that loses its quorum fails with NOT_LEADER once it steps down, instead of waiting for ever")
+    func deposedLeaderFailsReads() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-raft-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for id in Self.ids { try Self.bootstrapLog(root + "/" + id.rawValue) }
+        let network = InMemoryRaftNetwork()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var members: [NodeID: Member] = [:]
+            for id in Self.ids { members[id] = try Self.start(id, root: root, network: network, snapshotThreshold: 10_000, group: &group) }
+            let current = members
+            #expect(try await eventually(timeout: .seconds(30)) { await Self.leader(of: current) != nil })
+            let leader = try #require(await Self.leader(of: members))
+            try await members[leader]!.driver.linearizableRead()  // one that can be confirmed
+            network.setDown(leader, true)
+            // Cut off, it cannot confirm this read; check-quorum makes it step down, which must end the read.
+            let outcome = Mutex<String?>(nil)
+            let read = Task {
+                do {
+                    try await current[leader]!.driver.linearizableRead()
+                    outcome.withLock { $0 = "confirmed without a quorum" }
+                } catch let error as RaftDriverError {
+                    if case .notLeader = error { outcome.withLock { $0 = "not leader" } } else { outcome.withLock { $0 = "\(error)" } }
+                } catch {
+                    outcome.withLock { $0 = "\(error)" }
+                }
+            }
+            // A read that never ends is left behind (it cannot be cancelled), so the test ends either way.
+            #expect(try await eventually(timeout: .seconds(60)) { outcome.withLock { $0 } != nil }, "the read is still waiting")
+            _ = read
+            let result = outcome.withLock { $0 }
+            #expect(result == "not leader")
+            group.cancelAll()
+        }
+    }
+
     @Test("a follower refuses proposals and reads, naming the leader")
     func followerRefuses() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-raft-\(UUID().uuidString)").path
