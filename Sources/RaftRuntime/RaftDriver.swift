@@ -251,6 +251,13 @@ public actor RaftDriver {
             wakeReaders()
             snapshotIfDue()
         }
+        // A member that stopped leading forgot the reads it had not confirmed: they fail, naming the new leader
+        // when there is one, rather than wait for ever.
+        if node.role != .leader, !reads.isEmpty {
+            let waiting = reads
+            reads = [:]
+            for (_, read) in waiting { read.resume(throwing: RaftDriverError.notLeader(leader: node.leader)) }
+        }
     }
 
     private func applyEntry(_ entry: LogEntry) throws {

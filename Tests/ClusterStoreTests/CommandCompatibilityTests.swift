@@ -66,6 +66,19 @@ struct CommandCompatibilityTests {
         #expect(try expectRefused(upsert, .newerCommand).contains("field 7 of ControllerRecord"))
     }
 
+    @Test("a service spec whose load-balancer settings carry a field this version does not know is refused as newer")
+    func unknownLoadBalancerField() throws {
+        var record = ServiceTableTests.service()
+        record.spec.loadBalancer.retries = 1
+        let balancer: [UInt8] = try record.spec.loadBalancer.serializedBytes() + RawProtobuf.varintField(field: 50, 1)  // say, a new knob
+        record.spec.clearLoadBalancer()
+        let spec: [UInt8] = try record.spec.serializedBytes() + RawProtobuf.lengthDelimited(field: 24, balancer)
+        record.clearSpec()
+        let recordBytes: [UInt8] = try record.serializedBytes() + RawProtobuf.lengthDelimited(field: 2, spec)
+        let create = RawProtobuf.lengthDelimited(field: 40, RawProtobuf.lengthDelimited(field: 1, recordBytes))
+        #expect(try expectRefused(create, .newerCommand).contains("field 50 of LoadBalancerSpec"))
+    }
+
     @Test("bytes that are not a ClusterCommand are refused as undecodable", arguments: [
         [0xFF, 0xFF, 0xFF] as [UInt8],           // a tag that never ends
         [0x0A],                                   // field 1, length-delimited, with no length

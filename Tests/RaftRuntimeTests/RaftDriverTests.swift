@@ -152,27 +152,62 @@ struct RaftDriverTests {
         }
     }
 
-    @Test("a follower refuses proposals and reads, naming the leader")
-    func followerRefuses() async throws {
+    /// Three members on an in-memory network, once they have elected a leader: `body` gets them, the network
+    /// and the leader's id; the members stop when it returns.
+    static func withElectedTrio(_ body: ([NodeID: Member], InMemoryRaftNetwork, NodeID) async throws -> Void) async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-raft-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: root) }
-        for id in Self.ids { try Self.bootstrapLog(root + "/" + id.rawValue) }
+        for id in ids { try bootstrapLog(root + "/" + id.rawValue) }
         let network = InMemoryRaftNetwork()
         try await withThrowingTaskGroup(of: Void.self) { group in
             var members: [NodeID: Member] = [:]
-            for id in Self.ids { members[id] = try Self.start(id, root: root, network: network, snapshotThreshold: 10_000, group: &group) }
+            for id in ids { members[id] = try start(id, root: root, network: network, snapshotThreshold: 10_000, group: &group) }
             let current = members
             #expect(try await eventually(timeout: .seconds(30)) { await Self.leader(of: current) != nil })
-            let leader = try #require(await Self.leader(of: members))
-            let follower = Self.ids.first { $0 != leader }!
-            #expect(try await eventually { await current[follower]!.driver.status.leader == leader })
-            await #expect(throws: RaftDriverError.notLeader(leader: leader)) {
-                _ = try await members[follower]!.driver.propose(Array("x".utf8))
-            }
-            await #expect(throws: RaftDriverError.notLeader(leader: leader)) {
-                try await members[follower]!.driver.linearizableRead()
-            }
+            let elected = try #require(await Self.leader(of: members))
+            try await body(members, network, elected)
             group.cancelAll()
+        }
+    }
+
+    @Test("a read on a leader that loses its quorum fails with NOT_LEADER once it steps down, instead of waiting for ever")
+    func deposedLeaderFailsReads() async throws {
+        try await Self.withElectedTrio { members, network, leader in
+            try await members[leader]!.driver.linearizableRead()  // one that can be confirmed
+            network.setDown(leader, true)
+            // Cut off, it cannot confirm this read; check-quorum makes it step down, which must end the read.
+            let outcome = Mutex<String?>(nil)
+            let driver = members[leader]!.driver
+            let read = Task {
+                do {
+                    try await driver.linearizableRead()
+                    outcome.withLock { $0 = "confirmed without a quorum" }
+                } catch let error as RaftDriverError {
+                    if case .notLeader = error { outcome.withLock { $0 = "not leader" } } else { outcome.withLock { $0 = "\(error)" } }
+                } catch {
+                    outcome.withLock { $0 = "\(error)" }
+                }
+            }
+            // A read that never ends is left behind (it cannot be cancelled), so the test ends either way.
+            #expect(try await eventually(timeout: .seconds(60)) { outcome.withLock { $0 } != nil }, "the read is still waiting")
+            _ = read
+            let result = outcome.withLock { $0 }
+            #expect(result == "not leader")
+        }
+    }
+
+    @Test("a follower refuses proposals and reads, naming the leader")
+    func followerRefuses() async throws {
+        try await Self.withElectedTrio { members, _, leader in
+            let follower = try #require(Self.ids.first { $0 != leader })
+            let followerDriver = members[follower]!.driver
+            #expect(try await eventually { await followerDriver.status.leader == leader })
+            await #expect(throws: RaftDriverError.notLeader(leader: leader)) {
+                _ = try await followerDriver.propose(Array("x".utf8))
+            }
+            await #expect(throws: RaftDriverError.notLeader(leader: leader)) {
+                try await followerDriver.linearizableRead()
+            }
         }
     }
 }
