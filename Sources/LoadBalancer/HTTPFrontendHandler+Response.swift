@@ -172,7 +172,13 @@ extension HTTPFrontendHandler {
     }
 
     private func responseEnded() {
-        writePendingHead()
+        if clientOutPending && !clientNeedsFlush {
+            // The whole response in one buffer: written and flushed in one pass through the pipeline.
+            clientOutPending = false
+            context?.writeAndFlush(wrapOutboundOut(clientOut), promise: nil)
+        } else {
+            writePendingHead()
+        }
         exchangeEnded()
     }
 

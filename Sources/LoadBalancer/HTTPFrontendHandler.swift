@@ -360,12 +360,16 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         responseParser.reset()
         responseInbound = nil
         slot?.stats.bytesOut &+= UInt64(upstreamHead.readableBytes)
-        connection.write(upstreamHead)
-        for part in body { connection.write(part) }
-        if !replayable { body.removeAll() }
         if phase == .sent { setDeadline(.response) }
         upstreamNeedsFlush = false
-        connection.flush()
+        if body.isEmpty {
+            connection.writeAndFlush(upstreamHead)
+        } else {
+            connection.write(upstreamHead)
+            for part in body { connection.write(part) }
+            if !replayable { body.removeAll() }
+            connection.flush()
+        }
         if connection.isWritable { resumeClientReads() }
     }
 

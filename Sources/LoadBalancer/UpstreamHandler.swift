@@ -110,6 +110,10 @@ final class UpstreamHandler: ChannelDuplexHandler {
         context?.write(wrapOutboundOut(bytes), promise: nil)
     }
 
+    func writeAndFlush(_ bytes: ByteBuffer) {
+        context?.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+    }
+
     func flush() { context?.flush() }
 
     func close() {
