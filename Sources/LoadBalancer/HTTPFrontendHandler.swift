@@ -106,8 +106,6 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         let address = context.channel.remoteAddress?.ipAddress ?? ""
         clientAddress = Array(address.utf8)
         clientHash = ClientHash.of(address.utf8)
-        upstreamHead = context.channel.allocator.buffer(capacity: 512)
-        clientOut = context.channel.allocator.buffer(capacity: 512)
         setDeadline(.idle)
     }
 
