@@ -104,7 +104,8 @@ extension HTTPFrontendHandler {
             responseParser.reset()
             responseStarted = true
             setDeadline(.none)
-            let now = Clock.nowMicros()
+            lastClockRead = NIODeadline.now()
+            let now = lastClockRead.uptimeNanoseconds / 1_000
             if let backend {
                 slot?.stats.latency.record(micros: now &- dispatchedMicros)
                 if head.status == 502 || head.status == 503 || head.status == 504 {

@@ -98,6 +98,9 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
     private var deadline = NIODeadline.distantFuture
     private var timer: Scheduled<Void>?
     private var timerAt = NIODeadline.distantFuture
+    /// The clock as read at the dispatch (or when a new upstream connection came up), so the response timer
+    /// of a request sent right then needs no reading of its own.
+    var lastClockRead = NIODeadline.uptimeNanoseconds(0)
 
     init(service: LoopService) { self.service = service }
 
@@ -318,7 +321,9 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         guard let context else { return }
         attempt += 1
         let thisAttempt = attempt
-        let nowMicros = Clock.nowMicros()
+        let now = NIODeadline.now()
+        let nowMicros = now.uptimeNanoseconds / 1_000
+        lastClockRead = now
         guard !service.retired,
               let chosen = service.balancer.pick(clientHash: clientHash, nowMillis: nowMicros / 1000, avoiding: tried),
               let slot = service.slot(for: chosen)
@@ -346,7 +351,9 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
                 return
             }
             switch result {
-            case .success(let connection): self.attach(connection)
+            case .success(let connection):
+                self.lastClockRead = .now()
+                self.attach(connection)
             case .failure: self.attemptFailed(nothingSent: true)
             }
         }
@@ -358,7 +365,7 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         responseParser.reset()
         responseInbound = nil
         slot?.stats.bytesOut &+= UInt64(upstreamHead.readableBytes)
-        if phase == .sent { setDeadline(.response) }
+        if phase == .sent { setDeadline(.response, from: lastClockRead) }
         upstreamNeedsFlush = false
         if body.isEmpty {
             connection.writeAndFlush(upstreamHead)
@@ -528,6 +535,11 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
     /// moved only when a deadline comes earlier than the time it is set for; otherwise it fires, sees the later
     /// deadline and sets itself again, so a busy connection schedules about once per timeout, not per request.
     func setDeadline(_ kind: Deadline) {
+        setDeadline(kind, from: .now())
+    }
+
+    /// The same, counting from `now` (a clock reading the caller already has).
+    func setDeadline(_ kind: Deadline, from now: NIODeadline) {
         deadlineKind = kind
         let millis: Int64
         switch kind {
@@ -536,7 +548,7 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         case .response: millis = service.settings.requestTimeoutMillis
         case .linger: millis = Self.lingerMillis
         }
-        deadline = .now() + .milliseconds(millis)
+        deadline = now + .milliseconds(millis)
         if timer != nil {
             if timerAt <= deadline { return }
             timer?.cancel()

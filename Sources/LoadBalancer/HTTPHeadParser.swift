@@ -154,13 +154,10 @@ struct HTTPHeadParser {
         index += 1
         while index < end, bytes[index] == ASCII.space || bytes[index] == ASCII.tab { index += 1 }
         let valueStart = index
-        var valueEnd = index
-        while index < end {
-            let byte = bytes[index]
-            guard ASCII.isFieldValueChar(byte) else { throw byte == ASCII.cr ? .bareCarriageReturn : .badFieldValue }
-            index += 1
-            if byte != ASCII.space && byte != ASCII.tab { valueEnd = index }
-        }
+        while index < end, ASCII.isFieldValueChar(bytes[index]) { index += 1 }
+        if index < end { throw bytes[index] == ASCII.cr ? .bareCarriageReturn : .badFieldValue }
+        var valueEnd = end
+        while valueEnd > valueStart, bytes[valueEnd - 1] == ASCII.space || bytes[valueEnd - 1] == ASCII.tab { valueEnd -= 1 }
         guard fields.count < Self.maxFields else { throw .tooManyFields }
         let name = HTTPFieldName(UnsafeRawBufferPointer(rebasing: bytes[start..<nameEnd]))
         fields.append(Field(name: name, nameStart: start, nameEnd: nameEnd, valueStart: valueStart, valueEnd: valueEnd))
@@ -257,7 +254,7 @@ enum ASCII {
 
     /// field-vchar, SP or HTAB: anything but control characters (NUL, CR, LF included) and DEL.
     @inline(__always)
-    static func isFieldValueChar(_ byte: UInt8) -> Bool { (byte >= 0x20 && byte != 0x7F) || byte == tab }
+    static func isFieldValueChar(_ byte: UInt8) -> Bool { byte >= 0x20 ? byte != 0x7F : byte == tab }
 
     @inline(__always)
     static func isDigit(_ byte: UInt8) -> Bool { byte &- zero < 10 }
