@@ -114,4 +114,17 @@ import Testing
             #expect(reply.contains("sent an invalid response: Content-Length is not a decimal number"))
         }
     }
+
+    @Test func aKeepAliveConnectionIdleForTheIdleTimeoutIsClosedAfterItsAnswer() async throws {
+        var settings = ProxySettings(mode: .http)
+        settings.idleTimeoutMillis = 300
+        try await ProxyFixture.run(
+            backends: 1, settings: settings, start: { try await TestHTTPBackend.start(name: $0, group: $1) },
+            port: { $0.port }, stop: { await $0.kill() }) { proxy, _ in
+            // The client keeps the connection and says nothing more: the balancer ends it (the client waits 10 s).
+            let reply = Self.exchange(proxy.port, "GET /once HTTP/1.1\r\nHost: h\r\n\r\n")
+            #expect(reply.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(reply.hasSuffix("b0 xff=127.0.0.1 path=/once\n"))
+        }
+    }
 }
