@@ -127,4 +127,21 @@ import Testing
             #expect(reply.hasSuffix("b0 xff=127.0.0.1 path=/once\n"))
         }
     }
+
+    @Test func aRequestBodyHeldWhileConnectingGoesWholeToTheBackendTriedAfterARefusal() async throws {
+        try await ProxyFixture.run(
+            backends: 1, extra: [Backend(id: "dead", host: "127.0.0.1", port: 1)], settings: ProxySettings(mode: .http),
+            start: { _, group in try await ScriptedBackend.start(group: group, response: Self.ok) },
+            port: { $0.port }, stop: { await $0.stop() }) { proxy, backends in
+            // Round robin sends one of the two to the refusing backend first; its body waits and goes on whole.
+            for index in 0..<2 {
+                let reply = Self.exchange(
+                    proxy.port, "POST /\(index) HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello \(index)body")
+                #expect(reply == "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            }
+            #expect(backends[0].requests.map { $0.hasSuffix("\r\n\r\nhello 0body") || $0.hasSuffix("\r\n\r\nhello 1body") } == [true, true])
+            let stats = try await proxy.stats()
+            #expect(stats.backends.first { $0.id == "dead" }?.errors == 1)
+        }
+    }
 }
