@@ -1,5 +1,4 @@
 public import NIOCore
-import NIOHTTP1
 import NIOPosix
 #if canImport(Glibc)
 import Glibc
@@ -65,8 +64,6 @@ public final class ProxyListener: Sendable {
             try channel.pipeline.syncOperations.addHandler(clientSide)
             TCPForwarder(service: local, client: channel, clientSide: clientSide).start()
         case .http:
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: .milliseconds(settings.idleTimeoutMillis)))
             try channel.pipeline.syncOperations.addHandler(HTTPFrontendHandler(service: local))
         }
     }

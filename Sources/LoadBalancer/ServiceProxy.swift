@@ -66,23 +66,21 @@ public final class ServiceProxy: Sendable {
     }
 }
 
-/// A service on one event loop: its balancer, counters and (HTTP) pooled upstream connections.
+/// A service on one event loop: its balancer, and per backend its counters and (HTTP) idle upstream connections.
 final class LoopService {
     let name: String
     private(set) var settings: ProxySettings
     private(set) var balancer: Balancer
-    private var traffic: [ObjectIdentifier: BackendStats] = [:]
+    private var slots: [ObjectIdentifier: BackendSlot] = [:]
     private(set) var rejected: UInt64 = 0
     private(set) var retired = false
-    /// Idle keep-alive connections per backend (HTTP mode).
-    let pool = UpstreamPool()
 
     init(name: String, settings: ProxySettings, backends: [Backend], seed: UInt64) {
         self.name = name
         self.settings = settings
         self.balancer = Balancer(policy: settings.policy, options: settings.balancing, backends: backends, seed: seed,
                                  nowMillis: Clock.nowMillis())
-        for state in balancer.states { traffic[ObjectIdentifier(state)] = Self.fresh(state) }
+        for state in balancer.states { slots[ObjectIdentifier(state)] = BackendSlot(state: state) }
     }
 
     func update(settings: ProxySettings, backends: [Backend]) {
@@ -95,32 +93,39 @@ final class LoopService {
             balancer.update(backends: backends, options: settings.balancing, nowMillis: now)
         }
         self.settings = settings
-        var kept: [ObjectIdentifier: BackendStats] = [:]
+        var kept: [ObjectIdentifier: BackendSlot] = [:]
         for state in balancer.states {
             let key = ObjectIdentifier(state)
-            var stats = traffic[key] ?? Self.fresh(state)
-            stats.weight = state.backend.weight
-            kept[key] = stats
+            let slot = slots.removeValue(forKey: key) ?? BackendSlot(state: state)
+            slot.stats.weight = state.backend.weight
+            // A draining backend (weight 0) keeps no idle connections.
+            if state.backend.weight == 0 { slot.closeIdle() }
+            kept[key] = slot
         }
-        traffic = kept
-        let live = Set(balancer.states.filter { $0.backend.weight > 0 }.map { $0.backend.id })
-        pool.closeAll(except: live)
+        for slot in slots.values {
+            slot.live = false
+            slot.closeIdle()
+        }
+        slots = kept
     }
 
     func retire() {
         retired = true
-        pool.closeAll(except: [])
+        for slot in slots.values {
+            slot.live = false
+            slot.closeIdle()
+        }
     }
 
-    private static func fresh(_ state: BackendState) -> BackendStats {
-        BackendStats(id: state.backend.id, address: "\(state.backend.host):\(state.backend.port)", weight: state.backend.weight)
+    /// The backend's slot, or nil once it left the table (its numbers left with it).
+    @inline(__always)
+    func slot(for state: BackendState) -> BackendSlot? {
+        slots[ObjectIdentifier(state)]
     }
 
-    /// Counts against a backend (ignored once it left the table: its numbers left with it).
+    /// Counts against a backend (ignored once it left the table).
     func count(_ state: BackendState, _ change: (inout BackendStats) -> Void) {
-        let key = ObjectIdentifier(state)
-        guard traffic[key] != nil else { return }
-        change(&traffic[key]!)
+        if let slot = slot(for: state) { change(&slot.stats) }
     }
 
     func countRejected() { rejected += 1 }
@@ -128,7 +133,7 @@ final class LoopService {
     func stats() -> ServiceStats {
         let now = Clock.nowMillis()
         let backends = balancer.states.map { state -> BackendStats in
-            var stats = traffic[ObjectIdentifier(state)] ?? Self.fresh(state)
+            var stats = slot(for: state)?.stats ?? BackendSlot(state: state).stats
             stats.active = state.active
             stats.ejections = state.ejections
             stats.ejected = (state.ejectedUntilMillis ?? 0) > now
