@@ -160,14 +160,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The node's load balancer: listeners, L4 TCP and L7 HTTP/1.1 forwarding on NIO, choosing with Balancing.
+        // The node's load balancer: listeners, L4 TCP and L7 HTTP/1.1 forwarding on NIO (HTTP framed by its own
+// parser, not NIOHTTP1), choosing with Balancing.
         .target(
             name: "LoadBalancer",
             dependencies: [
                 "Balancing", "ClusterModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
