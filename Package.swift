@@ -53,6 +53,8 @@ let package = Package(
         ),
         // The system zlib, for CRC-32 checksums of write-ahead-log records.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Linux's epoll and eventfd headers, for the load balancer's TCP relay loops.
+        .systemLibrary(name: "CEpoll"),
         .target(
             name: "RaftRuntime",
             dependencies: [
@@ -165,7 +167,7 @@ let package = Package(
         .target(
             name: "LoadBalancer",
             dependencies: [
-                "Balancing", "ClusterModel",
+                "Balancing", "ClusterModel", "CEpoll",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1,7 +1,7 @@
 public import Balancing
 import ClusterModel
 public import Logging
-public import NIOCore
+import NIOCore
 import NIOPosix
 
 /// The node's load balancer: serves every service of the leader's backend tables on its published ports (the
@@ -9,7 +9,7 @@ import NIOPosix
 /// service), and keeps the DNS names of the services current. An update is applied whole: each port's proxy
 /// swaps its backends on every event loop; connections already established keep theirs.
 public actor NodeBalancer {
-    private let group: any EventLoopGroup
+    private let threads: ProxyThreads
     private let meshHost: String
     private let serveVirtualIPs: Bool
     private let names: ServiceNameTable?
@@ -39,9 +39,9 @@ public actor NodeBalancer {
     ///   - meshHost: where published ports listen ("0.0.0.0": every address of the node).
     ///   - serveVirtualIPs: listen on each service's virtual IP too (the node routes the service network locally).
     ///   - names: the DNS responder's table, kept to service name → virtual IP.
-    public init(group: any EventLoopGroup, meshHost: String = "0.0.0.0", serveVirtualIPs: Bool, names: ServiceNameTable? = nil,
+    public init(threads: ProxyThreads, meshHost: String = "0.0.0.0", serveVirtualIPs: Bool, names: ServiceNameTable? = nil,
                 logger: Logger) {
-        self.group = group
+        self.threads = threads
         self.meshHost = meshHost
         self.serveVirtualIPs = serveVirtualIPs
         self.names = names
@@ -80,13 +80,20 @@ public actor NodeBalancer {
                 if backend.maxConnections == 0 { backend.maxConnections = table.settings.maxConnections }
                 return backend
             }
+            // TCP and HTTP run on different threads: a port changing mode is opened anew.
+            if let existing = ports[key], existing.proxy.mode != settings.mode { await close(key) }
             let served: ServedPort
             if let existing = ports[key] {
                 served = existing
                 try? await existing.proxy.update(settings: settings, backends: backends).get()
             } else {
-                served = ServedPort(proxy: ServiceProxy(name: "\(table.name):\(port.target)", settings: settings,
-                                                        backends: backends, group: group))
+                do {
+                    served = ServedPort(proxy: try ServiceProxy(name: "\(table.name):\(port.target)", settings: settings,
+                                                                backends: backends, threads: threads))
+                } catch {
+                    logger.error("load balancer cannot start threads", metadata: ["service": "\(table.name)", "error": "\(error)"])
+                    continue
+                }
                 ports[key] = served
             }
             await listen(served, table: table, port: port)
@@ -117,7 +124,7 @@ public actor NodeBalancer {
 
     private func bind(host: String, port: Int, _ proxy: ServiceProxy, what: String) async -> ProxyListener? {
         do {
-            let listener = try await ProxyListener.bind(host: host, port: port, service: proxy, group: group)
+            let listener = try await ProxyListener.bind(host: host, port: port, service: proxy)
             reportedFailures.remove("\(host):\(port)")
             logger.info("load balancer listening", metadata: ["address": "\(host):\(port)", "for": "\(what)"])
             return listener

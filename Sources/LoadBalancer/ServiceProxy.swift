@@ -6,20 +6,26 @@ public import NIOCore
 /// every loop in turn; a connection keeps its backend through an update.
 public final class ServiceProxy: Sendable {
     public let name: String
+    /// Fixed for the proxy's life: TCP and HTTP run on different threads (`ProxyThreads`).
+    public let mode: ProxyMode
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopService>]
-    private let eventLoops: [any EventLoop]
+    let eventLoops: [any EventLoop]
+    /// The loops when they are relay loops (TCP mode); empty for HTTP.
+    let relayLoops: [RelayLoop]
 
-    public init(name: String, settings: ProxySettings, backends: [Backend], group: any EventLoopGroup, seed: UInt64 = 0x5EED) {
+    public init(name: String, settings: ProxySettings, backends: [Backend], threads: ProxyThreads, seed: UInt64 = 0x5EED) throws {
         self.name = name
+        self.mode = settings.mode
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopService>] = [:]
         var eventLoops: [any EventLoop] = []
-        for (index, loop) in group.makeIterator().enumerated() {
+        for (index, loop) in try threads.group(for: settings.mode).makeIterator().enumerated() {
             loops[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
                 LoopService(name: name, settings: settings, backends: backends, seed: seed &+ UInt64(index)), eventLoop: loop)
             eventLoops.append(loop)
         }
         self.loops = loops
         self.eventLoops = eventLoops
+        self.relayLoops = eventLoops.compactMap { $0 as? RelayLoop }
     }
 
     /// This loop's state; only call on `loop`.
@@ -27,7 +33,8 @@ public final class ServiceProxy: Sendable {
         loops[ObjectIdentifier(loop)]?.value
     }
 
-    /// Applies a new table on every loop; completes when all have it.
+    /// Applies a new table on every loop; completes when all have it. A different mode needs a new proxy; here
+    /// the mode stays as it was.
     @discardableResult
     public func update(settings: ProxySettings, backends: [Backend]) -> EventLoopFuture<Void> {
         let futures = eventLoops.map { loop in
@@ -84,6 +91,8 @@ final class LoopService {
     }
 
     func update(settings: ProxySettings, backends: [Backend]) {
+        var settings = settings
+        settings.mode = self.settings.mode
         let now = Clock.nowMillis()
         if settings.policy != balancer.policy {
             // A new policy starts a new balancer; backends in flight keep their old state objects.

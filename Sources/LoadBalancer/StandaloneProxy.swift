@@ -1,7 +1,6 @@
 public import Balancing
 import Foundation
 import NIOCore
-import NIOPosix
 
 /// The balancer without a cluster: one listener in front of a fixed list of backends, for users who want just a
 /// proxy and for benchmarks (`flotilla-agent proxy`).
@@ -72,23 +71,23 @@ public enum StandaloneProxyError: Error, CustomStringConvertible, Equatable {
 /// A running standalone proxy.
 public final class StandaloneProxy: Sendable {
     public let listener: ProxyListener
-    private let group: MultiThreadedEventLoopGroup
+    private let threads: ProxyThreads
 
-    private init(listener: ProxyListener, group: MultiThreadedEventLoopGroup) {
+    private init(listener: ProxyListener, threads: ProxyThreads) {
         self.listener = listener
-        self.group = group
+        self.threads = threads
     }
 
     public static func start(_ config: StandaloneProxyConfig) async throws -> StandaloneProxy {
         guard !config.backends.isEmpty else { throw StandaloneProxyError.noBackends }
         let (host, port) = try StandaloneProxyConfig.split(config.listen)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, config.workers))
-        let service = ServiceProxy(name: config.listen, settings: config.settings, backends: config.backends, group: group)
+        let threads = ProxyThreads(workers: config.workers)
         do {
-            let listener = try await ProxyListener.bind(host: host, port: port, service: service, group: group)
-            return StandaloneProxy(listener: listener, group: group)
+            let service = try ServiceProxy(name: config.listen, settings: config.settings, backends: config.backends, threads: threads)
+            let listener = try await ProxyListener.bind(host: host, port: port, service: service)
+            return StandaloneProxy(listener: listener, threads: threads)
         } catch {
-            try? await group.shutdownGracefully()
+            await threads.shutdown()
             throw error
         }
     }
@@ -100,6 +99,6 @@ public final class StandaloneProxy: Sendable {
     public func stop() async {
         await listener.close()
         listener.service.retire()
-        try? await group.shutdownGracefully()
+        await threads.shutdown()
     }
 }

@@ -16,16 +16,16 @@ import Synchronization
 final class AgentLoadBalancer: Sendable {
     let balancer: NodeBalancer
     let names: ServiceNameTable
-    private let group: MultiThreadedEventLoopGroup
+    private let threads: ProxyThreads
     private let serviceNetwork: IPv4Subnet?
     private let logger: Logger
     private let stopping = Mutex(false)
 
-    private init(balancer: NodeBalancer, names: ServiceNameTable, group: MultiThreadedEventLoopGroup, serviceNetwork: IPv4Subnet?,
+    private init(balancer: NodeBalancer, names: ServiceNameTable, threads: ProxyThreads, serviceNetwork: IPv4Subnet?,
                  logger: Logger) {
         self.balancer = balancer
         self.names = names
-        self.group = group
+        self.threads = threads
         self.serviceNetwork = serviceNetwork
         self.logger = logger
     }
@@ -34,7 +34,7 @@ final class AgentLoadBalancer: Sendable {
     ///   - workers: event-loop threads forwarding traffic.
     ///   - meshHost: where published ports listen.
     static func start(workers: Int, meshHost: String, logger: Logger) async -> AgentLoadBalancer {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: workers)
+        let threads = ProxyThreads(workers: workers)
         var routed: IPv4Subnet?
         if getuid() == 0, let network = try? IPv4Subnet(parsing: ClusterState.serviceNetwork) {
             do {
@@ -48,8 +48,8 @@ final class AgentLoadBalancer: Sendable {
             logger.notice("virtual IPs need root; this node serves published ports only")
         }
         let names = ServiceNameTable()
-        let balancer = NodeBalancer(group: group, meshHost: meshHost, serveVirtualIPs: routed != nil, names: names, logger: logger)
-        return AgentLoadBalancer(balancer: balancer, names: names, group: group, serviceNetwork: routed, logger: logger)
+        let balancer = NodeBalancer(threads: threads, meshHost: meshHost, serveVirtualIPs: routed != nil, names: names, logger: logger)
+        return AgentLoadBalancer(balancer: balancer, names: names, threads: threads, serviceNetwork: routed, logger: logger)
     }
 
     /// What the session hands the tables to.
@@ -120,6 +120,6 @@ final class AgentLoadBalancer: Sendable {
         stopping.withLock { $0 = true }
         await balancer.shutdown()
         if let serviceNetwork { await NodeNetwork.unrouteLocally(serviceNetwork) }
-        try? await group.shutdownGracefully()
+        await threads.shutdown()
     }
 }
