@@ -167,7 +167,8 @@ let package = Package(
         .target(
             name: "LoadBalancer",
             dependencies: [
-                "Balancing", "ClusterModel", "CEpoll",
+                // Messages: the wire form of its statistics (BalancerReport), which agents send to the leader.
+                "Balancing", "ClusterModel", "Messages", "CEpoll",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -274,7 +275,8 @@ let package = Package(
         .testTarget(
             name: "ControllerTests",
             dependencies: [
-                "Controller", "AdminClient", "TestSupport", "Agent", "ContainerRuntime", "Messages", "Balancing",
+                "Controller", "AdminClient", "TestSupport", "Agent", "ContainerRuntime", "Messages", "Balancing", "LoadBalancer",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -192,7 +192,6 @@ public final class AdminClient: Sendable {
         _ = try await call(Methods.tokenRevoke, request, kind: .write, timeout: timeout)
     }
 
-    /// Every node (agent), sorted by name.
     /// The images each node (or `node`, an id or name) reported.
     public func imageList(node: String = "", timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_NodeImages] {
         var request = Flotilla_V1_ImageListRequest()
@@ -200,6 +199,16 @@ public final class AdminClient: Sendable {
         return try await call(Methods.imageList, request, kind: .read, timeout: timeout).nodes
     }
 
+    /// Each node's (or `node`'s, an id or name) latest load-balancer report, of every service or of `service` (a
+    /// name or id), sorted by node name. NOT_FOUND for an unknown node or service.
+    public func balancerStats(node: String = "", service: String = "", timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_NodeBalancerStats] {
+        var request = Flotilla_V1_BalancerStatsRequest()
+        request.node = node
+        request.service = service
+        return try await call(Methods.balancerStats, request, kind: .read, timeout: timeout).nodes
+    }
+
+    /// Every node (agent), sorted by name.
     public func nodeList(timeout: Duration = .seconds(10)) async throws -> [Flotilla_V1_NodeInfo] {
         try await call(Methods.nodeList, Flotilla_V1_NodeListRequest(), kind: .read, timeout: timeout).nodes
     }

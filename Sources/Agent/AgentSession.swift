@@ -32,6 +32,9 @@ public final class AgentSession: Sendable {
     public let logs: LogPublisher?
     /// Serves the backend tables (the node's load balancer; nil: the tables are only kept, see `serviceTables`).
     public let tableReceiver: (any BackendTableReceiver)?
+    /// The node's load-balancer statistics, reported to the leader (nil: none to report).
+    public let balancerStats: (any BalancerStatsSource)?
+    public let reporting: BalancerReporting
     private let tables = BackendTableHolder()
     private let directory: AgentDataDirectory?
     private let logger: Logger
@@ -46,9 +49,12 @@ public final class AgentSession: Sendable {
 
     public init(
         identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: (any AssignmentReceiver)? = nil,
-        logs: LogPublisher? = nil, tables: (any BackendTableReceiver)? = nil, logger: Logger
+        logs: LogPublisher? = nil, tables: (any BackendTableReceiver)? = nil, balancerStats: (any BalancerStatsSource)? = nil,
+        reporting: BalancerReporting = BalancerReporting(), logger: Logger
     ) {
         self.identity = identity
+        self.balancerStats = balancerStats
+        self.reporting = reporting
         self.worker = worker
         self.logs = logs
         self.tableReceiver = tables
@@ -132,6 +138,9 @@ public final class AgentSession: Sendable {
                 group.addTask {
                     var sequence: UInt64 = 0
                     var imagesSent: [Flotilla_V1_NodeImage]?
+                    var balancerSchedule = BalancerReportSchedule(self.reporting)
+                    let clock = ContinuousClock()
+                    let origin = clock.now
                     while !Task.isCancelled {
                         sequence += 1
                         var heartbeat = Flotilla_V1_AgentHeartbeat()
@@ -148,6 +157,12 @@ public final class AgentSession: Sendable {
                                 heartbeat.imagesChanged = true
                                 heartbeat.images = images
                                 imagesSent = images
+                            }
+                        }
+                        if let source = self.balancerStats, balancerSchedule.collectionDue(at: clock.now - origin) {
+                            if var report = balancerSchedule.toSend(await source.balancerReport(), at: clock.now - origin) {
+                                report.takenMs = UInt64(Date().timeIntervalSince1970 * 1000)
+                                heartbeat.balancerReport = report
                             }
                         }
                         do {

@@ -32,6 +32,7 @@ struct AdminService: Sendable {
         router.register(Methods.tokenRevoke) { request, _ in try await tokenRevoke(request) }
         router.register(Methods.nodeList) { _, _ in try await nodeList() }
         router.register(Methods.imageList) { request, _ in try await imageList(request) }
+        router.register(Methods.balancerStats) { request, _ in try await balancerStats(request) }
         router.register(Methods.nodeUpdate) { request, _ in try await nodeUpdate(request) }
         router.register(Methods.nodeRemove) { request, _ in try await nodeRemove(request) }
         router.register(Methods.snapshotSave) { (_: Flotilla_V1_SnapshotSaveRequest, writer: ResponseWriter<Flotilla_V1_SnapshotChunk>, _: ServerContext) in
@@ -137,9 +138,8 @@ struct AdminService: Sendable {
     /// agents' next sessions.
     func imageList(_ request: Flotilla_V1_ImageListRequest) async throws -> Flotilla_V1_ImageListResponse {
         try await raft.linearizable()
-        let nodes = request.node.isEmpty ? raft.store.read { $0.nodes } : [try findNode(request.node)]
         var response = Flotilla_V1_ImageListResponse()
-        response.nodes = nodes.sorted { $0.name < $1.name }.map { node in
+        response.nodes = try nodesByName(request.node).map { node in
             var entry = Flotilla_V1_NodeImages()
             entry.nodeID = node.id.rawValue
             entry.nodeName = node.name
@@ -150,6 +150,34 @@ struct AdminService: Sendable {
             return entry
         }
         return response
+    }
+
+    /// Every node's (or one's) latest load-balancer report, its services filtered to one when asked: soft state,
+    /// rebuilt by a new leader from the agents' next sessions.
+    func balancerStats(_ request: Flotilla_V1_BalancerStatsRequest) async throws -> Flotilla_V1_BalancerStatsResponse {
+        try await raft.linearizable()
+        let nodes = try nodesByName(request.node)
+        let serviceID = request.service.isEmpty ? nil : try ServiceAdmin(raft: raft).find(request.service).id
+        var response = Flotilla_V1_BalancerStatsResponse()
+        response.nodes = nodes.map { node in
+            var entry = Flotilla_V1_NodeBalancerStats()
+            entry.nodeID = node.id.rawValue
+            entry.nodeName = node.name
+            if let held = monitor.balancerReport(of: node.id) {
+                entry.reported = true
+                entry.connected = held.connected
+                entry.ageMs = UInt64(max(0, held.age / .milliseconds(1)))
+                entry.report = held.report
+                if let serviceID { entry.report.services.removeAll { $0.serviceID != serviceID } }
+            }
+            return entry
+        }
+        return response
+    }
+
+    /// Every node sorted by name, or only the one `reference` names (id or name; NOT_FOUND when none).
+    func nodesByName(_ reference: String) throws -> [NodeRecord] {
+        reference.isEmpty ? raft.store.read { $0.nodes }.sorted { $0.name < $1.name } : [try findNode(reference)]
     }
 
     /// A node by id or, failing that, by name.

@@ -46,6 +46,31 @@ final class NodeMonitor: Sendable {
     /// nil when the node's agent has not reported its images to this leader.
     func images(of node: NodeID) -> [Flotilla_V1_NodeImage]? { reportedImages.withLock { $0[node] } }
 
+    /// Each node's latest load-balancer report, this reign only.
+    private let balancerReports = Mutex(BalancerReportTable())
+
+    func balancerSessionOpened(_ node: NodeID) { balancerReports.withLock { $0.sessionOpened(node) } }
+
+    func balancerSessionEnded(_ node: NodeID) {
+        let at = now
+        balancerReports.withLock { $0.sessionEnded(node, at: at) }
+    }
+
+    func record(balancerReport report: Flotilla_V1_BalancerReport, of node: NodeID) {
+        let at = now
+        balancerReports.withLock { $0.record(report, of: node, at: at) }
+    }
+
+    /// The node's latest load-balancer report, how old it is, and whether its session is still open; nil when
+    /// its agent has not reported to this leader (or its session ended longer ago than the table keeps it).
+    func balancerReport(of node: NodeID) -> (report: Flotilla_V1_BalancerReport, age: Duration, connected: Bool)? {
+        let at = now
+        return balancerReports.withLock { table in
+            table.prune(at: at)
+            return table.entries[node].map { ($0.report, at - $0.receivedAt, $0.connected) }
+        }
+    }
+
     /// Unix milliseconds of the node's last heartbeat to this leader; nil when none.
     func lastHeartbeatMs(of node: NodeID) -> UInt64? { lastHeardWall.withLock { $0[node] } }
 
@@ -65,6 +90,7 @@ final class NodeMonitor: Sendable {
             if !leading {
                 lastHeardWall.withLock { $0 = [:] }
                 reportedImages.withLock { $0 = [:] }
+                balancerReports.withLock { $0.clear() }
             }
             for change in changes {
                 guard var record = raft.store.read({ $0.node(change.node) }), record.status != change.status else { continue }
@@ -111,6 +137,8 @@ struct NodeSessionService: Sendable {
         defer { feed.end() }
         let logLink = logs.attach(node)
         defer { logs.detach(logLink) }
+        monitor.balancerSessionOpened(node)
+        defer { monitor.balancerSessionEnded(node) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await dispatch(feed, writer: writer) }
             group.addTask {
@@ -128,6 +156,7 @@ struct NodeSessionService: Sendable {
                 }
                 monitor.heartbeat(from: node)
                 if heartbeat.imagesChanged { monitor.record(images: heartbeat.images, of: node) }
+                if heartbeat.hasBalancerReport { monitor.record(balancerReport: heartbeat.balancerReport, of: node) }
                 if heartbeat.resync {
                     logger.info("agent asked for its complete assignment set", metadata: ["node.id": "\(node)", "generation": "\(heartbeat.assignmentsGeneration)"])
                     feed.resync()

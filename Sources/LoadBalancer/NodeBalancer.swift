@@ -143,13 +143,18 @@ public actor NodeBalancer {
         served.proxy.retire()
     }
 
-    /// Statistics of every served port, sorted by name.
+    /// Statistics of every served port (with its service id, name and ports), sorted by name.
     public func stats() async -> [ServiceStats] {
         var all: [ServiceStats] = []
-        for served in ports.values {
-            if let stats = try? await served.proxy.stats() { all.append(stats) }
+        for (key, served) in ports {
+            guard var stats = try? await served.proxy.stats() else { continue }
+            stats.serviceID = key.serviceID
+            stats.serviceName = tables[serviceID: key.serviceID]?.name ?? ""
+            stats.targetPort = key.target
+            stats.publishedPort = served.meshPort
+            all.append(stats)
         }
-        return all.sorted { $0.service < $1.service }
+        return all.sorted { ($0.service, $0.targetPort) < ($1.service, $1.targetPort) }
     }
 
     /// Connections (TCP) or requests (HTTP) in flight through this node's balancer to the backend `id`.

@@ -5,6 +5,7 @@ public struct BackendStats: Sendable, Equatable {
     public var weight: UInt32
     /// Connections (TCP) or requests (HTTP) in flight now.
     public var active: Int = 0
+    /// Connections opened to the backend (HTTP: upstream connections, each serving many requests).
     public var connections: UInt64 = 0
     public var requests: UInt64 = 0
     /// Connects refused or timed out, upstream resets, response timeouts, 5xx answers made by the balancer.
@@ -14,6 +15,7 @@ public struct BackendStats: Sendable, Equatable {
     public var ejections: Int = 0
     public var ejected: Bool = false
     public var inTable: Bool = true
+    /// Bytes received from the backend, and sent to it.
     public var bytesIn: UInt64 = 0
     public var bytesOut: UInt64 = 0
     /// Time to connect (TCP) or to the response head (HTTP).
@@ -47,6 +49,12 @@ public struct ServiceStats: Sendable, Equatable {
     public var backends: [BackendStats]
     /// Clients answered by the balancer itself because no backend could take them (503, 502, 504, or a TCP close).
     public var rejected: UInt64
+    /// Which service and port these are for, filled in by `NodeBalancer` (empty and 0 for a standalone proxy,
+    /// whose `service` names it).
+    public var serviceID = ""
+    public var serviceName = ""
+    public var targetPort = 0
+    public var publishedPort = 0
 
     public init(service: String, mode: String, policy: String, backends: [BackendStats], rejected: UInt64) {
         self.service = service

@@ -47,6 +47,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
             .whenComplete { result in
                 switch result {
                 case .success(let channel):
+                    slot.stats.connections &+= 1
                     let handler = UpstreamHandler(backend: backend, slot: slot)
                     do {
                         try channel.pipeline.syncOperations.addHandler(handler)

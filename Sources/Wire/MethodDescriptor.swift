@@ -94,6 +94,8 @@ public enum Methods {
         "flotilla.v1.Admin/ServiceInspect", kind: .unary, allowedRoles: [.admin])
     public static let imageList = MethodDescriptor<Flotilla_V1_ImageListRequest, Flotilla_V1_ImageListResponse>(
         "flotilla.v1.Admin/ImageList", kind: .unary, allowedRoles: [.admin])
+    public static let balancerStats = MethodDescriptor<Flotilla_V1_BalancerStatsRequest, Flotilla_V1_BalancerStatsResponse>(
+        "flotilla.v1.Admin/BalancerStats", kind: .unary, allowedRoles: [.admin])
     public static let taskLogs = MethodDescriptor<Flotilla_V1_TaskLogsRequest, Flotilla_V1_TaskLogsResponse>(
         "flotilla.v1.Admin/TaskLogs", kind: .serverStreaming, allowedRoles: [.admin])
 

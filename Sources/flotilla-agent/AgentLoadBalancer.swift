@@ -62,6 +62,14 @@ final class AgentLoadBalancer: Sendable {
         }
     }
 
+    /// What the session reports to the leader of this node's traffic.
+    var statsSource: any BalancerStatsSource { StatsSource(balancer: balancer) }
+
+    struct StatsSource: BalancerStatsSource {
+        let balancer: NodeBalancer
+        func balancerReport() async -> Flotilla_V1_BalancerReport { await balancer.report() }
+    }
+
     /// Before a task is stopped on purpose: wait until the leader's table has it draining (no new connections
     /// anywhere), then until this node's connections to it have finished, up to the service's drain timeout.
     var drainBeforeStop: TaskWorker.StopHook {

@@ -197,7 +197,8 @@ struct RunAgent: AsyncParsableCommand {
             }, beforeStop: balancer.drainBeforeStop, logs: logs)
             let session = AgentSession(
                 identity: identity, controllers: known, directory: directory, worker: worker,
-                logs: LogPublisher(logs: logs, logger: logger), tables: balancer.receiver, logger: logger)
+                logs: LogPublisher(logs: logs, logger: logger), tables: balancer.receiver,
+                balancerStats: balancer.statsSource, logger: logger)
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)
             logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])
             do {

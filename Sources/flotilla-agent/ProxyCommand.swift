@@ -195,7 +195,7 @@ struct ProxyFileSettings {
     }
 }
 
-/// Statistics as a table, for the proxy's exit and `flotilla lb stats`.
+/// Statistics as a table, for the standalone proxy's exit.
 enum StatsText {
     static func render(_ stats: ServiceStats) -> String {
         var lines = ["\(stats.service) (\(stats.mode), \(stats.policy)): \(stats.rejected) rejected"]

@@ -26,11 +26,12 @@ struct InProcessAgents {
     /// Joins one agent per name through `admin`'s cluster and starts its session; `runtimes` gives each agent's
     /// worker its drivers beside the process driver (by node name and id). With `logs`, each agent captures its
     /// tasks' output under `logs/<name>` and answers log subscriptions. `tables` gives each agent's session a
-    /// receiver of its backend tables.
+    /// receiver of its backend tables, `balancerStats` what it reports of its load balancer.
     static func start(
         _ names: [String], controllers: [String], admin: AdminClient, logs logsRoot: String? = nil,
         runtimes: (_ name: String, _ nodeID: String) throws -> [any ContainerRuntime] = { _, _ in [] },
-        tables: (_ name: String) -> (any BackendTableReceiver)? = { _ in nil }
+        tables: (_ name: String) -> (any BackendTableReceiver)? = { _ in nil },
+        balancerStats: (_ name: String) -> (any BalancerStatsSource)? = { _ in nil }
     ) async throws -> InProcessAgents {
         var agents = InProcessAgents()
         let token = try JoinToken(parsing: try await admin.tokenCreate(role: "agent", maxUses: UInt32(names.count)).token)
@@ -48,7 +49,8 @@ struct InProcessAgents {
             agents.networks += networks
             let session = AgentSession(
                 identity: AgentIdentity(credentials), controllers: controllers, directory: nil, worker: worker,
-                logs: logs.map { LogPublisher(logs: $0, logger: logger) }, tables: tables(name), logger: logger)
+                logs: logs.map { LogPublisher(logs: $0, logger: logger) }, tables: tables(name),
+                balancerStats: balancerStats(name), logger: logger)
             if let logs { agents.logs.append(logs) }
             agents.names.append(name)
             agents.agentSessions.append(session)

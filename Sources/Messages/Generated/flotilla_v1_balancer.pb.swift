@@ -148,6 +148,150 @@ public nonisolated struct Flotilla_V1_BackendEndpoint: Sendable {
   public init() {}
 }
 
+/// What one node's load balancer counted, per service port and backend: agents send it to the leader on their
+/// session (`AgentHeartbeat.balancer_report`), the leader keeps the latest per node in memory (soft state, not in
+/// Raft) for `flotilla lb stats` (Admin/BalancerStats) and, later, the autoscaler.
+///
+/// Counters are cumulative: a rate is the difference between two reports over the difference of their
+/// `taken_ms`. They only grow, except that they start again from zero when the agent restarts, when a service
+/// port is served anew, or when a backend re-enters a table after leaving it: a consumer takes a counter that went
+/// down as a restart (as Prometheus does). An agent sends a report when it differs from the last one it sent on
+/// the session (checked every 2 s by default), at least every 30 s, and always on a session's first chance (a new
+/// leader knows nothing): while the session is open, the latest report holds until the next one replaces it.
+public nonisolated struct Flotilla_V1_BalancerReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// When the agent took it, Unix ms (the agent's clock).
+  public var takenMs: UInt64 = 0
+
+  /// Every served service port, sorted by service name, then target port.
+  public var services: [Flotilla_V1_ServiceBalancerStats] = []
+
+  /// The upper bounds of the latency buckets, microseconds, ascending, shared by every histogram in the report
+  /// (a histogram's `counts` has one entry more: above the last bound).
+  public var latencyBoundsMicros: [UInt64] = []
+
+  /// Backends left out to keep the report small: past the agent's cap (2,000 backend entries by default) the
+  /// least busy backends (fewest requests and connections) are dropped and counted here. 0 normally.
+  public var omittedBackends: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One service port on one node's load balancer.
+public nonisolated struct Flotilla_V1_ServiceBalancerStats: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The service (id and name).
+  public var serviceID: String = String()
+
+  public var serviceName: String = String()
+
+  /// The port of the service these numbers are for (the tasks' port) and where it is published (0: on the
+  /// virtual IP only). A service with several ports has one entry per port.
+  public var targetPort: UInt32 = 0
+
+  public var publishedPort: UInt32 = 0
+
+  /// "tcp" or "http", and the canonical policy name.
+  public var mode: String = String()
+
+  public var policy: String = String()
+
+  /// Clients the balancer answered itself because no backend could take them (HTTP 502/503/504, or a closed
+  /// TCP connection).
+  public var rejected: UInt64 = 0
+
+  /// The backends of the node's current table for the service, sorted by task id.
+  public var backends: [Flotilla_V1_BackendBalancerStats] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One backend (task) as one node's load balancer saw it.
+public nonisolated struct Flotilla_V1_BackendBalancerStats: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The task, and where the balancer reaches it ("ip:port").
+  public var taskID: String = String()
+
+  public var address: String = String()
+
+  /// Its relative share of new connections (0: draining, it gets none).
+  public var weight: UInt32 = 0
+
+  /// Connections (TCP mode) or requests (HTTP mode) in flight now.
+  public var active: UInt32 = 0
+
+  /// Connections opened to it (TCP mode: one per client connection; HTTP mode: pooled upstream connections), and
+  /// requests sent to it (HTTP mode; 0 in TCP mode).
+  public var connections: UInt64 = 0
+
+  public var requests: UInt64 = 0
+
+  /// Connects refused or timed out, upstream resets, response timeouts, and answers the balancer made for it.
+  public var errors: UInt64 = 0
+
+  /// Attempts moved to another backend after this one failed.
+  public var retries: UInt64 = 0
+
+  /// Times outlier detection ejected it, and whether it is ejected now.
+  public var ejections: UInt32 = 0
+
+  public var ejected: Bool = false
+
+  /// Bytes received from it (its answers), and bytes sent to it (the clients' requests).
+  public var bytesIn: UInt64 = 0
+
+  public var bytesOut: UInt64 = 0
+
+  /// Time to connect (TCP mode) or to the response head (HTTP mode).
+  public var latency: Flotilla_V1_LatencyHistogram {
+    get {_latency ?? Flotilla_V1_LatencyHistogram()}
+    set {_latency = newValue}
+  }
+  /// Returns true if `latency` has been explicitly set.
+  public var hasLatency: Bool {self._latency != nil}
+  /// Clears the value of `latency`. Subsequent reads from it will return its default value.
+  public mutating func clearLatency() {self._latency = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _latency: Flotilla_V1_LatencyHistogram? = nil
+}
+
+/// Latencies counted in fixed buckets (the report's `latency_bounds_micros`), as Prometheus histograms keep them.
+public nonisolated struct Flotilla_V1_LatencyHistogram: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// counts[i]: observations above bound i-1 and at most bound i; the entry after the last bound counts everything
+  /// above it. Trailing zero buckets are left out.
+  public var counts: [UInt64] = []
+
+  /// The sum of all observations, microseconds, and their number.
+  public var sumMicros: UInt64 = 0
+
+  public var count: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "flotilla.v1"
@@ -363,6 +507,250 @@ nonisolated extension Flotilla_V1_BackendEndpoint: SwiftProtobuf.Message, SwiftP
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.weight != rhs.weight {return false}
     if lhs.draining != rhs.draining {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_BalancerReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BalancerReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}taken_ms\0\u{1}services\0\u{3}latency_bounds_micros\0\u{3}omitted_backends\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.takenMs) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      case 3: try { try decoder.decodeRepeatedUInt64Field(value: &self.latencyBoundsMicros) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.omittedBackends) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.takenMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.takenMs, fieldNumber: 1)
+    }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 2)
+    }
+    if !self.latencyBoundsMicros.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.latencyBoundsMicros, fieldNumber: 3)
+    }
+    if self.omittedBackends != 0 {
+      try visitor.visitSingularUInt32Field(value: self.omittedBackends, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_BalancerReport, rhs: Flotilla_V1_BalancerReport) -> Bool {
+    if lhs.takenMs != rhs.takenMs {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.latencyBoundsMicros != rhs.latencyBoundsMicros {return false}
+    if lhs.omittedBackends != rhs.omittedBackends {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ServiceBalancerStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceBalancerStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}service_id\0\u{3}service_name\0\u{3}target_port\0\u{3}published_port\0\u{1}mode\0\u{1}policy\0\u{1}rejected\0\u{1}backends\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.serviceID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.serviceName) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.targetPort) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.publishedPort) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.mode) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.policy) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.rejected) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.backends) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.serviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.serviceID, fieldNumber: 1)
+    }
+    if !self.serviceName.isEmpty {
+      try visitor.visitSingularStringField(value: self.serviceName, fieldNumber: 2)
+    }
+    if self.targetPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.targetPort, fieldNumber: 3)
+    }
+    if self.publishedPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.publishedPort, fieldNumber: 4)
+    }
+    if !self.mode.isEmpty {
+      try visitor.visitSingularStringField(value: self.mode, fieldNumber: 5)
+    }
+    if !self.policy.isEmpty {
+      try visitor.visitSingularStringField(value: self.policy, fieldNumber: 6)
+    }
+    if self.rejected != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rejected, fieldNumber: 7)
+    }
+    if !self.backends.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.backends, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceBalancerStats, rhs: Flotilla_V1_ServiceBalancerStats) -> Bool {
+    if lhs.serviceID != rhs.serviceID {return false}
+    if lhs.serviceName != rhs.serviceName {return false}
+    if lhs.targetPort != rhs.targetPort {return false}
+    if lhs.publishedPort != rhs.publishedPort {return false}
+    if lhs.mode != rhs.mode {return false}
+    if lhs.policy != rhs.policy {return false}
+    if lhs.rejected != rhs.rejected {return false}
+    if lhs.backends != rhs.backends {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_BackendBalancerStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BackendBalancerStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{1}address\0\u{1}weight\0\u{1}active\0\u{1}connections\0\u{1}requests\0\u{1}errors\0\u{1}retries\0\u{1}ejections\0\u{1}ejected\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}latency\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.taskID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.weight) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.active) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.connections) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.requests) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.errors) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.retries) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.ejections) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.ejected) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
+      case 13: try { try decoder.decodeSingularMessageField(value: &self._latency) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.taskID.isEmpty {
+      try visitor.visitSingularStringField(value: self.taskID, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if self.weight != 0 {
+      try visitor.visitSingularUInt32Field(value: self.weight, fieldNumber: 3)
+    }
+    if self.active != 0 {
+      try visitor.visitSingularUInt32Field(value: self.active, fieldNumber: 4)
+    }
+    if self.connections != 0 {
+      try visitor.visitSingularUInt64Field(value: self.connections, fieldNumber: 5)
+    }
+    if self.requests != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requests, fieldNumber: 6)
+    }
+    if self.errors != 0 {
+      try visitor.visitSingularUInt64Field(value: self.errors, fieldNumber: 7)
+    }
+    if self.retries != 0 {
+      try visitor.visitSingularUInt64Field(value: self.retries, fieldNumber: 8)
+    }
+    if self.ejections != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ejections, fieldNumber: 9)
+    }
+    if self.ejected != false {
+      try visitor.visitSingularBoolField(value: self.ejected, fieldNumber: 10)
+    }
+    if self.bytesIn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesIn, fieldNumber: 11)
+    }
+    if self.bytesOut != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesOut, fieldNumber: 12)
+    }
+    try { if let v = self._latency {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_BackendBalancerStats, rhs: Flotilla_V1_BackendBalancerStats) -> Bool {
+    if lhs.taskID != rhs.taskID {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.weight != rhs.weight {return false}
+    if lhs.active != rhs.active {return false}
+    if lhs.connections != rhs.connections {return false}
+    if lhs.requests != rhs.requests {return false}
+    if lhs.errors != rhs.errors {return false}
+    if lhs.retries != rhs.retries {return false}
+    if lhs.ejections != rhs.ejections {return false}
+    if lhs.ejected != rhs.ejected {return false}
+    if lhs.bytesIn != rhs.bytesIn {return false}
+    if lhs.bytesOut != rhs.bytesOut {return false}
+    if lhs._latency != rhs._latency {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_LatencyHistogram: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LatencyHistogram"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}counts\0\u{3}sum_micros\0\u{1}count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt64Field(value: &self.counts) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sumMicros) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.count) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.counts.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.counts, fieldNumber: 1)
+    }
+    if self.sumMicros != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sumMicros, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt64Field(value: self.count, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_LatencyHistogram, rhs: Flotilla_V1_LatencyHistogram) -> Bool {
+    if lhs.counts != rhs.counts {return false}
+    if lhs.sumMicros != rhs.sumMicros {return false}
+    if lhs.count != rhs.count {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

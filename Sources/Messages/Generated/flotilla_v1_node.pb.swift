@@ -85,9 +85,23 @@ public nonisolated struct Flotilla_V1_AgentHeartbeat: Sendable {
 
   public var images: [Flotilla_V1_NodeImage] = []
 
+  /// The node's load-balancer statistics (balancer.proto): set on a session's first heartbeat after the agent's
+  /// balancer has something to say, then only when they changed (checked every 2 s by default) or at least
+  /// every 30 s. Absent: the last report still holds.
+  public var balancerReport: Flotilla_V1_BalancerReport {
+    get {_balancerReport ?? Flotilla_V1_BalancerReport()}
+    set {_balancerReport = newValue}
+  }
+  /// Returns true if `balancerReport` has been explicitly set.
+  public var hasBalancerReport: Bool {self._balancerReport != nil}
+  /// Clears the value of `balancerReport`. Subsequent reads from it will return its default value.
+  public mutating func clearBalancerReport() {self._balancerReport = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _balancerReport: Flotilla_V1_BalancerReport? = nil
 }
 
 /// An image stored on a node.
@@ -362,7 +376,7 @@ nonisolated extension Flotilla_V1_RenewResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentHeartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0\u{1}resync\0\u{3}images_changed\0\u{1}images\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0\u{1}resync\0\u{3}images_changed\0\u{1}images\0\u{3}balancer_report\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -377,12 +391,17 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
       case 5: try { try decoder.decodeSingularBoolField(value: &self.resync) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.imagesChanged) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.images) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._balancerReport) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.sequence != 0 {
       try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
     }
@@ -404,6 +423,9 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if !self.images.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.images, fieldNumber: 7)
     }
+    try { if let v = self._balancerReport {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -415,6 +437,7 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if lhs.resync != rhs.resync {return false}
     if lhs.imagesChanged != rhs.imagesChanged {return false}
     if lhs.images != rhs.images {return false}
+    if lhs._balancerReport != rhs._balancerReport {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
