@@ -5,7 +5,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// Bounded HTTP load for cluster tests: `connections` client threads send `GET /` to their targets (thread i to
+/// Bounded HTTP load for cluster tests: `connections` client threads send `GET path` to their targets (thread i to
 /// target i mod n) until `maxRequests` have been sent in all, `maxDuration` has passed or `stop()` is called,
 /// whichever comes first. Every request is recorded for the test to judge.
 ///
@@ -67,7 +67,7 @@ public final class TestLoad: Sendable {
     /// Starts the client threads. `timeoutSeconds` bounds each connect, send and read (a request waiting longer
     /// fails). Throws if `namespace` (a name under /run/netns) cannot be opened.
     public static func start(
-        targets: [Target], connections: Int, style: Connections, namespace: String? = nil,
+        targets: [Target], path: String = "/", connections: Int, style: Connections, namespace: String? = nil,
         maxRequests: Int, maxDuration: Duration, timeoutSeconds: Int = 15
     ) throws -> TestLoad {
         precondition(!targets.isEmpty && connections > 0)
@@ -87,7 +87,7 @@ public final class TestLoad: Sendable {
             Thread {
                 let inNamespace = fd < 0 || NetworkNamespace.enter(descriptor: fd)
                 entered.signal()
-                load.drive(target, style: style, inNamespace: inNamespace)
+                load.drive(target, path: path, style: style, inNamespace: inNamespace)
             }.start()
         }
         // Every thread has entered the namespace (or failed to) before the descriptor goes.
@@ -116,7 +116,7 @@ public final class TestLoad: Sendable {
     }
 
     /// One client thread's loop.
-    private func drive(_ target: Target, style: Connections, inNamespace: Bool) {
+    private func drive(_ target: Target, path: String, style: Connections, inNamespace: Bool) {
         defer { state.withLock { $0.running -= 1 } }
         guard inNamespace else {
             let now = ContinuousClock.now
@@ -130,7 +130,7 @@ public final class TestLoad: Sendable {
             var answer: String?
             var failure: String?
             do {
-                let response = try client.request(close: style == .perRequest, timeoutSeconds: timeoutSeconds)
+                let response = try client.request(path, close: style == .perRequest, timeoutSeconds: timeoutSeconds)
                 let body = response.body.trimmingCharacters(in: .whitespacesAndNewlines)
                 if response.status == 200 { answer = body } else { failure = "status \(response.status): \(body.prefix(200))" }
             } catch {
