@@ -38,7 +38,9 @@ extension LoadBalancerClusterTests {
             // idempotent). Three failures in a row eject it from one event loop's balancer for 5 s; the hang lasts
             // 5 s, less than the first timeout plus the ejection, so each balancer ejects it once. Before the
             // third failure of a balancer lands, at most two of its requests have waited, plus at most one in
-            // flight per client connection: that bounds the requests that waited, whatever the rate.
+            // flight per client connection: that bounds the requests that waited, whatever the rate. Two client
+            // connections per balancer reach it exactly (two rounds of two timeouts); without ejection every fourth
+            // request of each connection would wait, about four per connection in 5 s (some 30 in all).
             tasks = try #require(try await lab.runningTasks("web", count: 4))
             try await Self.waitForMesh(lab, tasks: tasks, from: 1)
             let hung = tasks[1]
