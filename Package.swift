@@ -195,7 +195,7 @@ let package = Package(
         ),
         .target(
             name: "TestSupport",
-            dependencies: ["Wire", "Transport", "PKI", "ClusterModel",
+            dependencies: ["Wire", "Transport", "PKI", "ClusterModel", "ContainerRuntime",
                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOPosix", package: "swift-nio"),

@@ -12,7 +12,8 @@ import Synchronization
 /// It also publishes the backend tables (`BackendTables`, pure, in Orchestrator) to every agent: the complete
 /// set with every complete assignment set, then the tables that changed, computed once per burst of store
 /// changes (when the watcher has caught up, or every `tableBurstLimit` changes under a steady stream) for the
-/// services the burst touched, and sent to every session alike.
+/// services the burst touched, and sent to every session alike. A change that also changes assignments publishes
+/// the tables first, so an agent told to stop a task has already seen it draining.
 ///
 /// Everything that produces an update — registration, a store event, a resync — runs under one lock against
 /// the state of that moment, so each session's updates come from ever newer states, in order.
@@ -87,10 +88,11 @@ final class AssignmentDispatcher: Sendable {
                 case .changes(let changes):
                     state.tables.note(changes, in: snapshot)
                     state.unpublishedChanges += 1
-                    defer {
-                        if watch.pending == 0 || state.unpublishedChanges >= Self.tableBurstLimit {
-                            publishTables(&state, snapshot)
-                        }
+                    let deltas = state.index.apply(changes, state: snapshot)
+                    // Tables go before assignments: a task told to stop is already draining in every table. Its
+                    // agent reads updates in order and drains before it stops the task, waiting for that table.
+                    if !deltas.isEmpty || watch.pending == 0 || state.unpublishedChanges >= Self.tableBurstLimit {
+                        publishTables(&state, snapshot)
                     }
                     let nodeChanges = changes.filter { $0.table == .nodes }.map { NodeID($0.key) }
                     var routingChanged = false
@@ -108,7 +110,6 @@ final class AssignmentDispatcher: Sendable {
                             registration.mailbox.push(.nodes) { Self.complete(for: node, state, snapshot) }
                         }
                     }
-                    let deltas = state.index.apply(changes, state: snapshot)
                     guard !deltas.isEmpty else { return }
                     for registration in state.sessions.values {
                         guard let delta = deltas[registration.node] else { continue }

@@ -71,8 +71,10 @@ final class AgentLoadBalancer: Sendable {
     }
 
     /// Before a task is stopped on purpose: wait until the leader's table has it draining (no new connections
-    /// anywhere), then until this node's connections to it have finished, up to the service's drain timeout.
-    var drainBeforeStop: TaskWorker.StopHook {
+    /// anywhere), then until its connections have finished, up to the service's drain timeout: this node's, and,
+    /// when the task has a network namespace (`namespace` gives its path), every connection its container still
+    /// serves, since other nodes' balancers hold connections to it too.
+    func drainBeforeStop(namespace: @escaping @Sendable (_ taskID: String) -> String?) -> TaskWorker.StopHook {
         { [self] assignment in
             guard !stopping.withLock({ $0 }) else { return }
             let id = assignment.taskID
@@ -87,6 +89,17 @@ final class AgentLoadBalancer: Sendable {
             while active > 0, clock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(100))
                 active = await balancer.active(toBackend: id)
+            }
+            if let path = namespace(id), FileManager.default.fileExists(atPath: path) {
+                // The other agents got the same table at about the same moment: give one that applied it a little
+                // later the time to, then wait for the connections they opened before it.
+                try? await Task.sleep(for: max(.zero, min(.milliseconds(200), deadline - clock.now)))
+                var served = await NetworkNamespace.servedConnections(at: path) ?? 0
+                while served > 0, clock.now < deadline {
+                    try? await Task.sleep(for: .milliseconds(50))
+                    served = await NetworkNamespace.servedConnections(at: path) ?? 0
+                }
+                active = max(active, served)
             }
             if active > 0 {
                 logger.notice("drain timeout passed with connections still open", metadata: ["task": "\(id)", "open": "\(active)"])

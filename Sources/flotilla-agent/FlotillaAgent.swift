@@ -186,6 +186,7 @@ struct RunAgent: AsyncParsableCommand {
             let networking = oci?.networking
             let ociDriver = oci
             guard (1...64).contains(loadBalancerWorkers) else { throw CleanError("--lb-workers \(loadBalancerWorkers): use 1 to 64") }
+            let namespacePrefix = NodeNetwork.prefix(for: credentials.identity.nodeID)
             let balancer = await AgentLoadBalancer.start(workers: loadBalancerWorkers, meshHost: loadBalancerAddress, logger: logger)
             let worker = TaskWorker(logger: logger, runtimes: runtimes, onNetwork: { update in
                 do {
@@ -194,7 +195,9 @@ struct RunAgent: AsyncParsableCommand {
                 } catch {
                     logger.error("container network not configured; tasks on their own network will fail to start", metadata: ["error": "\(error)"])
                 }
-            }, beforeStop: balancer.drainBeforeStop, logs: logs)
+            }, beforeStop: balancer.drainBeforeStop(namespace: { task in
+                networking == nil ? nil : "/run/netns/" + namespacePrefix + "-" + task
+            }), logs: logs)
             let session = AgentSession(
                 identity: identity, controllers: known, directory: directory, worker: worker,
                 logs: LogPublisher(logs: logs, logger: logger), tables: balancer.receiver,

@@ -10,7 +10,10 @@ import Testing
 /// services busybox-static, catatonit and crun or runc; CI has them.
 struct NetnsLab {
     let id = String(format: "%05x", UInt32.random(in: 0..<0x10_0000))
+    /// Hosts 1 (controller) and 2...hosts (agents).
     let hosts: Int
+    /// Hosts after those that run nothing: pure clients (hosts + 1...hosts + clients).
+    var clients = 0
     let work: TemporaryDirectory
     var switchNamespace: String { "mh\(id)-sw" }
     func host(_ index: Int) -> String { "mh\(id)-h\(index)" }
@@ -27,10 +30,13 @@ struct NetnsLab {
         var nodeIDs: [String: String] = [:]
     }
 
-    /// Builds the lab with a controller on host 1 and agents on hosts 2...`hosts` (named n2, n3, ...), runs
-    /// `body`, then stops the agents (they stop their containers), the controller, and removes every namespace.
-    static func run(hosts: Int = 3, agentArguments: [String] = [], _ body: (NetnsLab, Cluster) async throws -> Void) async throws {
-        let lab = NetnsLab(hosts: hosts, work: try TemporaryDirectory(prefix: "flotilla-netns"))
+    /// Builds the lab with a controller on host 1, agents on hosts 2...`hosts` (named n2, n3, ...) and `clients`
+    /// hosts that run nothing after them, runs `body`, then stops the agents (they stop their containers), the
+    /// controller, and removes every namespace.
+    static func run(
+        hosts: Int = 3, clients: Int = 0, agentArguments: [String] = [], _ body: (NetnsLab, Cluster) async throws -> Void
+    ) async throws {
+        let lab = NetnsLab(hosts: hosts, clients: clients, work: try TemporaryDirectory(prefix: "flotilla-netns"))
         let cluster = Cluster()
         defer { lab.removeEverything(cluster) }
         try await lab.build()
@@ -54,7 +60,7 @@ struct NetnsLab {
         try await Self.ip(["netns", "add", switchNamespace])
         try await Self.ip(["-n", switchNamespace, "link", "add", "sw0", "type", "bridge"])
         try await Self.ip(["-n", switchNamespace, "link", "set", "sw0", "up"])
-        for index in 1...hosts {
+        for index in 1...(hosts + clients) {
             let host = host(index)
             try await Self.ip(["netns", "add", host])
             try await Self.ip(["-n", switchNamespace, "link", "add", "h\(index)", "type", "veth", "peer", "name", "up0", "netns", host])
@@ -95,7 +101,7 @@ struct NetnsLab {
     }
 
     private func removeEverything(_ cluster: Cluster) {
-        for index in 0...hosts {
+        for index in 0...(hosts + clients) {
             let namespace = index == 0 ? switchNamespace : host(index)
             _ = try? Process.run(URL(fileURLWithPath: "/usr/sbin/ip"), arguments: ["netns", "delete", namespace]).waitUntilExit()
         }
@@ -115,11 +121,11 @@ struct NetnsLab {
         return result.stdout
     }
 
-    /// Runs `flotilla ARGUMENTS` on host 1, against its controller.
-    func flotilla(_ arguments: [String]) async throws -> String {
+    /// Runs `flotilla ARGUMENTS` on host 1, against its controller (killed if it takes longer than `timeout`).
+    func flotilla(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> String {
         let result = try await ChildProcess.run(
             "/usr/sbin/ip", ["netns", "exec", host(1), try FlotillaBinaries.path("flotilla"),
-                             "--controller", "\(address(1)):7400", "--credentials", credentials] + arguments)
+                             "--controller", "\(address(1)):7400", "--credentials", credentials] + arguments, timeout: timeout)
         guard result.status == 0 else { throw ChildProcessError("flotilla \(arguments.joined(separator: " ")): \(result.stderr)") }
         return result.stdout
     }
