@@ -27,7 +27,7 @@ public enum NetworkNamespace {
                 defer { close(descriptor) }
                 guard enter(descriptor: descriptor) else { return continuation.resume(returning: nil) }
                 // thread-self: this thread's namespace (/proc/self/net is the main thread's).
-                let tables = ["tcp", "tcp6"].compactMap { try? String(contentsOfFile: "/proc/thread-self/net/" + $0, encoding: .utf8) }
+                let tables = ["tcp", "tcp6"].compactMap { ProcFile.read("/proc/thread-self/net/" + $0) }
                 continuation.resume(returning: tables.isEmpty ? nil : servedConnections(in: tables.joined(separator: "\n")))
             }.start()
         }

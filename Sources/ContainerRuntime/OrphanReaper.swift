@@ -49,7 +49,7 @@ enum OrphanReaper {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
         var found: [Child] = []
         for entry in entries {
-            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+            guard let pid = Int32(entry), let stat = ProcFile.read("/proc/\(entry)/stat"),
                   let close = stat.lastIndex(of: ")") else { continue }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             guard fields.count > 2, let state = fields[0].first, Int32(fields[1]) == parent else { continue }
@@ -60,12 +60,12 @@ enum OrphanReaper {
 
     /// Whether the process is also known by a pid in a nested namespace ("NSpid:" lists more than one).
     static func inOtherPIDNamespace(_ pid: Int32) -> Bool {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+        guard let status = ProcFile.read("/proc/\(pid)/status"),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("NSpid:") }) else { return false }
         return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).count > 2
     }
 
     static func cgroup(of pid: Int32) -> String {
-        (try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? ""
+        ProcFile.read("/proc/\(pid)/cgroup") ?? ""
     }
 }
