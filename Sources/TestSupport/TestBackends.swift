@@ -303,18 +303,8 @@ public final class TestTCPBackend: Sendable {
 public enum TestTCPClient {
     /// Returns what came back before the peer closed, or nil if the connection failed or was reset.
     public static func exchange(port: Int, send text: String, halfClose: Bool = true, timeoutSeconds: Int = 10) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard let fd = connect(port: port, timeoutSeconds: timeoutSeconds) else { return nil }
         defer { Glibc.close(fd) }
-        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return nil }
         let sent = text.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count - 1, Int32(MSG_NOSIGNAL)) }
         guard sent == text.utf8.count else { return nil }
         if halfClose { shutdown(fd, Int32(SHUT_WR)) }
@@ -327,5 +317,24 @@ public enum TestTCPClient {
             reply.append(contentsOf: chunk[0..<count])
         }
         return String(decoding: reply, as: UTF8.self)
+    }
+
+    /// A blocking socket connected to 127.0.0.1:`port`, reads limited to `timeoutSeconds`; nil if refused.
+    public static func connect(port: Int, timeoutSeconds: Int = 10) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            return nil
+        }
+        return fd
     }
 }

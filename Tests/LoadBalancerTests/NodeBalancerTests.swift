@@ -141,18 +141,7 @@ import Glibc
     /// Connects to the balancer, retrying briefly while its listener starts.
     static func connect(port: Int) async throws -> Connection? {
         for _ in 0..<50 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var timeout = timeval(tv_sec: 10, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            if connected == 0 { return Connection(fd: fd) }
-            Glibc.close(fd)
+            if let fd = TestTCPClient.connect(port: port) { return Connection(fd: fd) }
             try await Task.sleep(for: .milliseconds(20))
         }
         return nil
