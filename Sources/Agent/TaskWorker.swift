@@ -127,17 +127,14 @@ public actor TaskWorker: AssignmentReceiver {
         case .complete(let assignments):
             await apply(complete: assignments)
         case .change(let upserts, let removed):
+            let sorted = upserts.sorted(by: { $0.taskID < $1.taskID })
+            await stopTogether(removed + sorted.filter { $0.desiredState != .running }.map(\.taskID))
             for id in removed {
-                await stop(id)
                 finished.remove(id)  // no longer assigned: nothing will mention it again
                 await logs?.release(id)
             }
-            for assignment in upserts.sorted(by: { $0.taskID < $1.taskID }) {
-                if assignment.desiredState == .running {
-                    if tasks[assignment.taskID] == nil && !finished.contains(assignment.taskID) { begin(assignment) }
-                } else {
-                    await stop(assignment.taskID)
-                }
+            for assignment in sorted where assignment.desiredState == .running {
+                if tasks[assignment.taskID] == nil && !finished.contains(assignment.taskID) { begin(assignment) }
             }
         case .ignore:
             if sequence.position.needsResync && !before.needsResync {
@@ -149,9 +146,7 @@ public actor TaskWorker: AssignmentReceiver {
 
     private func apply(complete assignments: [Flotilla_V1_TaskAssignment]) async {
         let wanted = Dictionary(assignments.map { ($0.taskID, $0) }, uniquingKeysWith: { _, last in last })
-        for id in tasks.keys where wanted[id]?.desiredState != .running {
-            await stop(id)
-        }
+        await stopTogether(tasks.keys.filter { wanted[$0]?.desiredState != .running })
         // Tasks no longer assigned are forgotten: the set is the whole truth.
         let forgotten = finished.filter { wanted[$0] == nil }
         finished.subtract(forgotten)
@@ -403,9 +398,21 @@ public actor TaskWorker: AssignmentReceiver {
         report(id, .shutdown, "stopped")
     }
 
+    /// Stops tasks at the same time, so their drains overlap (a scale-down by three waits one drain timeout, not
+    /// three); done when all have stopped.
+    private func stopTogether(_ ids: [String]) async {
+        guard ids.count > 1 else {
+            if let id = ids.first { await stop(id) }
+            return
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for id in ids { group.addTask { await self.stop(id) } }
+        }
+    }
+
     /// Stops every task (agent shutdown).
     public func stopAll() async {
-        for id in tasks.keys.sorted() { await stop(id) }
+        await stopTogether(tasks.keys.sorted())
     }
 
     /// Agent shutdown that leaves the tasks of `keeping` runtimes running, for the next agent process to adopt

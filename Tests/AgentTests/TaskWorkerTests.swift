@@ -218,6 +218,31 @@ struct TaskWorkerTests {
         await worker.stopAll()
     }
 
+    @Test("tasks one update stops drain at the same time: every stop hook has begun before the first ends")
+    func stopsOfOneUpdateOverlap() async throws {
+        let events = Reports.Names()
+        let worker = TaskWorker(logger: Logger(label: "worker"), beforeStop: { assignment in
+            events.add("begin \(assignment.taskID)")
+            // Holds the drain until all three have begun (5 s at most: stopped one after another, the first would
+            // end alone).
+            _ = try? await eventually(timeout: .seconds(5)) { events.all.filter { $0.hasPrefix("begin") }.count == 3 }
+            events.add("end \(assignment.taskID)")
+        })
+        let names = ["x", "y", "z"]
+        await worker.apply(Self.update(complete: true, generation: 1, names.map { Self.assignment($0) }))
+        let reports = Reports()
+        #expect(try await eventually {
+            await reports.collect(worker)
+            return names.allSatisfy { reports[$0]?.state == .running }
+        })
+        await worker.apply(Self.update(complete: false, generation: 2, [Self.assignment("z", desired: .shutdown)], removed: ["x", "y"]))
+        let log = events.all
+        let firstEnd = log.firstIndex { $0.hasPrefix("end") } ?? log.count
+        #expect(log.prefix(firstEnd).count == 3, "all three drains began before one ended: \(log)")
+        #expect(await worker.runningTaskIDs.isEmpty)
+        await worker.stopAll()
+    }
+
     /// A runtime that runs nothing: it remembers what it was asked to start, and "exits" when stopped.
     final class FakeRuntime: ContainerRuntime, @unchecked Sendable {
         let name = "fake"
