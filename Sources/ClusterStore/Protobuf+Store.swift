@@ -142,6 +142,7 @@ extension Flotilla_V1_ServiceSpec {
             ("Resources", resources.firstUnknownField), ("HealthCheck", healthCheck.firstUnknownField),
             ("RestartPolicy", restartPolicy.firstUnknownField), ("UpdateConfig", updateConfig.firstUnknownField),
             ("UpdateConfig", rollbackConfig.firstUnknownField), ("LoadBalancerSpec", loadBalancer.firstUnknownField),
+            ("HealthCheck", readinessCheck.firstUnknownField), ("AutoscaleSpec", autoscale.firstUnknownField),
         ] + env.map { ("EnvVar", $0.firstUnknownField) } + ports.map { ("PortSpec", $0.firstUnknownField) }
         return parts.first { $0.1 != nil }.map { "field \($0.1!) of \($0.0)" }
     }

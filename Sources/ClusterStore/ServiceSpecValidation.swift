@@ -50,7 +50,21 @@ public enum ServiceSpecRules {
         spec.rollbackConfig = normalized(spec.rollbackConfig)
         if spec.hasHealthCheck { spec.healthCheck = normalized(spec.healthCheck) }
         if spec.hasReadinessCheck { spec.readinessCheck = normalized(spec.readinessCheck) }
+        if spec.hasAutoscale { spec.autoscale = normalized(spec.autoscale) }
         return spec
+    }
+
+    /// The autoscaler's windows filled in when not given: 10 s up, 60 s down.
+    public static func normalized(_ autoscale: Flotilla_V1_AutoscaleSpec) -> Flotilla_V1_AutoscaleSpec {
+        var autoscale = autoscale
+        if !autoscale.hasScaleUpWindowMs { autoscale.scaleUpWindowMs = AutoscaleDefaults.scaleUpWindowMs }
+        if !autoscale.hasScaleDownWindowMs { autoscale.scaleDownWindowMs = AutoscaleDefaults.scaleDownWindowMs }
+        return autoscale
+    }
+
+    /// `replicas` moved into the autoscaler's bounds [min, max] (unchanged when they hold it already).
+    public static func replicas(_ replicas: UInt32, within autoscale: Flotilla_V1_AutoscaleSpec) -> UInt32 {
+        Swift.min(Swift.max(replicas, autoscale.min), Swift.max(autoscale.max, autoscale.min))
     }
 
     /// The load balancer's defaults: 2 retries, connect within 5 s, idle connections closed after 60 s, a
@@ -80,12 +94,14 @@ public enum ServiceSpecRules {
         return check
     }
 
-    /// What a task runs, as a short stable digest: the spec without the fields that change no task (replicas,
-    /// update and rollback settings, and the load balancer's: mode, policy, settings, ports' protocols).
+    /// What a task runs, as a short stable digest: the spec without the fields that change no task (replicas and
+    /// the autoscaler's settings, update and rollback settings, and the load balancer's: mode, policy, settings,
+    /// ports' protocols).
     /// Equal digests mean a task need not be replaced.
     public static func taskDigest(_ spec: Flotilla_V1_ServiceSpec) -> String {
         var relevant = normalized(spec)
         relevant.replicas = 0
+        relevant.clearAutoscale()
         relevant.clearUpdateConfig()
         relevant.clearRollbackConfig()
         relevant.lbPolicy = ""
@@ -181,6 +197,7 @@ public enum ServiceSpecRules {
         if spec.hasLoadBalancer { problems += loadBalancerProblems(spec.loadBalancer) }
         if spec.hasHealthCheck { problems += checkProblems(spec.healthCheck, field: "health_check", ports: spec.ports) }
         if spec.hasReadinessCheck { problems += checkProblems(spec.readinessCheck, field: "readiness_check", ports: spec.ports) }
+        if spec.hasAutoscale { problems += autoscaleProblems(spec.autoscale, in: spec) }
         check(["", "bridge", "host"].contains(spec.network), "network", "'\(spec.network)' is not a network mode; use bridge or host")
         check(spec.network != "bridge" || spec.driver != "process", "network", "the process driver runs tasks on the host's network; use network host or the oci driver")
         check(spec.stopGracePeriodMs <= 3_600_000, "stop_grace_period_ms", "\(spec.stopGracePeriodMs) ms is more than an hour")
@@ -232,6 +249,29 @@ public enum ServiceSpecRules {
         return problems
     }
 
+    /// The autoscaler's settings: bounds in order, at least one target, a CPU target only with a CPU
+    /// reservation to be a percentage of, windows of at most an hour, and a replicated service.
+    static func autoscaleProblems(_ autoscale: Flotilla_V1_AutoscaleSpec, in spec: Flotilla_V1_ServiceSpec) -> [SpecProblem] {
+        var problems: [SpecProblem] = []
+        func check(_ condition: Bool, _ field: String, _ message: @autoclosure () -> String) {
+            if !condition { problems.append(SpecProblem(field, message())) }
+        }
+        check(spec.mode == .replicated, "autoscale", "only a replicated service can be autoscaled; remove autoscale or use mode replicated")
+        check(autoscale.max >= 1, "autoscale.max", "must be at least 1 (the most replicas the autoscaler may run)")
+        check(autoscale.max <= maxReplicas, "autoscale.max", "\(autoscale.max) is more than the limit of \(maxReplicas)")
+        check(autoscale.min <= autoscale.max, "autoscale.min", "\(autoscale.min) is more than max \(autoscale.max)")
+        check(autoscale.targetRps > 0 || autoscale.targetConnections > 0 || autoscale.targetCpuPercent > 0, "autoscale",
+              "set at least one target: target_rps, target_connections or target_cpu_percent")
+        if autoscale.targetCpuPercent > 0 {
+            check(spec.resources.cpuReservationMillis > 0, "autoscale.target_cpu_percent",
+                  "is a percentage of the CPU reservation, and the service reserves none; reserve CPU (--reserve-cpu) or use another target")
+        }
+        let hour = AutoscaleDefaults.maxWindowMs
+        check(autoscale.scaleUpWindowMs <= hour, "autoscale.scale_up_window_ms", "\(autoscale.scaleUpWindowMs) ms is more than an hour")
+        check(autoscale.scaleDownWindowMs <= hour, "autoscale.scale_down_window_ms", "\(autoscale.scaleDownWindowMs) ms is more than an hour")
+        return problems
+    }
+
     static func updateProblems(_ update: Flotilla_V1_UpdateConfig, field: String) -> [SpecProblem] {
         var problems: [SpecProblem] = []
         if !update.order.isEmpty && !updateOrders.contains(update.order) {
@@ -269,6 +309,17 @@ public enum LoadBalancerDefaults {
     public static let idleTimeoutMs: UInt32 = 60_000
     public static let requestTimeoutMs: UInt32 = 30_000
     public static let drainTimeoutMs: UInt32 = 10_000
+}
+
+/// The autoscaler's defaults and limits (`AutoscaleSpec`, service.proto).
+public enum AutoscaleDefaults {
+    /// Load must stay high this long before a scale-up: issue 8 asks for 0 to 15 s; 10 s lets a spike pass and
+    /// still answers a rise well inside the 20 s it allows.
+    public static let scaleUpWindowMs: UInt32 = 10_000
+    /// Load must stay low this long before a scale-down.
+    public static let scaleDownWindowMs: UInt32 = 60_000
+    /// The longest window a spec may ask for (Kubernetes' HPA has the same limit).
+    public static let maxWindowMs: UInt32 = 3_600_000
 }
 
 /// A placement constraint: a node attribute compared with `==` or `!=`.

@@ -40,13 +40,64 @@ public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertib
 ///     lb_mode: http                      # tcp (default) or http; a port's /tcp or /http overrides it
 ///     load_balancer: {retries: 2, connect_timeout: 5s, idle_timeout: 60s, request_timeout: 30s, drain_timeout: 10s,
 ///                     proxy_protocol: false, backend_max_connections: 0, slow_start: 0s, prefer_local: false}
+///     autoscale: {min: 2, max: 10, target_rps: 200, target_conns: 50, target_cpu: 70, up_window: 10s, down_window: 60s}
 /// ```
 public enum ServiceFile {
     static let serviceKeys: Set<String> = [
         "name", "image", "driver", "command", "args", "env", "mode", "replicas", "resources", "constraints", "spread_over",
         "max_replicas_per_node", "ports", "lb_policy", "lb_mode", "load_balancer", "health_check", "readiness_check", "network", "read_only",
-        "stop_grace_period", "restart", "update", "rollback",
+        "stop_grace_period", "restart", "update", "rollback", "autoscale",
     ]
+
+    /// The keys of `autoscale:` (and of `--autoscale`, written with '-' there).
+    static let autoscaleKeys: Set<String> = ["min", "max", "target_rps", "target_conns", "target_cpu", "up_window", "down_window"]
+
+    /// The `autoscale:` section over `base`: only the keys given change. Without a base (a new policy), min is 1.
+    static func autoscale(_ section: Reader, over base: Flotilla_V1_AutoscaleSpec?) throws(ServiceFileError) -> Flotilla_V1_AutoscaleSpec {
+        try section.allowOnly(autoscaleKeys)
+        var autoscale = base ?? Flotilla_V1_AutoscaleSpec()
+        if base == nil { autoscale.min = 1 }
+        if let min = try section.unsigned("min") { autoscale.min = min }
+        if let max = try section.unsigned("max") { autoscale.max = max }
+        if let rps = try section.unsigned("target_rps") { autoscale.targetRps = rps }
+        if let connections = try section.unsigned("target_conns") { autoscale.targetConnections = connections }
+        if let cpu = try section.unsigned("target_cpu") { autoscale.targetCpuPercent = cpu }
+        if let window = try section.duration("up_window") { autoscale.scaleUpWindowMs = window }
+        if let window = try section.duration("down_window") { autoscale.scaleDownWindowMs = window }
+        return autoscale
+    }
+
+    /// `--autoscale min=2,max=10,target-rps=200,target-conns=50,target-cpu=70,up-window=10s,down-window=60s` over
+    /// `base` (a service's current policy on update: only the keys given change; nil: a new policy, min 1); nil
+    /// for `off`. A target of 0 removes it.
+    public static func autoscale(_ text: String, over base: Flotilla_V1_AutoscaleSpec?) throws(ServiceFileError) -> Flotilla_V1_AutoscaleSpec? {
+        guard text != "off" else { return nil }
+        func dashed(_ text: String) -> String { String(text.map { $0 == "_" ? "-" : $0 }) }
+        var fields: [String: Any] = [:]
+        for pair in text.split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw ServiceFileError("", "'\(pair)' is not KEY=VALUE; write e.g. min=2,max=10,target-rps=200, or off")
+            }
+            let key = String(parts[0].map { $0 == "-" ? "_" : $0 })
+            if let number = Int(parts[1]) { fields[key] = number } else { fields[key] = parts[1] }
+        }
+        guard !fields.isEmpty else { throw ServiceFileError("", "is empty; write e.g. min=2,max=10,target-rps=200, or off") }
+        do throws(ServiceFileError) {
+            return try autoscale(Reader(fields: fields, path: ""), over: base)
+        } catch {
+            throw ServiceFileError(dashed(error.path), dashed(error.message))
+        }
+    }
+
+    /// A file's spec for a service that exists: with autoscale, the count the autoscaler chose stays (moved into
+    /// the file's [min, max]), so applying a file again does not undo its work.
+    public static func keepingAutoscaledReplicas(_ spec: Flotilla_V1_ServiceSpec, current: Flotilla_V1_ServiceSpec) -> Flotilla_V1_ServiceSpec {
+        guard spec.hasAutoscale else { return spec }
+        var spec = spec
+        spec.replicas = ServiceSpecRules.replicas(current.replicas, within: spec.autoscale)
+        return spec
+    }
 
     /// The `load_balancer:` section: every key optional, durations with units; `retries: 0` means none (an
     /// absent key, the default of 2).
@@ -140,7 +191,8 @@ public enum ServiceFile {
         case "global": spec.mode = .global
         case let other?: throw ServiceFileError(reader.at("mode"), "'\(other)' is not a mode; use replicated or global")
         }
-        spec.replicas = try reader.unsigned("replicas") ?? (spec.mode == .global ? 0 : 1)
+        let replicas = try reader.unsigned("replicas")
+        spec.replicas = replicas ?? (spec.mode == .global ? 0 : 1)
         if var resources = try reader.section("resources") {
             try resources.allowOnly(["reserve_cpu", "reserve_memory", "limit_cpu", "limit_memory", "limit_pids"])
             spec.resources.cpuReservationMillis = try resources.cpu("reserve_cpu") ?? 0
@@ -163,6 +215,10 @@ public enum ServiceFile {
         spec.lbPolicy = try reader.string("lb_policy") ?? ""
         spec.lbMode = try reader.string("lb_mode") ?? ""
         if let balancer = try reader.section("load_balancer") { spec.loadBalancer = try Self.loadBalancer(balancer) }
+        if let autoscale = try reader.section("autoscale") {
+            spec.autoscale = try Self.autoscale(autoscale, over: nil)
+            if replicas == nil && spec.mode == .replicated { spec.replicas = ServiceSpecRules.replicas(spec.replicas, within: spec.autoscale) }
+        }
         if let health = try reader.section("health_check") { spec.healthCheck = try Self.check(health) }
         if let readiness = try reader.section("readiness_check") { spec.readinessCheck = try Self.check(readiness) }
         spec.network = try reader.string("network") ?? ""
@@ -230,6 +286,7 @@ public enum ServiceFile {
         check("lb_policy", a.lbPolicy == b.lbPolicy)
         check("lb_mode", a.lbMode == b.lbMode)
         check("load_balancer", a.loadBalancer == b.loadBalancer)
+        check("autoscale", a.autoscale == b.autoscale)
         check("health_check", a.healthCheck == b.healthCheck)
         check("restart", a.restartPolicy == b.restartPolicy)
         check("update", a.updateConfig == b.updateConfig)

@@ -44,6 +44,7 @@ struct ApplyCommand: AsyncParsableCommand {
         var report: [[String: String]] = []
         for spec in specs {
             if let current = existing[spec.name] {
+                let spec = ServiceFile.keepingAutoscaledReplicas(spec, current: current.spec)
                 let differences = ServiceFile.differences(current.spec, spec)
                 if differences.isEmpty {
                     report.append(["service": spec.name, "action": "unchanged"])

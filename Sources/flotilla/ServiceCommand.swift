@@ -73,6 +73,9 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("update-failure-action"), help: "pause, rollback or continue.") var updateFailureAction: String?
         @Option(name: .customLong("update-monitor"), help: "How long each new task is watched (e.g. 5s).") var updateMonitor: String?
         @Option(name: .customLong("update-max-failure-ratio"), help: "Failures tolerated during an update, 0 to 1.") var updateMaxFailureRatio: Double?
+        @Option(name: .customLong("autoscale"), help: ArgumentHelp(
+            "Scale replicas with the load: min=N,max=N and targets per ready task target-rps=N, target-conns=N, target-cpu=PERCENT (of the CPU reservation), with up-window=10s, down-window=60s; on update only the keys given change (a target of 0 removes it), and off removes autoscaling.",
+            valueName: "settings")) var autoscale: String?
 
         /// Applies the flags that were given to `spec`.
         func apply(to spec: inout Flotilla_V1_ServiceSpec) throws {
@@ -142,6 +145,21 @@ struct ServiceCommand: AsyncParsableCommand {
             if let updateFailureAction { spec.updateConfig.failureAction = updateFailureAction }
             if let updateMonitor { spec.updateConfig.monitorMs = try Self.milliseconds(updateMonitor, flag: "--update-monitor") }
             if let updateMaxFailureRatio { spec.updateConfig.maxFailureRatio = updateMaxFailureRatio }
+            if let autoscale {
+                let settings: Flotilla_V1_AutoscaleSpec?
+                do {
+                    settings = try ServiceFile.autoscale(autoscale, over: spec.hasAutoscale ? spec.autoscale : nil)
+                } catch {
+                    throw ValidationError("--autoscale \(autoscale): \(error)")
+                }
+                if let settings {
+                    spec.autoscale = settings
+                    // Without --replicas the count starts (or stays) within the new bounds.
+                    if replicas == nil && spec.mode == .replicated { spec.replicas = ServiceSpecRules.replicas(spec.replicas, within: settings) }
+                } else {
+                    spec.clearAutoscale()
+                }
+            }
         }
 
         static func port(_ text: String) throws -> Flotilla_V1_PortSpec {
@@ -331,7 +349,7 @@ struct ServiceCommand: AsyncParsableCommand {
     }
 
     struct Inspect: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show a service's spec (load-balancer settings with their defaults), version, virtual IP and update status (JSON).")
+        static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show a service's spec (load-balancer and autoscale settings with their defaults), version, virtual IP and update status (JSON).")
         @Argument(help: "The service's name.") var name: String
         @OptionGroup var cluster: ClusterOptions
 

@@ -50,6 +50,10 @@ struct ServiceSpecTests {
         ("load_balancer.retries", "eleven retries"), ("load_balancer.connect_timeout_ms", "connect timeout over an hour"),
         ("load_balancer.idle_timeout_ms", "idle timeout over a day"), ("load_balancer.request_timeout_ms", "request timeout over an hour"),
         ("load_balancer.drain_timeout_ms", "drain over an hour"), ("load_balancer.slow_start_ms", "slow start over an hour"),
+        ("autoscale.max", "autoscale max 0"), ("autoscale.max", "autoscale max over the limit"), ("autoscale.min", "autoscale min above max"),
+        ("autoscale", "autoscale without a target"), ("autoscale.target_cpu_percent", "cpu target without a reservation"),
+        ("autoscale", "autoscaled global service"), ("autoscale.scale_up_window_ms", "up window over an hour"),
+        ("autoscale.scale_down_window_ms", "down window over an hour"),
     ]
 
     static func broken(_ label: String) -> Flotilla_V1_ServiceSpec {
@@ -110,6 +114,17 @@ struct ServiceSpecTests {
         case "request timeout over an hour": spec.loadBalancer.requestTimeoutMs = 3_600_001
         case "drain over an hour": spec.loadBalancer.drainTimeoutMs = 3_600_001
         case "slow start over an hour": spec.loadBalancer.slowStartMs = 3_600_001
+        case "autoscale max 0": spec.autoscale = Self.autoscale(min: 0, max: 0)
+        case "autoscale max over the limit": spec.autoscale = Self.autoscale(max: 10_001)
+        case "autoscale min above max": spec.autoscale = Self.autoscale(min: 5, max: 4)
+        case "autoscale without a target": spec.autoscale = Self.autoscale(rps: 0)
+        case "cpu target without a reservation": spec.autoscale = Self.autoscale(cpu: 70)
+        case "autoscaled global service":
+            spec.autoscale = Self.autoscale()
+            spec.mode = .global
+            spec.replicas = 0
+        case "up window over an hour": spec.autoscale = Self.autoscale(upMs: 3_600_001)
+        case "down window over an hour": spec.autoscale = Self.autoscale(downMs: 3_600_001)
         default: Issue.record("no breakage named \(label)")
         }
         return spec
@@ -120,6 +135,36 @@ struct ServiceSpecTests {
         let problems = ServiceSpecRules.problems(in: Self.broken(breakage.label))
         #expect(problems.map(\.field).contains(breakage.field), "\(breakage.label): \(problems)")
         #expect(problems.allSatisfy { !$0.message.isEmpty })
+    }
+
+    static func autoscale(
+        min: UInt32 = 2, max: UInt32 = 10, rps: UInt32 = 200, cpu: UInt32 = 0, upMs: UInt32? = nil, downMs: UInt32? = nil
+    ) -> Flotilla_V1_AutoscaleSpec {
+        var autoscale = Flotilla_V1_AutoscaleSpec()
+        autoscale.min = min
+        autoscale.max = max
+        autoscale.targetRps = rps
+        autoscale.targetCpuPercent = cpu
+        if let upMs { autoscale.scaleUpWindowMs = upMs }
+        if let downMs { autoscale.scaleDownWindowMs = downMs }
+        return autoscale
+    }
+
+    @Test("an autoscaled spec is valid (min 0 too), gets the windows' defaults, keeps an explicit 0 and changes no task")
+    func autoscale() {
+        var spec = Self.valid()
+        spec.autoscale = Self.autoscale(min: 0)
+        #expect(ServiceSpecRules.problems(in: spec).isEmpty)
+        let normalized = ServiceSpecRules.normalized(spec).autoscale
+        #expect(normalized.scaleUpWindowMs == 10_000 && normalized.scaleDownWindowMs == 60_000)
+        spec.autoscale.scaleUpWindowMs = 0
+        #expect(ServiceSpecRules.normalized(spec).autoscale.scaleUpWindowMs == 0)
+        #expect(ServiceSpecRules.taskDigest(spec) == ServiceSpecRules.taskDigest(Self.valid()))
+        #expect(ServiceSpecRules.replicas(1, within: Self.autoscale(min: 2, max: 4)) == 2)
+        #expect(ServiceSpecRules.replicas(3, within: Self.autoscale(min: 2, max: 4)) == 3)
+        #expect(ServiceSpecRules.replicas(7, within: Self.autoscale(min: 2, max: 4)) == 4)
+        spec.autoscale = Self.autoscale(min: 5, max: 4)
+        #expect(ServiceSpecRules.problems(in: spec).map(\.description) == ["autoscale.min: 5 is more than max 4"])
     }
 
     static func env(_ name: String, _ value: String) -> Flotilla_V1_EnvVar {

@@ -31,6 +31,30 @@ struct ControllerProcessTests {
         try await ChildProcess.run(try FlotillaBinaries.path("flotilla"), arguments, environment: environment)
     }
 
+    /// The CLI pointed at one controller: arguments in, exit status and output out.
+    typealias CLI = ([String]) async throws -> (status: Int32, stdout: String, stderr: String)
+
+    /// Runs `body` with the CLI of a new controller (initialized in a temporary directory named by `prefix`),
+    /// and stops the controller however `body` ends.
+    static func withController(_ prefix: String, _ body: (CLI) async throws -> Void) async throws {
+        let work = try TemporaryDirectory(prefix: prefix)
+        let (controller, address) = try await startController(dataDirectory: work.path + "/data", initialize: true)
+        defer { controller.removeOutput() }
+        let cluster = ["--controller", address, "--credentials", work.path + "/data/admin.creds"]
+        do {
+            try await body { arguments in try await flotilla(cluster + arguments) }
+        } catch {
+            await controller.stop()
+            throw error
+        }
+        await controller.stop()
+    }
+
+    /// A JSON object the CLI printed.
+    static func json(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not a JSON object: \(text)")
+    }
+
     @Test("--init, status, restart from the same data dir, and the CLI's exit codes")
     func lifecycle() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-proc-\(UUID().uuidString)").path

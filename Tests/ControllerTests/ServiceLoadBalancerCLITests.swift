@@ -6,20 +6,11 @@ import Testing
 /// spec, `update` changes only those given, `inspect` and `ls --output json` show the settings and the virtual IP.
 @Suite("Load-balancer settings through the CLI", .serialized)
 struct ServiceLoadBalancerCLITests {
-    static func json(_ text: String) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not a JSON object: \(text)")
-    }
+    static func json(_ text: String) throws -> [String: Any] { try ControllerProcessTests.json(text) }
 
     @Test("create and update set the load-balancer flags given; inspect and ls show them with the virtual IP")
     func flags() async throws {
-        let work = try TemporaryDirectory(prefix: "flotilla-lb-cli")
-        let (controller, address) = try await ControllerProcessTests.startController(dataDirectory: work.path + "/data", initialize: true)
-        defer { controller.removeOutput() }
-        do {
-            let cluster = ["--controller", address, "--credentials", work.path + "/data/admin.creds"]
-            func flotilla(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-                try await ControllerProcessTests.flotilla(cluster + arguments)
-            }
+        try await ControllerProcessTests.withController("flotilla-lb-cli") { flotilla in
             let created = try await flotilla([
                 "service", "create", "web", "--driver", "process", "--command", "sleep 600", "--replicas", "0", "--publish", "8080:80",
                 "--lb-mode", "http", "--lb-policy", "least-connections", "--lb-retries", "0", "--lb-connect-timeout", "2s",
@@ -76,10 +67,6 @@ struct ServiceLoadBalancerCLITests {
             let tooMany = try await flotilla(["service", "update", "web", "--lb-retries", "11", "--detach"])
             #expect(tooMany.status == 1)
             #expect(tooMany.stderr.contains("load_balancer.retries"), "\(tooMany.stderr)")
-        } catch {
-            await controller.stop()
-            throw error
         }
-        await controller.stop()
     }
 }

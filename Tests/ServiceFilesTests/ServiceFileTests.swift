@@ -68,6 +68,12 @@ struct ServiceFileTests {
         ("name: a\nservices: {}\n", ""),
         ("- just a list\n", ""),
         ("services:\n  web: [1, 2]\n", "services.web"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    autoscale: {max: 3, target_rsp: 1}\n", "services.web.autoscale.target_rsp"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    autoscale: {min: 5, max: 2, target_rps: 1}\n", "services.web.autoscale.min"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    autoscale: {max: 2}\n", "services.web.autoscale"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    autoscale: {max: 2, target_cpu: 70}\n", "services.web.autoscale.target_cpu_percent"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    mode: global\n    autoscale: {max: 2, target_rps: 9}\n", "services.web.autoscale"),
+        ("services:\n  web:\n    driver: process\n    command: x\n    autoscale: {max: 2, target_rps: 9, down_window: soon}\n", "services.web.autoscale.down_window"),
     ])
     func mistakes(_ text: String, _ path: String) {
         let error = #expect(throws: ServiceFileError.self) { try ServiceFile.parse(text) }
@@ -124,5 +130,64 @@ struct ServiceFileTests {
         let unset = try ServiceFile.parse("name: web\ndriver: process\ncommand: run\nload_balancer: {drain_timeout: 5s}\n")[0]
         #expect(!unset.loadBalancer.hasRetries, "absent: the default applies")
         #expect(ServiceSpecRules.normalized(unset).loadBalancer.retries == 2)
+    }
+
+    @Test("autoscale: parses with its units, starts within [min, max] when replicas is not given, and changes no task")
+    func autoscale() throws {
+        let spec = try ServiceFile.parse("""
+            name: web
+            driver: process
+            command: run
+            resources: {reserve_cpu: 0.5}
+            autoscale: {min: 2, max: 10, target_rps: 200, target_conns: 50, target_cpu: 70, up_window: 0s, down_window: 2m}
+            """)[0]
+        let autoscale = spec.autoscale
+        #expect(autoscale.min == 2 && autoscale.max == 10)
+        #expect(autoscale.targetRps == 200 && autoscale.targetConnections == 50 && autoscale.targetCpuPercent == 70)
+        #expect(autoscale.hasScaleUpWindowMs && autoscale.scaleUpWindowMs == 0, "an explicit 0 is kept apart from the default")
+        #expect(autoscale.scaleDownWindowMs == 120_000)
+        #expect(spec.replicas == 2, "no replicas given: the first count is within the bounds")
+        let defaults = try ServiceFile.parse("name: web\ndriver: process\ncommand: run\nreplicas: 4\nautoscale: {max: 3, target_rps: 9}\n")[0]
+        #expect(defaults.autoscale.min == 1, "min defaults to 1")
+        #expect(defaults.replicas == 4, "replicas given are kept (the autoscaler moves them within the bounds)")
+        #expect(ServiceSpecRules.normalized(defaults).autoscale.scaleUpWindowMs == 10_000)
+        #expect(ServiceSpecRules.normalized(defaults).autoscale.scaleDownWindowMs == 60_000)
+        var unscaled = defaults
+        unscaled.clearAutoscale()
+        #expect(ServiceFile.differences(unscaled, defaults) == ["autoscale"])
+        #expect(ServiceSpecRules.taskDigest(unscaled) == ServiceSpecRules.taskDigest(defaults), "autoscaling replaces no task")
+    }
+
+    @Test("applying a file again keeps the count the autoscaler chose, moved into the file's bounds")
+    func applyKeepsAutoscaledReplicas() throws {
+        let file = try ServiceFile.parse("name: web\ndriver: process\ncommand: run\nautoscale: {min: 2, max: 6, target_rps: 100}\n")[0]
+        var current = file
+        current.replicas = 5
+        #expect(ServiceFile.keepingAutoscaledReplicas(file, current: current).replicas == 5)
+        #expect(ServiceFile.differences(current, ServiceFile.keepingAutoscaledReplicas(file, current: current)).isEmpty)
+        current.replicas = 9
+        #expect(ServiceFile.keepingAutoscaledReplicas(file, current: current).replicas == 6)
+        var fixed = file
+        fixed.clearAutoscale()
+        fixed.replicas = 3
+        #expect(ServiceFile.keepingAutoscaledReplicas(fixed, current: current).replicas == 3, "without autoscale the file's count holds")
+    }
+
+    @Test("--autoscale: KEY=VALUE pairs, merged over the current policy on update; off removes it")
+    func autoscaleFlag() throws {
+        let fresh = try #require(try ServiceFile.autoscale("max=10,target-rps=200,target-cpu=70,up-window=15s,down-window=90s", over: nil))
+        #expect(fresh.min == 1 && fresh.max == 10 && fresh.targetRps == 200 && fresh.targetCpuPercent == 70)
+        #expect(fresh.scaleUpWindowMs == 15_000 && fresh.scaleDownWindowMs == 90_000)
+        let merged = try #require(try ServiceFile.autoscale("max=20,target-cpu=0,target-conns=40", over: fresh))
+        #expect(merged.min == 1 && merged.max == 20 && merged.targetRps == 200 && merged.targetCpuPercent == 0 && merged.targetConnections == 40)
+        #expect(merged.scaleUpWindowMs == 15_000, "keys not given keep their value")
+        #expect(try ServiceFile.autoscale("off", over: fresh) == nil)
+        let typo = #expect(throws: ServiceFileError.self) { try ServiceFile.autoscale("max=3,target-rsp=1", over: nil) }
+        #expect(typo?.path == "target-rsp")
+        #expect(typo?.message.contains("target-rps") == true, "the keys are named as the flag writes them")
+        let bare = #expect(throws: ServiceFileError.self) { try ServiceFile.autoscale("max", over: nil) }
+        #expect(bare?.description.contains("KEY=VALUE") == true)
+        let window = #expect(throws: ServiceFileError.self) { try ServiceFile.autoscale("max=3,up-window=soon", over: nil) }
+        #expect(window?.path == "up-window")
     }
 }

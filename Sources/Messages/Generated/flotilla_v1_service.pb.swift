@@ -250,11 +250,77 @@ public nonisolated struct Flotilla_V1_ServiceSpec: @unchecked Sendable {
   /// Clears the value of `loadBalancer`. Subsequent reads from it will return its default value.
   public mutating func clearLoadBalancer() {_uniqueStorage()._loadBalancer = nil}
 
+  /// Scale `replicas` with the service's load (replicated services only); absent: `replicas` stays as set. The
+  /// leader's autoscaler keeps `replicas` within [min, max] and commits every change with its reason. Changing
+  /// it replaces no task.
+  public var autoscale: Flotilla_V1_AutoscaleSpec {
+    get {_storage._autoscale ?? Flotilla_V1_AutoscaleSpec()}
+    set {_uniqueStorage()._autoscale = newValue}
+  }
+  /// Returns true if `autoscale` has been explicitly set.
+  public var hasAutoscale: Bool {_storage._autoscale != nil}
+  /// Clears the value of `autoscale`. Subsequent reads from it will return its default value.
+  public mutating func clearAutoscale() {_uniqueStorage()._autoscale = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// How the autoscaler sizes a service. For each target that is set (0: not set; at least one is), the replicas
+/// it wants are ceil(ready tasks × load per ready task / target); the largest of them counts, and nothing
+/// changes while every target is met within 10 %. Tasks that are not ready are not measured. A scale-up follows
+/// the lowest count wanted throughout `scale_up_window_ms` and at most doubles (or adds 4, whichever is more)
+/// every 15 s; a scale-down follows the highest count wanted within `scale_down_window_ms`.
+public nonisolated struct Flotilla_V1_AutoscaleSpec: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The fewest replicas. 0 is allowed, but until scale from zero exists the autoscaler keeps at least 1.
+  public var min: UInt32 = 0
+
+  /// The most replicas: at least 1 and at least `min`.
+  public var max: UInt32 = 0
+
+  /// Requests per second per ready task (summed over every node's load balancer).
+  public var targetRps: UInt32 = 0
+
+  /// Active connections per ready task (summed over every node's load balancer).
+  public var targetConnections: UInt32 = 0
+
+  /// CPU per ready task, as a percentage of its CPU reservation (the spec must reserve CPU); may exceed 100.
+  public var targetCpuPercent: UInt32 = 0
+
+  /// How long load must stay high before a scale-up, ms (default 10000; 0: at once; at most an hour). Presence
+  /// tells an explicit 0 from "not given".
+  public var scaleUpWindowMs: UInt32 {
+    get {_scaleUpWindowMs ?? 0}
+    set {_scaleUpWindowMs = newValue}
+  }
+  /// Returns true if `scaleUpWindowMs` has been explicitly set.
+  public var hasScaleUpWindowMs: Bool {self._scaleUpWindowMs != nil}
+  /// Clears the value of `scaleUpWindowMs`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleUpWindowMs() {self._scaleUpWindowMs = nil}
+
+  /// How long load must stay low before a scale-down, ms (default 60000; at most an hour).
+  public var scaleDownWindowMs: UInt32 {
+    get {_scaleDownWindowMs ?? 0}
+    set {_scaleDownWindowMs = newValue}
+  }
+  /// Returns true if `scaleDownWindowMs` has been explicitly set.
+  public var hasScaleDownWindowMs: Bool {self._scaleDownWindowMs != nil}
+  /// Clears the value of `scaleDownWindowMs`. Subsequent reads from it will return its default value.
+  public mutating func clearScaleDownWindowMs() {self._scaleDownWindowMs = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _scaleUpWindowMs: UInt32? = nil
+  fileprivate var _scaleDownWindowMs: UInt32? = nil
 }
 
 /// How every node's load balancer treats one service. A timeout of 0 means "the default" (filled in by the
@@ -478,7 +544,7 @@ nonisolated extension Flotilla_V1_ServiceMode: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0\u{3}readiness_check\0\u{1}network\0\u{3}stop_grace_period_ms\0\u{3}read_only_root\0\u{3}lb_mode\0\u{3}load_balancer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}image\0\u{1}driver\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}mode\0\u{1}replicas\0\u{1}resources\0\u{1}constraints\0\u{3}spread_over\0\u{3}max_replicas_per_node\0\u{1}ports\0\u{3}lb_policy\0\u{3}health_check\0\u{3}restart_policy\0\u{3}update_config\0\u{3}rollback_config\0\u{3}readiness_check\0\u{1}network\0\u{3}stop_grace_period_ms\0\u{3}read_only_root\0\u{3}lb_mode\0\u{3}load_balancer\0\u{1}autoscale\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -505,6 +571,7 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
     var _readOnlyRoot: Bool = false
     var _lbMode: String = String()
     var _loadBalancer: Flotilla_V1_LoadBalancerSpec? = nil
+    var _autoscale: Flotilla_V1_AutoscaleSpec? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -539,6 +606,7 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       _readOnlyRoot = source._readOnlyRoot
       _lbMode = source._lbMode
       _loadBalancer = source._loadBalancer
+      _autoscale = source._autoscale
     }
   }
 
@@ -581,6 +649,7 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         case 22: try { try decoder.decodeSingularBoolField(value: &_storage._readOnlyRoot) }()
         case 23: try { try decoder.decodeSingularStringField(value: &_storage._lbMode) }()
         case 24: try { try decoder.decodeSingularMessageField(value: &_storage._loadBalancer) }()
+        case 25: try { try decoder.decodeSingularMessageField(value: &_storage._autoscale) }()
         default: break
         }
       }
@@ -665,6 +734,9 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       try { if let v = _storage._loadBalancer {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
       } }()
+      try { if let v = _storage._autoscale {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -698,10 +770,75 @@ nonisolated extension Flotilla_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
         if _storage._readOnlyRoot != rhs_storage._readOnlyRoot {return false}
         if _storage._lbMode != rhs_storage._lbMode {return false}
         if _storage._loadBalancer != rhs_storage._loadBalancer {return false}
+        if _storage._autoscale != rhs_storage._autoscale {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_AutoscaleSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AutoscaleSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}min\0\u{1}max\0\u{3}target_rps\0\u{3}target_connections\0\u{3}target_cpu_percent\0\u{3}scale_up_window_ms\0\u{3}scale_down_window_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.min) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.max) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.targetRps) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.targetConnections) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.targetCpuPercent) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._scaleUpWindowMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self._scaleDownWindowMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.min != 0 {
+      try visitor.visitSingularUInt32Field(value: self.min, fieldNumber: 1)
+    }
+    if self.max != 0 {
+      try visitor.visitSingularUInt32Field(value: self.max, fieldNumber: 2)
+    }
+    if self.targetRps != 0 {
+      try visitor.visitSingularUInt32Field(value: self.targetRps, fieldNumber: 3)
+    }
+    if self.targetConnections != 0 {
+      try visitor.visitSingularUInt32Field(value: self.targetConnections, fieldNumber: 4)
+    }
+    if self.targetCpuPercent != 0 {
+      try visitor.visitSingularUInt32Field(value: self.targetCpuPercent, fieldNumber: 5)
+    }
+    try { if let v = self._scaleUpWindowMs {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._scaleDownWindowMs {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_AutoscaleSpec, rhs: Flotilla_V1_AutoscaleSpec) -> Bool {
+    if lhs.min != rhs.min {return false}
+    if lhs.max != rhs.max {return false}
+    if lhs.targetRps != rhs.targetRps {return false}
+    if lhs.targetConnections != rhs.targetConnections {return false}
+    if lhs.targetCpuPercent != rhs.targetCpuPercent {return false}
+    if lhs._scaleUpWindowMs != rhs._scaleUpWindowMs {return false}
+    if lhs._scaleDownWindowMs != rhs._scaleDownWindowMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
