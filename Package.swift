@@ -41,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // MARK: - Pure cores
@@ -61,6 +63,8 @@ let package = Package(
                 "Raft", "Messages", "ClusterModel", "CZlib",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+                // Metrics are recorded through an injected factory (the process's Prometheus registry).
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
@@ -135,6 +139,7 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
@@ -185,6 +190,23 @@ let package = Package(
                 "Wire", "Transport", "PKI", "ClusterModel", "ContainerRuntime", "Balancing",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        // The /metrics endpoint (plain HTTP/1.1, GET only) both executables serve, the Prometheus registry's
+        // factory they record into, and the load balancer's statistics exported as Prometheus text at scrape time.
+        .target(
+            name: "MetricsEndpoint",
+            dependencies: [
+                "LoadBalancer", "ClusterModel",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -208,7 +230,9 @@ let package = Package(
         .executableTarget(
             name: "flotilla-controller",
             dependencies: [
-                "Controller", "PKI", "Wire", "Transport", "ClusterModel",
+                "Controller", "PKI", "Wire", "Transport", "ClusterModel", "MetricsEndpoint",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -219,7 +243,9 @@ let package = Package(
             name: "flotilla-agent",
             dependencies: [
                 "Agent", "ContainerRuntime", "Transport", "PKI", "Wire", "ClusterModel", "LoadBalancer", "Balancing", "ServiceFiles",
-                "ClusterStore", "Messages", .product(name: "NIOPosix", package: "swift-nio"),
+                "ClusterStore", "Messages", "MetricsEndpoint", .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -254,9 +280,24 @@ let package = Package(
         .testTarget(name: "PKITests", dependencies: ["PKI"], swiftSettings: strict),
         .testTarget(name: "ClusterModelTests", dependencies: ["ClusterModel"], swiftSettings: strict),
         .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime", "ClusterModel", "Messages", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "ContainerRuntime", "Messages", "Balancing", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "AgentTests",
+            dependencies: ["Agent", "ContainerRuntime", "Messages", "Balancing", "TestSupport",
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "OrchestratorTests", dependencies: ["Orchestrator", "ClusterStore", "ClusterModel", "Messages"], swiftSettings: strict),
         .testTarget(name: "ServiceFilesTests", dependencies: ["ServiceFiles", "Messages", "ClusterStore"], swiftSettings: strict),
+        .testTarget(
+            name: "MetricsEndpointTests",
+            dependencies: ["MetricsEndpoint", "LoadBalancer", "TestSupport",
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "CoreMetrics", package: "swift-metrics"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "BalancingTests", dependencies: ["Balancing"], swiftSettings: strict),
         .testTarget(
             name: "LoadBalancerTests",
@@ -276,6 +317,7 @@ let package = Package(
             name: "ControllerTests",
             dependencies: [
                 "Controller", "AdminClient", "TestSupport", "Agent", "ContainerRuntime", "Messages", "Balancing", "LoadBalancer",
+                "MetricsEndpoint", .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

@@ -1,3 +1,4 @@
+public import CoreMetrics
 import Foundation
 public import Logging
 public import ContainerRuntime
@@ -82,14 +83,20 @@ public actor TaskWorker: AssignmentReceiver {
     /// Tasks known to have ended (so a late duplicate assignment does not start them again).
     private var finished: Set<String> = []
     private var statuses: [Flotilla_V1_TaskStatus] = []
+    /// Container (and process) starts, first ones and restarts in place alike; restarts in place alone.
+    private let startCounter: Counter
+    private let restartCounter: Counter
 
     /// `runtimes`: drivers beside the process driver (the OCI driver). `logs`: where tasks' output is captured;
-    /// a task's logs are released when the node forgets it.
+    /// a task's logs are released when the node forgets it. `metrics`: where starts and restarts are counted
+    /// (the process's Prometheus registry); none by default.
     public init(
         logger: Logger, runtimes: [any ContainerRuntime] = [], settings: Settings = Settings(), onNetwork: NetworkHook? = nil,
-        beforeStop: StopHook? = nil, logs: TaskLogs? = nil
+        beforeStop: StopHook? = nil, logs: TaskLogs? = nil, metrics: any MetricsFactory = NOOPMetricsHandler.instance
     ) {
         self.logger = logger
+        startCounter = Counter(label: "flotilla_container_starts_total", factory: metrics)
+        restartCounter = Counter(label: "flotilla_container_restarts_total", factory: metrics)
         self.onNetwork = onNetwork
         self.settings = settings
         self.beforeStop = beforeStop
@@ -217,6 +224,9 @@ public actor TaskWorker: AssignmentReceiver {
             logger.warning("task could not start", metadata: ["task": "\(id)", "error": "\(error)"])
             return
         }
+        // Counted before anything else can happen to it (its exit may already be queued); a container the
+        // previous agent process left running was adopted, not started.
+        if !handle.adopted { startCounter.increment() }
         guard var current = tasks[id], current.run == run else { return }
         current.launching = false
         current.handle = handle
@@ -359,6 +369,7 @@ public actor TaskWorker: AssignmentReceiver {
             report(id, .failed, "\(how); \(reason)", exitCode: exit.status, restarts: entry.restarts)
             logger.warning("task given back to the orchestrator", metadata: ["task": "\(id)", "reason": "\(reason)"])
         case .restart(let after, let count):
+            restartCounter.increment()
             entry.run += 1
             entry.restarts = UInt32(count)
             entry.state = .starting

@@ -1,6 +1,7 @@
 import ClusterModel
 import Synchronization
 import ClusterStore
+public import CoreMetrics
 import Foundation
 public import Logging
 import NIOCore
@@ -30,6 +31,9 @@ public struct ControllerConfiguration: Sendable {
     /// Set on a cluster's first start (`--init`): once leader, create one join token per role and hand them
     /// to this closure (agent token, controller token).
     public var announceJoinTokens: (@Sendable (_ agent: String, _ controller: String) -> Void)?
+    /// Where its metrics are recorded (the process's Prometheus registry); none by default. Scrapes call
+    /// `ControllerServer.refreshMetrics()` first, for the gauges read from the store.
+    public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
 
     public init(
         dataDirectory: String, listenAddress: String, advertiseAddress: String? = nil, joinAddresses: [String] = [],
@@ -65,6 +69,8 @@ public final class ControllerServer: Service {
     private let orchestration: OrchestrationLoop
     private let dispatcher: AssignmentDispatcher
     private let advertise: String
+    private let store: StoreApplication
+    private let metrics: ControllerMetrics
 
     /// Opens the Raft storage and binds the listening socket, so a bad address or a damaged disk fails
     /// before anything else starts.
@@ -78,6 +84,9 @@ public final class ControllerServer: Service {
         self.logger = logger
         let id = credentials.identity.nodeID
         let store = StoreApplication()
+        self.store = store
+        let metrics = ControllerMetrics(factory: configuration.metrics)
+        self.metrics = metrics
         let clientTLS = try TLSContexts.client(credentials: credentials)
         let peers = RaftPeers(selfID: id, tls: clientTLS, logger: logger) {
             store.read { Dictionary($0.controllers.map { ($0.id, $0.address) }, uniquingKeysWith: { a, _ in a }) }
@@ -85,7 +94,8 @@ public final class ControllerServer: Service {
         let directory = ControllerDataDirectory(path: configuration.dataDirectory)
         let driver = try RaftDriver(
             id: id, directory: directory.raftPath, bootstrap: directory.isFounder, application: store,
-            transport: peers, configuration: configuration.raft, seed: UInt64.random(in: 1...UInt64.max), logger: logger)
+            transport: peers, configuration: configuration.raft, seed: UInt64.random(in: 1...UInt64.max), logger: logger,
+            metrics: configuration.metrics)
         let raft = ControllerRaft(id: id, driver: driver, store: store)
         self.raft = raft
         self.peers = peers
@@ -135,7 +145,7 @@ public final class ControllerServer: Service {
         logBroker.register(into: &router)
         NodeSessionService(raft: raft, monitor: monitor, dispatcher: dispatcher, logs: logBroker, logger: logger).register(into: &router)
         ServiceAdmin(raft: raft).register(into: &router)
-        self.orchestration = OrchestrationLoop(raft: raft, logger: logger)
+        self.orchestration = OrchestrationLoop(raft: raft, placements: metrics.placements, logger: logger)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)
         self.membership = membership
         let admin = AdminService(
@@ -282,6 +292,12 @@ public final class ControllerServer: Service {
     /// Starts a graceful shutdown (tests; a process uses SIGTERM through its ServiceGroup).
     public func beginGracefulShutdown() {
         server.beginGracefulShutdown()
+    }
+
+    /// Sets the gauges read at scrape time (sessions, tasks by state, nodes by status) in the metrics factory
+    /// of its configuration; a /metrics endpoint calls it before it renders.
+    public func refreshMetrics() {
+        metrics.refresh(from: store.read { $0 }, sessions: dispatcher.sessionCount)
     }
 
     /// Raft status, for tests and diagnostics.

@@ -1,4 +1,5 @@
 import ClusterStore
+import CoreMetrics
 import Foundation
 import Logging
 import Messages
@@ -14,9 +15,12 @@ final class OrchestrationLoop: Sendable {
     let logger: Logger
     let interval: Duration
     private let reconciler: Mutex<Reconciler>
+    /// Counts tasks given a node by committed plans.
+    private let placements: Counter?
 
-    init(raft: ControllerRaft, interval: Duration = .milliseconds(250), logger: Logger) {
+    init(raft: ControllerRaft, interval: Duration = .milliseconds(250), placements: Counter? = nil, logger: Logger) {
         self.raft = raft
+        self.placements = placements
         self.logger = logger
         self.interval = interval
         reconciler = Mutex(Reconciler(seed: UInt64.random(in: 1...UInt64.max)))
@@ -87,6 +91,9 @@ final class OrchestrationLoop: Sendable {
                     logger.debug("plan refused; planning again", metadata: ["reason": "\(why)", "batches.refused": "\(refusals.count)"])
                     return
                 }
+                // A write that gives a task a node it did not have is a placement.
+                let placed = plan.writes.filter { !$0.nodeID.isEmpty && (state.task($0.id)?.nodeID ?? "").isEmpty }.count
+                if placed > 0 { placements?.increment(by: placed) }
             }
             for change in plan.statusUpdates {
                 _ = try await raft.propose(ClusterCommands.serviceStatusUpdate(id: change.serviceID, version: change.version, status: change.status))

@@ -16,10 +16,13 @@ final class DiskWriter: @unchecked Sendable {
     private let snapshotLock = NSLock()
     private let wal: WriteAheadLog
     private let snapshots: SnapshotStore
+    private let metrics: RaftMetrics
 
-    init(wal: WriteAheadLog, snapshots: SnapshotStore) {
+    init(wal: WriteAheadLog, snapshots: SnapshotStore, metrics: RaftMetrics) {
         self.wal = wal
         self.snapshots = snapshots
+        self.metrics = metrics
+        wal.fsyncTimer = metrics.fsync
     }
 
     /// Makes a Ready's snapshot, entries and hard state durable, in that order.
@@ -30,7 +33,7 @@ final class DiskWriter: @unchecked Sendable {
                 try self.wal.snapshotSaved(snapshot.metadata)
             }
             if !entries.isEmpty || hardState != nil {
-                try self.wal.append(entries: entries, hardState: hardState)
+                try self.metrics.append.time { try self.wal.append(entries: entries, hardState: hardState) }
             }
         }
     }

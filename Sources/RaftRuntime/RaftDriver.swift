@@ -1,4 +1,5 @@
 public import ClusterModel
+public import CoreMetrics
 public import Logging
 public import Raft
 
@@ -89,6 +90,7 @@ public actor RaftDriver {
     private let application: any RaftApplication
     private let transport: any RaftTransport
     private let logger: Logger
+    private let metrics: RaftMetrics
 
     private var proposals: [LogIndex: (term: Term, continuation: CheckedContinuation<[UInt8], any Error>)] = [:]
     private var reads: [UInt64: CheckedContinuation<LogIndex, any Error>] = [:]
@@ -104,11 +106,12 @@ public actor RaftDriver {
     private var workPending = false
 
     /// Opens the member's storage under `directory` (`wal/`, `snap/`) and restores the application from the
-    /// latest snapshot. `bootstrap` creates a one-member cluster when the storage is empty.
+    /// latest snapshot. `bootstrap` creates a one-member cluster when the storage is empty. `metrics` makes
+    /// the member's gauges and latency timers (see docs/architecture.md, Metrics); by default none are kept.
     public init(
         id: NodeID, directory: String, bootstrap: Bool, application: any RaftApplication,
         transport: any RaftTransport, configuration: RaftDriverConfiguration = .init(), seed: UInt64,
-        logger: Logger = Logger(label: "flotilla.raft")
+        logger: Logger = Logger(label: "flotilla.raft"), metrics: any MetricsFactory = NOOPMetricsHandler.instance
     ) throws {
         try DurableFile.createDirectory(directory)
         let (wal, recovered) = try WriteAheadLog.open(
@@ -127,13 +130,18 @@ public actor RaftDriver {
         }
         if let snapshot { try application.restore(snapshot) }
         self.id = id
-        self.node = RaftNode(id: id, restoring: state, options: configuration.options, seed: seed)
+        let node = RaftNode(id: id, restoring: state, options: configuration.options, seed: seed)
+        self.node = node
         self.configuration = configuration
-        self.disk = DiskWriter(wal: wal, snapshots: snapshots)
+        let raftMetrics = RaftMetrics(factory: metrics)
+        self.metrics = raftMetrics
+        self.disk = DiskWriter(wal: wal, snapshots: snapshots, metrics: raftMetrics)
         self.application = application
         self.transport = transport
         self.logger = logger
         self.lastSnapshotIndex = snapshot?.metadata.index ?? 0
+        raftMetrics.update(
+            term: node.term, role: node.role, commitIndex: node.commitIndex, appliedIndex: node.appliedIndex, lastIndex: node.lastIndex)
     }
 
     // MARK: - Running
@@ -251,6 +259,7 @@ public actor RaftDriver {
             wakeReaders()
             snapshotIfDue()
         }
+        recordMetrics()
         // A member that stopped leading forgot the reads it had not confirmed: they fail, naming the new leader
         // when there is one, rather than wait for ever.
         if node.role != .leader, !reads.isEmpty {
@@ -280,6 +289,12 @@ public actor RaftDriver {
                     : waiting.continuation.resume(throwing: RaftDriverError.dropped)
             }
         }
+    }
+
+    private func recordMetrics() {
+        metrics.update(
+            term: node.term, role: node.role, commitIndex: node.commitIndex, appliedIndex: node.appliedIndex,
+            lastIndex: node.lastIndex)
     }
 
     private func wakeReaders() {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CoreMetrics
 public import Logging
 import Messages
 public import Raft
@@ -38,6 +39,8 @@ public final class WriteAheadLog {
     private var currentSize: Int
     private var hardState: HardState
     private var snapshot: SnapshotMetadata?
+    /// Records each fsync's latency (set by the driver; none by default).
+    var fsyncTimer: CoreMetrics.Timer?
 
     public static let defaultSegmentSize = 64 << 20
 
@@ -191,7 +194,11 @@ public final class WriteAheadLog {
     private func write(_ bytes: [UInt8]) throws {
         let path = segments[segments.count - 1].path
         try DurableFile.writeAll(fd, bytes, path: path)
-        try DurableFile.syncData(fd, path: path)
+        if let fsyncTimer {
+            try fsyncTimer.time { try DurableFile.syncData(fd, path: path) }
+        } else {
+            try DurableFile.syncData(fd, path: path)
+        }
         currentSize += bytes.count
     }
 

@@ -4,7 +4,10 @@ import ContainerRuntime
 import ClusterModel
 import Foundation
 public import Logging
+import Metrics
+import MetricsEndpoint
 import PKI
+import Prometheus
 import Transport
 import Wire
 
@@ -77,6 +80,10 @@ struct RunAgent: AsyncParsableCommand {
     @Option(name: .customLong("lb-address"), help: ArgumentHelp("Where the load balancer accepts services' published ports (default: every address).", valueName: "ip"))
     var loadBalancerAddress = "0.0.0.0"
 
+    @Option(name: .customLong("metrics-address"), help: ArgumentHelp(
+        "Where to serve Prometheus metrics over plain HTTP (GET /metrics), or off.", valueName: "host:port|off"))
+    var metricsAddress = "127.0.0.1:9465"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -126,11 +133,17 @@ struct RunAgent: AsyncParsableCommand {
         _ = try parsedLabels()
         guard Self.bytes(logMaxSize) != nil else { throw ValidationError("--log-max-size \(logMaxSize) is not a size (e.g. 10M, 512K)") }
         guard logMaxFiles >= 0 else { throw ValidationError("--log-max-files must be 0 or more") }
+        guard MetricsAddress(parsing: metricsAddress) != nil else {
+            throw ValidationError("--metrics-address \(metricsAddress) is not host:port (e.g. 127.0.0.1:9465) or off")
+        }
     }
 
     func run() async throws {
         ProcessLogging.bootstrap(level: logLevel)
         let logger = Logger(label: "flotilla.agent")
+        let registry = PrometheusCollectorRegistry()
+        let metricsFactory = FlotillaMetrics.factory(registry: registry)
+        MetricsSystem.bootstrap(metricsFactory)
         let directory = AgentDataDirectory(path: dataDirectory)
         do {
             let credentials: Credentials
@@ -197,11 +210,13 @@ struct RunAgent: AsyncParsableCommand {
                 }
             }, beforeStop: balancer.drainBeforeStop(namespace: { task in
                 networking == nil ? nil : "/run/netns/" + namespacePrefix + "-" + task
-            }), logs: logs)
+            }), logs: logs, metrics: metricsFactory)
             let session = AgentSession(
                 identity: identity, controllers: known, directory: directory, worker: worker,
                 logs: LogPublisher(logs: logs, logger: logger), tables: balancer.receiver,
                 balancerStats: balancer.statsSource, logger: logger)
+            let metricsAt = MetricsAddress(parsing: metricsAddress) ?? .off
+            let exposition = MetricsExposition(registry: registry, collectors: [LoadBalancerMetrics.collector(balancer.balancer)])
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)
             logger.info("agent running", metadata: ["node.id": "\(credentials.identity.nodeID)", "controllers": "\(known.joined(separator: ","))"])
             do {
@@ -210,6 +225,7 @@ struct RunAgent: AsyncParsableCommand {
                         group.addTask { await renewer.run() }
                         group.addTask { try await session.run() }
                         group.addTask { await balancer.runDNS(networking: networking) }
+                        group.addTask { await MetricsEndpoint.serve(at: metricsAt, exposition: exposition, logger: logger) }
                         if let driver = ociDriver {
                             // Images no task used for a day go, every 10 minutes (the first pass a minute in).
                             group.addTask {

@@ -3,7 +3,10 @@ import ClusterModel
 import Controller
 import Foundation
 public import Logging
+import Metrics
+import MetricsEndpoint
 import PKI
+import Prometheus
 import Transport
 import ServiceLifecycle
 import Wire
@@ -47,6 +50,10 @@ struct FlotillaController: AsyncParsableCommand {
         valueName: "file"))
     var restore: String?
 
+    @Option(name: .customLong("metrics-address"), help: ArgumentHelp(
+        "Where to serve Prometheus metrics over plain HTTP (GET /metrics), or off.", valueName: "host:port|off"))
+    var metricsAddress = "127.0.0.1:9464"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -64,6 +71,9 @@ struct FlotillaController: AsyncParsableCommand {
         if let advertise, HostPort.parse(advertise) == nil {
             throw ValidationError("--advertise \(advertise) is not host:port")
         }
+        if MetricsAddress(parsing: metricsAddress) == nil {
+            throw ValidationError("--metrics-address \(metricsAddress) is not host:port (e.g. 127.0.0.1:9464) or off")
+        }
         if [`init`, join != nil, restore != nil].filter({ $0 }).count > 1 {
             throw ValidationError("--init, --join and --restore each start a controller differently; pass only one of them")
         }
@@ -72,6 +82,9 @@ struct FlotillaController: AsyncParsableCommand {
     func run() async throws {
         ProcessLogging.bootstrap(level: logLevel)
         let logger = Logger(label: "flotilla.controller")
+        let registry = PrometheusCollectorRegistry()
+        let metricsFactory = FlotillaMetrics.factory(registry: registry)
+        MetricsSystem.bootstrap(metricsFactory)
         let directory = ControllerDataDirectory(path: dataDirectory)
         do {
             var announceTokens: (@Sendable (String, String) -> Void)?
@@ -131,14 +144,18 @@ struct FlotillaController: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data("Joined the cluster at \(joinAddresses.joined(separator: ",")) as controller \(credentials.identity.nodeID).\n".utf8))
             }
             let credentials = try directory.loadCredentials(addresses: [listen], now: Date())
-            let server = try await ControllerServer(
-                configuration: ControllerConfiguration(
-                    dataDirectory: dataDirectory, listenAddress: listen, advertiseAddress: advertise,
-                    joinAddresses: joinAddresses, announceJoinTokens: announceTokens),
-                credentials: credentials, logger: logger)
+            var configuration = ControllerConfiguration(
+                dataDirectory: dataDirectory, listenAddress: listen, advertiseAddress: advertise,
+                joinAddresses: joinAddresses, announceJoinTokens: announceTokens)
+            configuration.metrics = metricsFactory
+            let server = try await ControllerServer(configuration: configuration, credentials: credentials, logger: logger)
+            let metrics = MetricsService(
+                address: MetricsAddress(parsing: metricsAddress) ?? .off,
+                exposition: MetricsExposition(registry: registry, collectors: [{ _ in server.refreshMetrics() }]),
+                logger: logger)
             let group = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
-                    services: [.init(service: server)],
+                    services: [.init(service: metrics), .init(service: server)],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
             try await group.run()

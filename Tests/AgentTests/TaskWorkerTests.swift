@@ -1,8 +1,10 @@
 @testable import Agent
 import ContainerRuntime
+import CoreMetrics
 import Foundation
 import Logging
 import Messages
+import Prometheus
 import TestSupport
 import Testing
 
@@ -83,8 +85,11 @@ struct TaskWorkerTests {
         }
     }
 
-    static func withWorker(settings: TaskWorker.Settings = TaskWorker.Settings(), _ body: (TaskWorker) async throws -> Void) async throws {
-        let worker = TaskWorker(logger: Logger(label: "worker"), settings: settings)
+    static func withWorker(
+        settings: TaskWorker.Settings = TaskWorker.Settings(), metrics: any MetricsFactory = NOOPMetricsHandler.instance,
+        _ body: (TaskWorker) async throws -> Void
+    ) async throws {
+        let worker = TaskWorker(logger: Logger(label: "worker"), settings: settings, metrics: metrics)
         do {
             try await body(worker)
         } catch {
@@ -407,12 +412,13 @@ struct TaskWorkerTests {
                 "restarts older than the window no longer count")
     }
 
-    @Test("a crashing task is restarted in place, each wait twice the one before, and given back as failed after 5 restarts in a row")
+    @Test("a crashing task is restarted in place, each wait twice the one before, and given back as failed after 5 restarts in a row; the starts and restarts are counted")
     func restartBackoffGrows() async throws {
         let directory = try TemporaryDirectory()
         let starts = directory.path + "/starts"
         let command = "date +%s%N >> \(starts); exit 3"
-        try await Self.withWorker { worker in
+        let registry = PrometheusCollectorRegistry()
+        try await Self.withWorker(metrics: PrometheusMetricsFactory(registry: registry)) { worker in
             await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("crash", command: command, restart: "any", restartDelayMs: 100)]))
             let reports = Reports()
             let gaveUp = try await eventually(timeout: .seconds(20)) {
@@ -430,6 +436,9 @@ struct TaskWorkerTests {
                 #expect(gap >= Int64(delay), "waited at least \(delay) ms before restarting (waited \(gap) ms)")
             }
             #expect(await worker.runningTaskIDs.isEmpty)
+            let metrics = try PrometheusExposition(parsing: registry.emitToString())
+            #expect(metrics.value("flotilla_container_starts_total") == 6)
+            #expect(metrics.value("flotilla_container_restarts_total") == 5)
         }
     }
 
