@@ -4,8 +4,8 @@ import Glibc
 
 /// Reads a /proc file whole. Foundation's `String(contentsOfFile:)` trusts the size `stat` reports, which is 0
 /// for /proc files, and returns only the first 4 KiB: /proc/net/tcp with a few dozen sockets is cut off.
-enum ProcFile {
-    static func read(_ path: String) -> String? {
+public enum ProcFile {
+    public static func read(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

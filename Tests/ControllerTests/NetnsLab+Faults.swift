@@ -1,3 +1,4 @@
+import ContainerRuntime
 import Foundation
 import TestSupport
 import Testing
@@ -30,7 +31,7 @@ extension NetnsLab {
     /// hybrid machines, the unified one on cgroup v2).
     func containerProcesses(task: String, node: String) throws -> [Int32] {
         let pid = try containerPID(task: task, node: node)
-        let memberships = (try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? ""
+        let memberships = ProcFile.read("/proc/\(pid)/cgroup") ?? ""
         let entries = memberships.split(separator: "\n").map { $0.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false) }
         let directory: String
         if let memory = entries.first(where: { $0.count == 3 && $0[1].split(separator: ",").contains("memory") }) {
@@ -67,7 +68,7 @@ extension NetnsLab {
 
     /// Ended: no such process, or a zombie waiting for its parent (the agent) to reap it.
     static func isGone(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        guard let stat = ProcFile.read("/proc/\(pid)/stat") else { return true }
         // "pid (comm) S ...": the state follows the last ')' (comm may itself contain one).
         guard let close = stat.lastIndex(of: ")") else { return false }
         return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")

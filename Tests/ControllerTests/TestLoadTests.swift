@@ -60,23 +60,14 @@ struct TestLoadTests {
                 let namespaceFD = open("/run/netns/" + namespace, O_RDONLY | O_CLOEXEC)
                 guard namespaceFD >= 0, NetworkNamespace.enter(descriptor: namespaceFD) else { return continuation.resume(returning: nil) }
                 close(namespaceFD)
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = in_port_t(UInt16(port).bigEndian)
-                inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-                let connected = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-                if connected != 0 { close(fd) }
-                continuation.resume(returning: connected == 0 ? fd : nil)
+                continuation.resume(returning: TestTCPClient.connect(port: port))
             }.start()
         }
     }
 
     /// Whether something listens on 127.0.0.1:`port` in the test's own namespace (/proc/net/tcp, state 0A).
     static func listening(on port: Int) -> Bool {
-        let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+        let table = ProcFile.read("/proc/net/tcp") ?? ""
         let suffix = String(format: ":%04X", port)
         return table.split(separator: "\n").contains { line in
             let fields = line.split(separator: " ")
