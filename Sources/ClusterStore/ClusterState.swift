@@ -115,6 +115,9 @@ public struct ClusterState: Sendable, Equatable {
             result = applyTasksWrite(write, at: index, changes: &changes)
         case .taskStatusReport(let report):
             result = applyTaskStatusReport(report, at: index, changes: &changes)
+        case .serviceScale, .eventAppend:
+            // Defined in the protocol; applied from the commits that implement them (issue 8, in progress).
+            result = .invalid("this controller does not apply this command yet")
         }
         appliedIndex = index
         return ApplyOutcome(index: index, requestID: command.requestID, result: result, changes: changes)

@@ -83,6 +83,11 @@ extension Flotilla_V1_ClusterCommand {
         case .taskStatusReport(let report):
             if let field = report.firstUnknownField { return "field \(field) of TaskStatusReport" }
             return report.statuses.lazy.compactMap { $0.firstUnknownField.map { "field \($0) of TaskStatus" } }.first
+        case .serviceScale(let scale):
+            return scale.firstUnknownField.map { "field \($0) of ServiceScale" }
+        case .eventAppend(let append):
+            if let field = append.firstUnknownField { return "field \(field) of EventAppend" }
+            return append.event.firstUnknownField.map { "field \($0) of ClusterEvent" }
         }
     }
 }

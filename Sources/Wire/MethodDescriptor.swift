@@ -98,6 +98,10 @@ public enum Methods {
         "flotilla.v1.Admin/BalancerStats", kind: .unary, allowedRoles: [.admin])
     public static let taskLogs = MethodDescriptor<Flotilla_V1_TaskLogsRequest, Flotilla_V1_TaskLogsResponse>(
         "flotilla.v1.Admin/TaskLogs", kind: .serverStreaming, allowedRoles: [.admin])
+    public static let events = MethodDescriptor<Flotilla_V1_EventsRequest, Flotilla_V1_EventsResponse>(
+        "flotilla.v1.Admin/Events", kind: .serverStreaming, allowedRoles: [.admin])
+    public static let serviceAutoscale = MethodDescriptor<Flotilla_V1_ServiceRef, Flotilla_V1_ServiceAutoscaleResponse>(
+        "flotilla.v1.Admin/ServiceAutoscale", kind: .unary, allowedRoles: [.admin])
 
     // MARK: - Agents
     public static let agentSession = MethodDescriptor<Flotilla_V1_AgentHeartbeat, Flotilla_V1_SessionUpdate>(

@@ -28,6 +28,136 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated struct Flotilla_V1_EventsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only events with a greater id (0: no bound).
+  public var sinceID: UInt64 = 0
+
+  /// Only events at or after this time, Unix ms (0: no bound).
+  public var sinceMs: UInt64 = 0
+
+  /// Keep the stream open and send new events as they happen.
+  public var follow: Bool = false
+
+  /// Only these types; an entry without a dot is a prefix ("task" matches "task.failed"). Empty: every type.
+  public var types: [String] = []
+
+  /// Only events about this service (name or id) / node (name or id); empty: any.
+  public var service: String = String()
+
+  public var node: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Flotilla_V1_EventsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Oldest first.
+  public var events: [Flotilla_V1_ClusterEvent] = []
+
+  /// How many events after `since_id` were already dropped from the bounded history (0 when none were, or
+  /// `since_id` was not given): the reader missed them.
+  public var missed: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Flotilla_V1_ServiceAutoscaleResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The record: its spec's `autoscale` settings (defaults filled in) and `autoscale_decisions`.
+  public var service: Flotilla_V1_ServiceRecord {
+    get {_storage._service ?? Flotilla_V1_ServiceRecord()}
+    set {_uniqueStorage()._service = newValue}
+  }
+  /// Returns true if `service` has been explicitly set.
+  public var hasService: Bool {_storage._service != nil}
+  /// Clears the value of `service`. Subsequent reads from it will return its default value.
+  public mutating func clearService() {_uniqueStorage()._service = nil}
+
+  /// Tasks that should run, and those of them ready for traffic.
+  public var replicas: UInt32 {
+    get {_storage._replicas}
+    set {_uniqueStorage()._replicas = newValue}
+  }
+
+  public var ready: UInt32 {
+    get {_storage._ready}
+    set {_uniqueStorage()._ready = newValue}
+  }
+
+  /// False until the leader has a report of the service's traffic (a new leader, a service no balancer serves yet).
+  public var measured: Bool {
+    get {_storage._measured}
+    set {_uniqueStorage()._measured = newValue}
+  }
+
+  /// What the balancers see over the window, summed over nodes: requests/s (tcp: new connections/s) and
+  /// connections in flight.
+  public var requestsPerSecond: Double {
+    get {_storage._requestsPerSecond}
+    set {_uniqueStorage()._requestsPerSecond = newValue}
+  }
+
+  public var activeConnections: Double {
+    get {_storage._activeConnections}
+    set {_uniqueStorage()._activeConnections = newValue}
+  }
+
+  /// CPU per ready task as a percentage of its reservation (of one core when none is reserved), and memory
+  /// summed over the ready tasks; `cpu_measured` false until two usage reports came.
+  public var cpuMeasured: Bool {
+    get {_storage._cpuMeasured}
+    set {_uniqueStorage()._cpuMeasured = newValue}
+  }
+
+  public var cpuPercent: Double {
+    get {_storage._cpuPercent}
+    set {_uniqueStorage()._cpuPercent = newValue}
+  }
+
+  public var memoryBytes: UInt64 {
+    get {_storage._memoryBytes}
+    set {_uniqueStorage()._memoryBytes = newValue}
+  }
+
+  /// Nodes whose balancers report the service.
+  public var nodesReporting: UInt32 {
+    get {_storage._nodesReporting}
+    set {_uniqueStorage()._nodesReporting = newValue}
+  }
+
+  /// What the targets ask for now, before windows and limits (0: nothing measured).
+  public var recommended: UInt32 {
+    get {_storage._recommended}
+    set {_uniqueStorage()._recommended = newValue}
+  }
+
+  /// The leader's sliding window for rates, ms.
+  public var windowMs: UInt64 {
+    get {_storage._windowMs}
+    set {_uniqueStorage()._windowMs = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 public nonisolated struct Flotilla_V1_BalancerStatsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -890,6 +1020,243 @@ public nonisolated struct Flotilla_V1_BackupRecord: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "flotilla.v1"
+
+nonisolated extension Flotilla_V1_EventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EventsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}since_id\0\u{3}since_ms\0\u{1}follow\0\u{1}types\0\u{1}service\0\u{1}node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sinceID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sinceMs) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.types) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sinceID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sinceID, fieldNumber: 1)
+    }
+    if self.sinceMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sinceMs, fieldNumber: 2)
+    }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 3)
+    }
+    if !self.types.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.types, fieldNumber: 4)
+    }
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 5)
+    }
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_EventsRequest, rhs: Flotilla_V1_EventsRequest) -> Bool {
+    if lhs.sinceID != rhs.sinceID {return false}
+    if lhs.sinceMs != rhs.sinceMs {return false}
+    if lhs.follow != rhs.follow {return false}
+    if lhs.types != rhs.types {return false}
+    if lhs.service != rhs.service {return false}
+    if lhs.node != rhs.node {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_EventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EventsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{1}missed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.missed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.events.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 1)
+    }
+    if self.missed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.missed, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_EventsResponse, rhs: Flotilla_V1_EventsResponse) -> Bool {
+    if lhs.events != rhs.events {return false}
+    if lhs.missed != rhs.missed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ServiceAutoscaleResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceAutoscaleResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}replicas\0\u{1}ready\0\u{1}measured\0\u{3}requests_per_second\0\u{3}active_connections\0\u{3}cpu_measured\0\u{3}cpu_percent\0\u{3}memory_bytes\0\u{3}nodes_reporting\0\u{1}recommended\0\u{3}window_ms\0")
+
+  fileprivate class _StorageClass {
+    var _service: Flotilla_V1_ServiceRecord? = nil
+    var _replicas: UInt32 = 0
+    var _ready: UInt32 = 0
+    var _measured: Bool = false
+    var _requestsPerSecond: Double = 0
+    var _activeConnections: Double = 0
+    var _cpuMeasured: Bool = false
+    var _cpuPercent: Double = 0
+    var _memoryBytes: UInt64 = 0
+    var _nodesReporting: UInt32 = 0
+    var _recommended: UInt32 = 0
+    var _windowMs: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _service = source._service
+      _replicas = source._replicas
+      _ready = source._ready
+      _measured = source._measured
+      _requestsPerSecond = source._requestsPerSecond
+      _activeConnections = source._activeConnections
+      _cpuMeasured = source._cpuMeasured
+      _cpuPercent = source._cpuPercent
+      _memoryBytes = source._memoryBytes
+      _nodesReporting = source._nodesReporting
+      _recommended = source._recommended
+      _windowMs = source._windowMs
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._service) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._replicas) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._ready) }()
+        case 4: try { try decoder.decodeSingularBoolField(value: &_storage._measured) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._requestsPerSecond) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._activeConnections) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._cpuMeasured) }()
+        case 8: try { try decoder.decodeSingularDoubleField(value: &_storage._cpuPercent) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._memoryBytes) }()
+        case 10: try { try decoder.decodeSingularUInt32Field(value: &_storage._nodesReporting) }()
+        case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._recommended) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._windowMs) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._service {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._replicas != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._replicas, fieldNumber: 2)
+      }
+      if _storage._ready != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._ready, fieldNumber: 3)
+      }
+      if _storage._measured != false {
+        try visitor.visitSingularBoolField(value: _storage._measured, fieldNumber: 4)
+      }
+      if _storage._requestsPerSecond.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._requestsPerSecond, fieldNumber: 5)
+      }
+      if _storage._activeConnections.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._activeConnections, fieldNumber: 6)
+      }
+      if _storage._cpuMeasured != false {
+        try visitor.visitSingularBoolField(value: _storage._cpuMeasured, fieldNumber: 7)
+      }
+      if _storage._cpuPercent.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._cpuPercent, fieldNumber: 8)
+      }
+      if _storage._memoryBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._memoryBytes, fieldNumber: 9)
+      }
+      if _storage._nodesReporting != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._nodesReporting, fieldNumber: 10)
+      }
+      if _storage._recommended != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._recommended, fieldNumber: 11)
+      }
+      if _storage._windowMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._windowMs, fieldNumber: 12)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceAutoscaleResponse, rhs: Flotilla_V1_ServiceAutoscaleResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._service != rhs_storage._service {return false}
+        if _storage._replicas != rhs_storage._replicas {return false}
+        if _storage._ready != rhs_storage._ready {return false}
+        if _storage._measured != rhs_storage._measured {return false}
+        if _storage._requestsPerSecond != rhs_storage._requestsPerSecond {return false}
+        if _storage._activeConnections != rhs_storage._activeConnections {return false}
+        if _storage._cpuMeasured != rhs_storage._cpuMeasured {return false}
+        if _storage._cpuPercent != rhs_storage._cpuPercent {return false}
+        if _storage._memoryBytes != rhs_storage._memoryBytes {return false}
+        if _storage._nodesReporting != rhs_storage._nodesReporting {return false}
+        if _storage._recommended != rhs_storage._recommended {return false}
+        if _storage._windowMs != rhs_storage._windowMs {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
 
 nonisolated extension Flotilla_V1_BalancerStatsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BalancerStatsRequest"

@@ -94,6 +94,14 @@ public nonisolated struct Flotilla_V1_BackendTable: @unchecked Sendable {
     set {_uniqueStorage()._backends = newValue}
   }
 
+  /// The service scales from zero (its autoscale min is 0): while it has no backend, a balancer holds new
+  /// connections (at most `settings.hold_queue_limit`, each at most `settings.hold_timeout_ms`), asks the leader
+  /// to start a replica (`AgentHeartbeat.wake_service_ids`) and forwards them once a backend appears.
+  public var holdWhenEmpty: Bool {
+    get {_storage._holdWhenEmpty}
+    set {_uniqueStorage()._holdWhenEmpty = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -298,7 +306,7 @@ fileprivate nonisolated let _protobuf_package = "flotilla.v1"
 
 nonisolated extension Flotilla_V1_BackendTable: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BackendTable"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}service_id\0\u{3}service_name\0\u{1}version\0\u{1}mode\0\u{1}policy\0\u{3}virtual_ip\0\u{1}ports\0\u{1}settings\0\u{1}backends\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}service_id\0\u{3}service_name\0\u{1}version\0\u{1}mode\0\u{1}policy\0\u{3}virtual_ip\0\u{1}ports\0\u{1}settings\0\u{1}backends\0\u{3}hold_when_empty\0")
 
   fileprivate class _StorageClass {
     var _serviceID: String = String()
@@ -310,6 +318,7 @@ nonisolated extension Flotilla_V1_BackendTable: SwiftProtobuf.Message, SwiftProt
     var _ports: [Flotilla_V1_ServicePort] = []
     var _settings: Flotilla_V1_LoadBalancerSpec? = nil
     var _backends: [Flotilla_V1_BackendEndpoint] = []
+    var _holdWhenEmpty: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -329,6 +338,7 @@ nonisolated extension Flotilla_V1_BackendTable: SwiftProtobuf.Message, SwiftProt
       _ports = source._ports
       _settings = source._settings
       _backends = source._backends
+      _holdWhenEmpty = source._holdWhenEmpty
     }
   }
 
@@ -356,6 +366,7 @@ nonisolated extension Flotilla_V1_BackendTable: SwiftProtobuf.Message, SwiftProt
         case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._ports) }()
         case 8: try { try decoder.decodeSingularMessageField(value: &_storage._settings) }()
         case 9: try { try decoder.decodeRepeatedMessageField(value: &_storage._backends) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._holdWhenEmpty) }()
         default: break
         }
       }
@@ -395,6 +406,9 @@ nonisolated extension Flotilla_V1_BackendTable: SwiftProtobuf.Message, SwiftProt
       if !_storage._backends.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._backends, fieldNumber: 9)
       }
+      if _storage._holdWhenEmpty != false {
+        try visitor.visitSingularBoolField(value: _storage._holdWhenEmpty, fieldNumber: 10)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -413,6 +427,7 @@ nonisolated extension Flotilla_V1_BackendTable: SwiftProtobuf.Message, SwiftProt
         if _storage._ports != rhs_storage._ports {return false}
         if _storage._settings != rhs_storage._settings {return false}
         if _storage._backends != rhs_storage._backends {return false}
+        if _storage._holdWhenEmpty != rhs_storage._holdWhenEmpty {return false}
         return true
       }
       if !storagesAreEqual {return false}

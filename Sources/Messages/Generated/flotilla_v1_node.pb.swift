@@ -97,11 +97,43 @@ public nonisolated struct Flotilla_V1_AgentHeartbeat: Sendable {
   /// Clears the value of `balancerReport`. Subsequent reads from it will return its default value.
   public mutating func clearBalancerReport() {self._balancerReport = nil}
 
+  /// Resource use of the node's running tasks from their cgroups, sent about every 2 s while any task runs:
+  /// the autoscaler's CPU input (soft state on the leader).
+  public var taskUsage: [Flotilla_V1_TaskUsage] = []
+
+  /// Services whose published port or virtual IP holds connections because the service has no backend (it
+  /// autoscaled to zero, `BackendTable.hold_when_empty`): the leader starts a replica. Sent at once (the agent
+  /// heartbeats early) and repeated on every heartbeat while connections wait.
+  public var wakeServiceIds: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _balancerReport: Flotilla_V1_BalancerReport? = nil
+}
+
+/// One task's resource use, read from its cgroup.
+public nonisolated struct Flotilla_V1_TaskUsage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var taskID: String = String()
+
+  /// CPU time used since the task started, microseconds (cgroup v2 cpu.stat usage_usec): a rate is the growth
+  /// between two reads over the growth of `taken_ms`.
+  public var cpuUsageUsec: UInt64 = 0
+
+  /// Memory in use, bytes (memory.current).
+  public var memoryBytes: UInt64 = 0
+
+  /// When it was read, Unix ms (the agent's clock).
+  public var takenMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// An image stored on a node.
@@ -376,7 +408,7 @@ nonisolated extension Flotilla_V1_RenewResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AgentHeartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0\u{1}resync\0\u{3}images_changed\0\u{1}images\0\u{3}balancer_report\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}version\0\u{1}statuses\0\u{3}assignments_generation\0\u{1}resync\0\u{3}images_changed\0\u{1}images\0\u{3}balancer_report\0\u{3}task_usage\0\u{3}wake_service_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -392,6 +424,8 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
       case 6: try { try decoder.decodeSingularBoolField(value: &self.imagesChanged) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.images) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._balancerReport) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.taskUsage) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.wakeServiceIds) }()
       default: break
       }
     }
@@ -426,6 +460,12 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._balancerReport {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     } }()
+    if !self.taskUsage.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.taskUsage, fieldNumber: 9)
+    }
+    if !self.wakeServiceIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.wakeServiceIds, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -438,6 +478,53 @@ nonisolated extension Flotilla_V1_AgentHeartbeat: SwiftProtobuf.Message, SwiftPr
     if lhs.imagesChanged != rhs.imagesChanged {return false}
     if lhs.images != rhs.images {return false}
     if lhs._balancerReport != rhs._balancerReport {return false}
+    if lhs.taskUsage != rhs.taskUsage {return false}
+    if lhs.wakeServiceIds != rhs.wakeServiceIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_TaskUsage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TaskUsage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_id\0\u{3}cpu_usage_usec\0\u{3}memory_bytes\0\u{3}taken_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.taskID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.cpuUsageUsec) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.memoryBytes) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.takenMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.taskID.isEmpty {
+      try visitor.visitSingularStringField(value: self.taskID, fieldNumber: 1)
+    }
+    if self.cpuUsageUsec != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cpuUsageUsec, fieldNumber: 2)
+    }
+    if self.memoryBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memoryBytes, fieldNumber: 3)
+    }
+    if self.takenMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.takenMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_TaskUsage, rhs: Flotilla_V1_TaskUsage) -> Bool {
+    if lhs.taskID != rhs.taskID {return false}
+    if lhs.cpuUsageUsec != rhs.cpuUsageUsec {return false}
+    if lhs.memoryBytes != rhs.memoryBytes {return false}
+    if lhs.takenMs != rhs.takenMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

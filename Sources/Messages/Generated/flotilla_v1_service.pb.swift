@@ -279,7 +279,8 @@ public nonisolated struct Flotilla_V1_AutoscaleSpec: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The fewest replicas. 0 is allowed, but until scale from zero exists the autoscaler keeps at least 1.
+  /// The fewest replicas. 0: the service scales to zero after `scale_down_window_ms` without traffic, and the
+  /// load balancers hold the first new connection while a replica starts (LoadBalancerSpec.hold_timeout_ms).
   public var min: UInt32 = 0
 
   /// The most replicas: at least 1 and at least `min`.
@@ -370,6 +371,13 @@ public nonisolated struct Flotilla_V1_LoadBalancerSpec: Sendable {
   /// Send to backends on the balancer's own node while any of them can take the connection; the others only
   /// when none can.
   public var preferLocal: Bool = false
+
+  /// A service that scales from zero (autoscale min 0): how long a balancer holds a connection that arrives while
+  /// no replica runs, ms (default 30000); then the client's connection is closed (http: 503).
+  public var holdTimeoutMs: UInt32 = 0
+
+  /// ... and how many it holds at once per node and port (default 1024); more are refused at once.
+  public var holdQueueLimit: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -846,7 +854,7 @@ nonisolated extension Flotilla_V1_AutoscaleSpec: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Flotilla_V1_LoadBalancerSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoadBalancerSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}retries\0\u{3}connect_timeout_ms\0\u{3}idle_timeout_ms\0\u{3}request_timeout_ms\0\u{3}drain_timeout_ms\0\u{3}proxy_protocol\0\u{3}backend_max_connections\0\u{3}slow_start_ms\0\u{3}prefer_local\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}retries\0\u{3}connect_timeout_ms\0\u{3}idle_timeout_ms\0\u{3}request_timeout_ms\0\u{3}drain_timeout_ms\0\u{3}proxy_protocol\0\u{3}backend_max_connections\0\u{3}slow_start_ms\0\u{3}prefer_local\0\u{3}hold_timeout_ms\0\u{3}hold_queue_limit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -863,6 +871,8 @@ nonisolated extension Flotilla_V1_LoadBalancerSpec: SwiftProtobuf.Message, Swift
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.backendMaxConnections) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.slowStartMs) }()
       case 9: try { try decoder.decodeSingularBoolField(value: &self.preferLocal) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.holdTimeoutMs) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.holdQueueLimit) }()
       default: break
       }
     }
@@ -900,6 +910,12 @@ nonisolated extension Flotilla_V1_LoadBalancerSpec: SwiftProtobuf.Message, Swift
     if self.preferLocal != false {
       try visitor.visitSingularBoolField(value: self.preferLocal, fieldNumber: 9)
     }
+    if self.holdTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.holdTimeoutMs, fieldNumber: 10)
+    }
+    if self.holdQueueLimit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.holdQueueLimit, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -913,6 +929,8 @@ nonisolated extension Flotilla_V1_LoadBalancerSpec: SwiftProtobuf.Message, Swift
     if lhs.backendMaxConnections != rhs.backendMaxConnections {return false}
     if lhs.slowStartMs != rhs.slowStartMs {return false}
     if lhs.preferLocal != rhs.preferLocal {return false}
+    if lhs.holdTimeoutMs != rhs.holdTimeoutMs {return false}
+    if lhs.holdQueueLimit != rhs.holdQueueLimit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -203,167 +203,198 @@ public nonisolated enum Flotilla_V1_NodeAvailability: SwiftProtobuf.Enum, Swift.
 }
 
 /// One entry of the store's log: who proposed it and what to change.
-public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
+public nonisolated struct Flotilla_V1_ClusterCommand: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The proposer's correlation id: the controller that proposed the command matches the outcome of applying
   /// it to the caller waiting for it. Not interpreted by the store; 0 when nobody waits.
-  public var requestID: UInt64 = 0
+  public var requestID: UInt64 {
+    get {_storage._requestID}
+    set {_uniqueStorage()._requestID = newValue}
+  }
+
+  /// When the leader proposed the command, Unix ms (its clock): the time of the events the command gives rise
+  /// to (ClusterEvent). 0 in commands written before events existed.
+  public var proposedAtMs: UInt64 {
+    get {_storage._proposedAtMs}
+    set {_uniqueStorage()._proposedAtMs = newValue}
+  }
 
   /// What to change. Exactly one is set. Numbers are grouped by table: 10–19 variables, 20–29 controllers,
-  /// 30–39 nodes, 40–49 services, 50–59 tasks (issue 5), 60–69 join tokens, 70–79 the cluster CA.
-  public var command: Flotilla_V1_ClusterCommand.OneOf_Command? = nil
+  /// 30–39 nodes, 40–49 services, 50–59 tasks (issue 5), 60–69 join tokens, 70–79 the cluster CA, 80–89 events.
+  public var command: OneOf_Command? {
+    get {return _storage._command}
+    set {_uniqueStorage()._command = newValue}
+  }
 
   /// Create or replace a variable.
   public var varPut: Flotilla_V1_VarPut {
     get {
-      if case .varPut(let v)? = command {return v}
+      if case .varPut(let v)? = _storage._command {return v}
       return Flotilla_V1_VarPut()
     }
-    set {command = .varPut(newValue)}
+    set {_uniqueStorage()._command = .varPut(newValue)}
   }
 
   /// Delete a variable.
   public var varDelete: Flotilla_V1_VarDelete {
     get {
-      if case .varDelete(let v)? = command {return v}
+      if case .varDelete(let v)? = _storage._command {return v}
       return Flotilla_V1_VarDelete()
     }
-    set {command = .varDelete(newValue)}
+    set {_uniqueStorage()._command = .varDelete(newValue)}
   }
 
   /// Add a controller to the address book, or change its record.
   public var controllerUpsert: Flotilla_V1_ControllerUpsert {
     get {
-      if case .controllerUpsert(let v)? = command {return v}
+      if case .controllerUpsert(let v)? = _storage._command {return v}
       return Flotilla_V1_ControllerUpsert()
     }
-    set {command = .controllerUpsert(newValue)}
+    set {_uniqueStorage()._command = .controllerUpsert(newValue)}
   }
 
   /// Remove a controller from the address book.
   public var controllerRemove: Flotilla_V1_ControllerRemove {
     get {
-      if case .controllerRemove(let v)? = command {return v}
+      if case .controllerRemove(let v)? = _storage._command {return v}
       return Flotilla_V1_ControllerRemove()
     }
-    set {command = .controllerRemove(newValue)}
+    set {_uniqueStorage()._command = .controllerRemove(newValue)}
   }
 
   /// A node joins with a token: one use of the token is consumed and, for an agent, its record is added.
   public var nodeJoin: Flotilla_V1_NodeJoin {
     get {
-      if case .nodeJoin(let v)? = command {return v}
+      if case .nodeJoin(let v)? = _storage._command {return v}
       return Flotilla_V1_NodeJoin()
     }
-    set {command = .nodeJoin(newValue)}
+    set {_uniqueStorage()._command = .nodeJoin(newValue)}
   }
 
   /// Replace a node's record (status, availability, labels, address, version).
   public var nodeUpsert: Flotilla_V1_NodeUpsert {
     get {
-      if case .nodeUpsert(let v)? = command {return v}
+      if case .nodeUpsert(let v)? = _storage._command {return v}
       return Flotilla_V1_NodeUpsert()
     }
-    set {command = .nodeUpsert(newValue)}
+    set {_uniqueStorage()._command = .nodeUpsert(newValue)}
   }
 
   /// Remove a node and revoke its identity: its certificate is refused from then on.
   public var nodeRemove: Flotilla_V1_NodeRemove {
     get {
-      if case .nodeRemove(let v)? = command {return v}
+      if case .nodeRemove(let v)? = _storage._command {return v}
       return Flotilla_V1_NodeRemove()
     }
-    set {command = .nodeRemove(newValue)}
+    set {_uniqueStorage()._command = .nodeRemove(newValue)}
   }
 
   /// Create a join token (only the hash of its secret is stored).
   public var tokenCreate: Flotilla_V1_TokenCreate {
     get {
-      if case .tokenCreate(let v)? = command {return v}
+      if case .tokenCreate(let v)? = _storage._command {return v}
       return Flotilla_V1_TokenCreate()
     }
-    set {command = .tokenCreate(newValue)}
+    set {_uniqueStorage()._command = .tokenCreate(newValue)}
   }
 
   /// Revoke a join token.
   public var tokenRevoke: Flotilla_V1_TokenRevoke {
     get {
-      if case .tokenRevoke(let v)? = command {return v}
+      if case .tokenRevoke(let v)? = _storage._command {return v}
       return Flotilla_V1_TokenRevoke()
     }
-    set {command = .tokenRevoke(newValue)}
+    set {_uniqueStorage()._command = .tokenRevoke(newValue)}
   }
 
   /// Install the cluster CA (certificate and key), so whichever controller leads can sign.
   public var clusterCaSet: Flotilla_V1_ClusterCASet {
     get {
-      if case .clusterCaSet(let v)? = command {return v}
+      if case .clusterCaSet(let v)? = _storage._command {return v}
       return Flotilla_V1_ClusterCASet()
     }
-    set {command = .clusterCaSet(newValue)}
+    set {_uniqueStorage()._command = .clusterCaSet(newValue)}
   }
 
   /// Create a service.
   public var serviceCreate: Flotilla_V1_ServiceCreate {
     get {
-      if case .serviceCreate(let v)? = command {return v}
+      if case .serviceCreate(let v)? = _storage._command {return v}
       return Flotilla_V1_ServiceCreate()
     }
-    set {command = .serviceCreate(newValue)}
+    set {_uniqueStorage()._command = .serviceCreate(newValue)}
   }
 
   /// Replace a service's spec (a new version).
   public var serviceUpdate: Flotilla_V1_ServiceUpdate {
     get {
-      if case .serviceUpdate(let v)? = command {return v}
+      if case .serviceUpdate(let v)? = _storage._command {return v}
       return Flotilla_V1_ServiceUpdate()
     }
-    set {command = .serviceUpdate(newValue)}
+    set {_uniqueStorage()._command = .serviceUpdate(newValue)}
   }
 
   /// Remove a service (its tasks are shut down by the orchestrator).
   public var serviceRemove: Flotilla_V1_ServiceRemove {
     get {
-      if case .serviceRemove(let v)? = command {return v}
+      if case .serviceRemove(let v)? = _storage._command {return v}
       return Flotilla_V1_ServiceRemove()
     }
-    set {command = .serviceRemove(newValue)}
+    set {_uniqueStorage()._command = .serviceRemove(newValue)}
   }
 
   /// Record a rolling update's progress (paused, completed, rolled back).
   public var serviceStatusUpdate: Flotilla_V1_ServiceStatusUpdate {
     get {
-      if case .serviceStatusUpdate(let v)? = command {return v}
+      if case .serviceStatusUpdate(let v)? = _storage._command {return v}
       return Flotilla_V1_ServiceStatusUpdate()
     }
-    set {command = .serviceStatusUpdate(newValue)}
+    set {_uniqueStorage()._command = .serviceStatusUpdate(newValue)}
+  }
+
+  /// Set a service's replica count and nothing else (the autoscaler), with the reason recorded.
+  public var serviceScale: Flotilla_V1_ServiceScale {
+    get {
+      if case .serviceScale(let v)? = _storage._command {return v}
+      return Flotilla_V1_ServiceScale()
+    }
+    set {_uniqueStorage()._command = .serviceScale(newValue)}
   }
 
   /// The orchestrator's plan: create or change tasks, all or nothing.
   public var tasksWrite: Flotilla_V1_TasksWrite {
     get {
-      if case .tasksWrite(let v)? = command {return v}
+      if case .tasksWrite(let v)? = _storage._command {return v}
       return Flotilla_V1_TasksWrite()
     }
-    set {command = .tasksWrite(newValue)}
+    set {_uniqueStorage()._command = .tasksWrite(newValue)}
   }
 
   /// Agents' reports of what their tasks are doing.
   public var taskStatusReport: Flotilla_V1_TaskStatusReport {
     get {
-      if case .taskStatusReport(let v)? = command {return v}
+      if case .taskStatusReport(let v)? = _storage._command {return v}
       return Flotilla_V1_TaskStatusReport()
     }
-    set {command = .taskStatusReport(newValue)}
+    set {_uniqueStorage()._command = .taskStatusReport(newValue)}
+  }
+
+  /// Record an event the other commands cannot show (a leader elected).
+  public var eventAppend: Flotilla_V1_EventAppend {
+    get {
+      if case .eventAppend(let v)? = _storage._command {return v}
+      return Flotilla_V1_EventAppend()
+    }
+    set {_uniqueStorage()._command = .eventAppend(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// What to change. Exactly one is set. Numbers are grouped by table: 10–19 variables, 20–29 controllers,
-  /// 30–39 nodes, 40–49 services, 50–59 tasks (issue 5), 60–69 join tokens, 70–79 the cluster CA.
+  /// 30–39 nodes, 40–49 services, 50–59 tasks (issue 5), 60–69 join tokens, 70–79 the cluster CA, 80–89 events.
   public nonisolated enum OneOf_Command: Equatable, Sendable {
     /// Create or replace a variable.
     case varPut(Flotilla_V1_VarPut)
@@ -393,14 +424,20 @@ public nonisolated struct Flotilla_V1_ClusterCommand: Sendable {
     case serviceRemove(Flotilla_V1_ServiceRemove)
     /// Record a rolling update's progress (paused, completed, rolled back).
     case serviceStatusUpdate(Flotilla_V1_ServiceStatusUpdate)
+    /// Set a service's replica count and nothing else (the autoscaler), with the reason recorded.
+    case serviceScale(Flotilla_V1_ServiceScale)
     /// The orchestrator's plan: create or change tasks, all or nothing.
     case tasksWrite(Flotilla_V1_TasksWrite)
     /// Agents' reports of what their tasks are doing.
     case taskStatusReport(Flotilla_V1_TaskStatusReport)
+    /// Record an event the other commands cannot show (a leader elected).
+    case eventAppend(Flotilla_V1_EventAppend)
 
   }
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Sets a variable to a value (`flotilla var put KEY VALUE [--cas INDEX]`).
@@ -723,6 +760,100 @@ public nonisolated struct Flotilla_V1_ServiceStatusUpdate: Sendable {
   fileprivate var _status: Flotilla_V1_UpdateStatus? = nil
 }
 
+/// Sets a service's replicas and nothing else of its spec: the autoscaler's decisions (issue 8). Refused (stale)
+/// unless the service is at `expected_version`. The version goes up by one, so a decision made on an older
+/// version can never land; the previous spec, when there is one, takes the new count too (a rollback does not
+/// undo a scale); the decision is appended to the record's `autoscale_decisions`.
+public nonisolated struct Flotilla_V1_ServiceScale: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The service's id.
+  public var id: String = String()
+
+  /// Apply only if the service is at this version.
+  public var expectedVersion: UInt64 = 0
+
+  /// The new count.
+  public var replicas: UInt32 = 0
+
+  /// Why, in words: "rps 820/replica > target 200 → 3 → 7 replicas".
+  public var reason: String = String()
+
+  /// Leader's clock, Unix ms.
+  public var nowMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Appends an event to the store's history as it is (its id and index are given by the store when it applies).
+public nonisolated struct Flotilla_V1_EventAppend: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var event: Flotilla_V1_ClusterEvent {
+    get {_event ?? Flotilla_V1_ClusterEvent()}
+    set {_event = newValue}
+  }
+  /// Returns true if `event` has been explicitly set.
+  public var hasEvent: Bool {self._event != nil}
+  /// Clears the value of `event`. Subsequent reads from it will return its default value.
+  public mutating func clearEvent() {self._event = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _event: Flotilla_V1_ClusterEvent? = nil
+}
+
+/// One thing that happened in the cluster, as `flotilla events` shows it. The store derives events from the
+/// commands it applies — every controller derives the same ones — and keeps the latest 1,000 in its state and
+/// snapshots, so the history survives a leader change. Types:
+///   service.created, service.updated, service.scaled, service.rolled-back, service.removed,
+///   task.assigned, task.started, task.failed, task.restarted, task.stopped,
+///   node.joined, node.ready, node.down, node.drained, node.active, node.removed,
+///   leader.elected, controller.joined, controller.removed.
+public nonisolated struct Flotilla_V1_ClusterEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Counts up from 1 over the cluster's life, without gaps: `flotilla events --since` resumes after one.
+  public var id: UInt64 = 0
+
+  /// The log index of the command it came from.
+  public var index: UInt64 = 0
+
+  /// When, Unix ms (the proposing leader's clock).
+  public var atMs: UInt64 = 0
+
+  /// One of the types above.
+  public var type: String = String()
+
+  /// What it is about, where that applies (names as they were at the time).
+  public var serviceID: String = String()
+
+  public var serviceName: String = String()
+
+  public var taskID: String = String()
+
+  public var nodeID: String = String()
+
+  public var nodeName: String = String()
+
+  /// What happened, in words ("rps 820/replica > target 200 → 3 → 7 replicas", "exited with code 1").
+  public var message: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Removes a service record.
 public nonisolated struct Flotilla_V1_ServiceRemove: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -864,6 +995,9 @@ public nonisolated struct Flotilla_V1_ServiceRecord: Sendable {
   /// across updates and freed when the service is removed; what a ServiceCreate carries here is ignored.
   public var virtualIp: String = String()
 
+  /// The autoscaler's last decisions (ServiceScale), oldest first, at most 10.
+  public var autoscaleDecisions: [Flotilla_V1_AutoscaleDecisionRecord] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -871,6 +1005,28 @@ public nonisolated struct Flotilla_V1_ServiceRecord: Sendable {
   fileprivate var _spec: Flotilla_V1_ServiceSpec? = nil
   fileprivate var _previousSpec: Flotilla_V1_ServiceSpec? = nil
   fileprivate var _updateStatus: Flotilla_V1_UpdateStatus? = nil
+}
+
+/// One committed decision of the autoscaler.
+public nonisolated struct Flotilla_V1_AutoscaleDecisionRecord: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// When, Unix ms (leader's clock).
+  public var atMs: UInt64 = 0
+
+  /// The count before and after.
+  public var from: UInt32 = 0
+
+  public var to: UInt32 = 0
+
+  /// Why.
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// Where a rolling update stands.
@@ -1174,6 +1330,12 @@ public nonisolated struct Flotilla_V1_ClusterSnapshot: Sendable {
   /// Every revoked node id, sorted.
   public var revokedNodes: [Flotilla_V1_RevokedNode] = []
 
+  /// The latest events (at most 1,000), by id.
+  public var events: [Flotilla_V1_ClusterEvent] = []
+
+  /// The id of the last event ever recorded (events older than the kept ones are gone, their ids are not reused).
+  public var lastEventID: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1199,309 +1361,388 @@ nonisolated extension Flotilla_V1_NodeAvailability: SwiftProtobuf._ProtoNameProv
 
 nonisolated extension Flotilla_V1_ClusterCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterCommand"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{9}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0\u{4}\u{9}node_join\0\u{3}node_upsert\0\u{3}node_remove\0\u{4}\u{8}service_create\0\u{3}service_update\0\u{3}service_remove\0\u{3}service_status_update\0\u{4}\u{7}tasks_write\0\u{3}task_status_report\0\u{4}\u{9}token_create\0\u{3}token_revoke\0\u{4}\u{9}cluster_ca_set\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}proposed_at_ms\0\u{4}\u{8}var_put\0\u{3}var_delete\0\u{4}\u{9}controller_upsert\0\u{3}controller_remove\0\u{4}\u{9}node_join\0\u{3}node_upsert\0\u{3}node_remove\0\u{4}\u{8}service_create\0\u{3}service_update\0\u{3}service_remove\0\u{3}service_status_update\0\u{3}service_scale\0\u{4}\u{6}tasks_write\0\u{3}task_status_report\0\u{4}\u{9}token_create\0\u{3}token_revoke\0\u{4}\u{9}cluster_ca_set\0\u{4}\u{a}event_append\0")
+
+  fileprivate class _StorageClass {
+    var _requestID: UInt64 = 0
+    var _proposedAtMs: UInt64 = 0
+    var _command: Flotilla_V1_ClusterCommand.OneOf_Command?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _requestID = source._requestID
+      _proposedAtMs = source._proposedAtMs
+      _command = source._command
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
-      case 10: try {
-        var v: Flotilla_V1_VarPut?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .varPut(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._requestID) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._proposedAtMs) }()
+        case 10: try {
+          var v: Flotilla_V1_VarPut?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .varPut(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .varPut(v)
+          }
+        }()
+        case 11: try {
+          var v: Flotilla_V1_VarDelete?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .varDelete(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .varDelete(v)
+          }
+        }()
+        case 20: try {
+          var v: Flotilla_V1_ControllerUpsert?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .controllerUpsert(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .controllerUpsert(v)
+          }
+        }()
+        case 21: try {
+          var v: Flotilla_V1_ControllerRemove?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .controllerRemove(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .controllerRemove(v)
+          }
+        }()
+        case 30: try {
+          var v: Flotilla_V1_NodeJoin?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .nodeJoin(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .nodeJoin(v)
+          }
+        }()
+        case 31: try {
+          var v: Flotilla_V1_NodeUpsert?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .nodeUpsert(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .nodeUpsert(v)
+          }
+        }()
+        case 32: try {
+          var v: Flotilla_V1_NodeRemove?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .nodeRemove(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .nodeRemove(v)
+          }
+        }()
+        case 40: try {
+          var v: Flotilla_V1_ServiceCreate?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .serviceCreate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .serviceCreate(v)
+          }
+        }()
+        case 41: try {
+          var v: Flotilla_V1_ServiceUpdate?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .serviceUpdate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .serviceUpdate(v)
+          }
+        }()
+        case 42: try {
+          var v: Flotilla_V1_ServiceRemove?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .serviceRemove(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .serviceRemove(v)
+          }
+        }()
+        case 43: try {
+          var v: Flotilla_V1_ServiceStatusUpdate?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .serviceStatusUpdate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .serviceStatusUpdate(v)
+          }
+        }()
+        case 44: try {
+          var v: Flotilla_V1_ServiceScale?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .serviceScale(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .serviceScale(v)
+          }
+        }()
+        case 50: try {
+          var v: Flotilla_V1_TasksWrite?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .tasksWrite(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .tasksWrite(v)
+          }
+        }()
+        case 51: try {
+          var v: Flotilla_V1_TaskStatusReport?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .taskStatusReport(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .taskStatusReport(v)
+          }
+        }()
+        case 60: try {
+          var v: Flotilla_V1_TokenCreate?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .tokenCreate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .tokenCreate(v)
+          }
+        }()
+        case 61: try {
+          var v: Flotilla_V1_TokenRevoke?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .tokenRevoke(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .tokenRevoke(v)
+          }
+        }()
+        case 70: try {
+          var v: Flotilla_V1_ClusterCASet?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .clusterCaSet(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .clusterCaSet(v)
+          }
+        }()
+        case 80: try {
+          var v: Flotilla_V1_EventAppend?
+          var hadOneofValue = false
+          if let current = _storage._command {
+            hadOneofValue = true
+            if case .eventAppend(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._command = .eventAppend(v)
+          }
+        }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .varPut(v)
-        }
-      }()
-      case 11: try {
-        var v: Flotilla_V1_VarDelete?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .varDelete(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .varDelete(v)
-        }
-      }()
-      case 20: try {
-        var v: Flotilla_V1_ControllerUpsert?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .controllerUpsert(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .controllerUpsert(v)
-        }
-      }()
-      case 21: try {
-        var v: Flotilla_V1_ControllerRemove?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .controllerRemove(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .controllerRemove(v)
-        }
-      }()
-      case 30: try {
-        var v: Flotilla_V1_NodeJoin?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .nodeJoin(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .nodeJoin(v)
-        }
-      }()
-      case 31: try {
-        var v: Flotilla_V1_NodeUpsert?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .nodeUpsert(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .nodeUpsert(v)
-        }
-      }()
-      case 32: try {
-        var v: Flotilla_V1_NodeRemove?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .nodeRemove(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .nodeRemove(v)
-        }
-      }()
-      case 40: try {
-        var v: Flotilla_V1_ServiceCreate?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .serviceCreate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .serviceCreate(v)
-        }
-      }()
-      case 41: try {
-        var v: Flotilla_V1_ServiceUpdate?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .serviceUpdate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .serviceUpdate(v)
-        }
-      }()
-      case 42: try {
-        var v: Flotilla_V1_ServiceRemove?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .serviceRemove(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .serviceRemove(v)
-        }
-      }()
-      case 43: try {
-        var v: Flotilla_V1_ServiceStatusUpdate?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .serviceStatusUpdate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .serviceStatusUpdate(v)
-        }
-      }()
-      case 50: try {
-        var v: Flotilla_V1_TasksWrite?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .tasksWrite(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .tasksWrite(v)
-        }
-      }()
-      case 51: try {
-        var v: Flotilla_V1_TaskStatusReport?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .taskStatusReport(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .taskStatusReport(v)
-        }
-      }()
-      case 60: try {
-        var v: Flotilla_V1_TokenCreate?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .tokenCreate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .tokenCreate(v)
-        }
-      }()
-      case 61: try {
-        var v: Flotilla_V1_TokenRevoke?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .tokenRevoke(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .tokenRevoke(v)
-        }
-      }()
-      case 70: try {
-        var v: Flotilla_V1_ClusterCASet?
-        var hadOneofValue = false
-        if let current = self.command {
-          hadOneofValue = true
-          if case .clusterCaSet(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.command = .clusterCaSet(v)
-        }
-      }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.requestID != 0 {
-      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 1)
-    }
-    switch self.command {
-    case .varPut?: try {
-      guard case .varPut(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    }()
-    case .varDelete?: try {
-      guard case .varDelete(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    }()
-    case .controllerUpsert?: try {
-      guard case .controllerUpsert(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
-    }()
-    case .controllerRemove?: try {
-      guard case .controllerRemove(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
-    }()
-    case .nodeJoin?: try {
-      guard case .nodeJoin(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
-    }()
-    case .nodeUpsert?: try {
-      guard case .nodeUpsert(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
-    }()
-    case .nodeRemove?: try {
-      guard case .nodeRemove(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
-    }()
-    case .serviceCreate?: try {
-      guard case .serviceCreate(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
-    }()
-    case .serviceUpdate?: try {
-      guard case .serviceUpdate(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
-    }()
-    case .serviceRemove?: try {
-      guard case .serviceRemove(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
-    }()
-    case .serviceStatusUpdate?: try {
-      guard case .serviceStatusUpdate(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
-    }()
-    case .tasksWrite?: try {
-      guard case .tasksWrite(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
-    }()
-    case .taskStatusReport?: try {
-      guard case .taskStatusReport(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
-    }()
-    case .tokenCreate?: try {
-      guard case .tokenCreate(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
-    }()
-    case .tokenRevoke?: try {
-      guard case .tokenRevoke(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
-    }()
-    case .clusterCaSet?: try {
-      guard case .clusterCaSet(let v)? = self.command else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._requestID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._requestID, fieldNumber: 1)
+      }
+      if _storage._proposedAtMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._proposedAtMs, fieldNumber: 2)
+      }
+      switch _storage._command {
+      case .varPut?: try {
+        guard case .varPut(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      }()
+      case .varDelete?: try {
+        guard case .varDelete(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      }()
+      case .controllerUpsert?: try {
+        guard case .controllerUpsert(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      }()
+      case .controllerRemove?: try {
+        guard case .controllerRemove(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      }()
+      case .nodeJoin?: try {
+        guard case .nodeJoin(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+      }()
+      case .nodeUpsert?: try {
+        guard case .nodeUpsert(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+      }()
+      case .nodeRemove?: try {
+        guard case .nodeRemove(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+      }()
+      case .serviceCreate?: try {
+        guard case .serviceCreate(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+      }()
+      case .serviceUpdate?: try {
+        guard case .serviceUpdate(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+      }()
+      case .serviceRemove?: try {
+        guard case .serviceRemove(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+      }()
+      case .serviceStatusUpdate?: try {
+        guard case .serviceStatusUpdate(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
+      }()
+      case .serviceScale?: try {
+        guard case .serviceScale(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 44)
+      }()
+      case .tasksWrite?: try {
+        guard case .tasksWrite(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
+      }()
+      case .taskStatusReport?: try {
+        guard case .taskStatusReport(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+      }()
+      case .tokenCreate?: try {
+        guard case .tokenCreate(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+      }()
+      case .tokenRevoke?: try {
+        guard case .tokenRevoke(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+      }()
+      case .clusterCaSet?: try {
+        guard case .clusterCaSet(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+      }()
+      case .eventAppend?: try {
+        guard case .eventAppend(let v)? = _storage._command else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 80)
+      }()
+      case nil: break
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Flotilla_V1_ClusterCommand, rhs: Flotilla_V1_ClusterCommand) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs.command != rhs.command {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._requestID != rhs_storage._requestID {return false}
+        if _storage._proposedAtMs != rhs_storage._proposedAtMs {return false}
+        if _storage._command != rhs_storage._command {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2007,6 +2248,165 @@ nonisolated extension Flotilla_V1_ServiceStatusUpdate: SwiftProtobuf.Message, Sw
   }
 }
 
+nonisolated extension Flotilla_V1_ServiceScale: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceScale"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}expected_version\0\u{1}replicas\0\u{1}reason\0\u{3}now_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.expectedVersion) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.replicas) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.nowMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.expectedVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.expectedVersion, fieldNumber: 2)
+    }
+    if self.replicas != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replicas, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    if self.nowMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nowMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ServiceScale, rhs: Flotilla_V1_ServiceScale) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.expectedVersion != rhs.expectedVersion {return false}
+    if lhs.replicas != rhs.replicas {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.nowMs != rhs.nowMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_EventAppend: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EventAppend"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}event\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._event) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._event {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_EventAppend, rhs: Flotilla_V1_EventAppend) -> Bool {
+    if lhs._event != rhs._event {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_ClusterEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClusterEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}index\0\u{3}at_ms\0\u{1}type\0\u{3}service_id\0\u{3}service_name\0\u{3}task_id\0\u{3}node_id\0\u{3}node_name\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.index) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.atMs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.serviceID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.serviceName) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.taskID) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.nodeName) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    if self.index != 0 {
+      try visitor.visitSingularUInt64Field(value: self.index, fieldNumber: 2)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atMs, fieldNumber: 3)
+    }
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 4)
+    }
+    if !self.serviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.serviceID, fieldNumber: 5)
+    }
+    if !self.serviceName.isEmpty {
+      try visitor.visitSingularStringField(value: self.serviceName, fieldNumber: 6)
+    }
+    if !self.taskID.isEmpty {
+      try visitor.visitSingularStringField(value: self.taskID, fieldNumber: 7)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 8)
+    }
+    if !self.nodeName.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeName, fieldNumber: 9)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_ClusterEvent, rhs: Flotilla_V1_ClusterEvent) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.index != rhs.index {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.type != rhs.type {return false}
+    if lhs.serviceID != rhs.serviceID {return false}
+    if lhs.serviceName != rhs.serviceName {return false}
+    if lhs.taskID != rhs.taskID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.nodeName != rhs.nodeName {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Flotilla_V1_ServiceRemove: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceRemove"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
@@ -2179,7 +2579,7 @@ nonisolated extension Flotilla_V1_TaskStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}previous_spec\0\u{3}created_at_ms\0\u{3}updated_at_ms\0\u{3}update_status\0\u{3}virtual_ip\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}spec\0\u{1}version\0\u{3}previous_spec\0\u{3}created_at_ms\0\u{3}updated_at_ms\0\u{3}update_status\0\u{3}virtual_ip\0\u{3}autoscale_decisions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2195,6 +2595,7 @@ nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.updatedAtMs) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._updateStatus) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.virtualIp) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.autoscaleDecisions) }()
       default: break
       }
     }
@@ -2229,6 +2630,9 @@ nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftPro
     if !self.virtualIp.isEmpty {
       try visitor.visitSingularStringField(value: self.virtualIp, fieldNumber: 8)
     }
+    if !self.autoscaleDecisions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.autoscaleDecisions, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2241,6 +2645,52 @@ nonisolated extension Flotilla_V1_ServiceRecord: SwiftProtobuf.Message, SwiftPro
     if lhs.updatedAtMs != rhs.updatedAtMs {return false}
     if lhs._updateStatus != rhs._updateStatus {return false}
     if lhs.virtualIp != rhs.virtualIp {return false}
+    if lhs.autoscaleDecisions != rhs.autoscaleDecisions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Flotilla_V1_AutoscaleDecisionRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AutoscaleDecisionRecord"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}at_ms\0\u{1}from\0\u{1}to\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.atMs) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.from) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.to) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.atMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atMs, fieldNumber: 1)
+    }
+    if self.from != 0 {
+      try visitor.visitSingularUInt32Field(value: self.from, fieldNumber: 2)
+    }
+    if self.to != 0 {
+      try visitor.visitSingularUInt32Field(value: self.to, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Flotilla_V1_AutoscaleDecisionRecord, rhs: Flotilla_V1_AutoscaleDecisionRecord) -> Bool {
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.to != rhs.to {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2733,7 +3183,7 @@ nonisolated extension Flotilla_V1_ControllerRecord: SwiftProtobuf.Message, Swift
 
 nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ClusterSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}format_version\0\u{3}applied_index\0\u{1}variables\0\u{1}controllers\0\u{1}nodes\0\u{1}services\0\u{1}tasks\0\u{1}tokens\0\u{1}ca\0\u{3}revoked_nodes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}format_version\0\u{3}applied_index\0\u{1}variables\0\u{1}controllers\0\u{1}nodes\0\u{1}services\0\u{1}tasks\0\u{1}tokens\0\u{1}ca\0\u{3}revoked_nodes\0\u{1}events\0\u{3}last_event_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2751,6 +3201,8 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.tokens) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._ca) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.revokedNodes) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.lastEventID) }()
       default: break
       }
     }
@@ -2791,6 +3243,12 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
     if !self.revokedNodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.revokedNodes, fieldNumber: 10)
     }
+    if !self.events.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 11)
+    }
+    if self.lastEventID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastEventID, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2805,6 +3263,8 @@ nonisolated extension Flotilla_V1_ClusterSnapshot: SwiftProtobuf.Message, SwiftP
     if lhs.tokens != rhs.tokens {return false}
     if lhs._ca != rhs._ca {return false}
     if lhs.revokedNodes != rhs.revokedNodes {return false}
+    if lhs.events != rhs.events {return false}
+    if lhs.lastEventID != rhs.lastEventID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
