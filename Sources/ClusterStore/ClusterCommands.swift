@@ -125,6 +125,35 @@ public enum ClusterCommands {
         return envelope(requestID, .serviceStatusUpdate(update))
     }
 
+    /// Sets service `id`'s replicas to `replicas` if it is at `expectedVersion` (the autoscaler's decision), with why.
+    public static func serviceScale(
+        id: String, expectedVersion: UInt64, replicas: UInt32, reason: String, nowMs: UInt64, requestID: UInt64 = 0
+    ) -> [UInt8] {
+        var scale = Flotilla_V1_ServiceScale()
+        scale.id = id
+        scale.expectedVersion = expectedVersion
+        scale.replicas = replicas
+        scale.reason = reason
+        scale.nowMs = nowMs
+        return envelope(requestID, .serviceScale(scale))
+    }
+
+    /// `command` (a ClusterCommand's bytes) with `proposed_at_ms` set: the field is appended to the encoding,
+    /// which protobuf reads as setting it (no decode and re-encode of a large plan). The command must not carry
+    /// the field already; commands built here never do.
+    public static func stamped(_ command: [UInt8], proposedAtMs: UInt64) -> [UInt8] {
+        var bytes = command
+        bytes.reserveCapacity(command.count + 11)
+        bytes.append(0x10)  // field 2, varint
+        var value = proposedAtMs
+        while value >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        bytes.append(UInt8(value))
+        return bytes
+    }
+
     /// Removes service `id`'s record.
     public static func serviceRemove(id: String, requestID: UInt64 = 0) -> [UInt8] {
         var remove = Flotilla_V1_ServiceRemove()

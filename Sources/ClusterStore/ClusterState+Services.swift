@@ -58,6 +58,36 @@ extension ClusterState {
         return .ok(index: index)
     }
 
+    /// The autoscaler's decisions kept per service.
+    static let autoscaleDecisionsKept = 10
+
+    mutating func applyServiceScale(_ scale: Flotilla_V1_ServiceScale, at index: UInt64, changes: inout [StoreChange]) -> ApplyResult {
+        guard var service = serviceTable[scale.id] else { return .notFound }
+        guard scale.expectedVersion == service.version else { return .casFailed(currentIndex: service.version) }
+        guard service.spec.mode == .replicated else {
+            return .invalid("service \(service.spec.name) is global: it runs one task per node and has no replica count to scale")
+        }
+        var spec = service.spec
+        spec.replicas = scale.replicas
+        let problems = ServiceSpecRules.problems(in: spec)
+        guard problems.isEmpty else { return .invalid(problems.map(\.description).joined(separator: "; ")) }
+        var decision = Flotilla_V1_AutoscaleDecisionRecord()
+        decision.atMs = scale.nowMs
+        decision.from = service.spec.replicas
+        decision.to = scale.replicas
+        decision.reason = scale.reason
+        service.spec = spec
+        // A rollback returns to the previous spec, not to the previous count.
+        if service.hasPreviousSpec { service.previousSpec.replicas = scale.replicas }
+        service.version += 1
+        service.updatedAtMs = scale.nowMs
+        service.autoscaleDecisions.append(decision)
+        service.autoscaleDecisions.removeFirst(max(0, service.autoscaleDecisions.count - Self.autoscaleDecisionsKept))
+        serviceTable[service.id] = service
+        changes.append(StoreChange(table: .services, key: service.id, kind: .put, index: index))
+        return .ok(index: index)
+    }
+
     mutating func applyServiceStatusUpdate(_ update: Flotilla_V1_ServiceStatusUpdate, at index: UInt64, changes: inout [StoreChange]) -> ApplyResult {
         guard var service = serviceTable[update.id] else { return .notFound }
         guard update.version == service.version else { return .casFailed(currentIndex: service.version) }

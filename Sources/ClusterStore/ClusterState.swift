@@ -115,8 +115,10 @@ public struct ClusterState: Sendable, Equatable {
             result = applyTasksWrite(write, at: index, changes: &changes)
         case .taskStatusReport(let report):
             result = applyTaskStatusReport(report, at: index, changes: &changes)
-        case .serviceScale, .eventAppend:
-            // Defined in the protocol; applied from the commits that implement them (issue 8, in progress).
+        case .serviceScale(let scale):
+            result = applyServiceScale(scale, at: index, changes: &changes)
+        case .eventAppend:
+            // Defined in the protocol; applied from the commit that implements events (issue 8, in progress).
             result = .invalid("this controller does not apply this command yet")
         }
         appliedIndex = index

@@ -1,5 +1,6 @@
 import ClusterModel
 import ClusterStore
+import Foundation
 import Logging
 import Raft
 import RaftRuntime
@@ -40,10 +41,12 @@ struct ControllerRaft: Sendable {
         }
     }
 
-    /// Proposes a store command and returns the applied result.
+    /// Proposes a store command, stamped with this controller's clock (the time of the events it gives rise
+    /// to), and returns the applied result.
     func propose(_ command: [UInt8]) async throws -> ApplyResult {
         do {
-            let bytes = try await driver.propose(command)
+            let now = UInt64(Date().timeIntervalSince1970 * 1000)
+            let bytes = try await driver.propose(ClusterCommands.stamped(command, proposedAtMs: now))
             guard let result = StoreResultCodec.decode(bytes) else {
                 throw RPCError(.internalError, "the store returned an unreadable result")
             }

@@ -53,6 +53,57 @@ struct ServiceTableTests {
         #expect(try log.run(ClusterCommands.serviceRemove(id: "svc-hello")).result == .notFound)
     }
 
+    @Test("a scale changes only the count, at a new version, keeps the decision, and a rollback does not undo it")
+    func autoscaleDecisions() throws {
+        var log = Log()
+        _ = try log.run(ClusterCommands.serviceCreate(Self.service()))
+        var spec = try #require(log.state.service("svc-hello")).spec
+        spec.env = [Flotilla_V1_EnvVar.with { $0.name = "A"; $0.value = "1" }]
+        _ = try log.run(ClusterCommands.serviceUpdate(id: "svc-hello", spec: spec, expectedVersion: 1, nowMs: 2_000))
+        let scale = try log.run(ClusterCommands.serviceScale(
+            id: "svc-hello", expectedVersion: 2, replicas: 7, reason: "rps 820/replica > target 200 → 3 → 7 replicas", nowMs: 3_000))
+        #expect(scale.result == .ok(index: 3))
+        #expect(scale.changes.map(\.table) == [.services])
+        let scaled = try #require(log.state.service("svc-hello"))
+        #expect(scaled.version == 3)
+        #expect(scaled.spec.replicas == 7)
+        #expect(scaled.spec.env.map(\.name) == ["A"])
+        #expect(scaled.previousSpec.replicas == 7)
+        #expect(scaled.previousSpec.env.isEmpty)
+        #expect(scaled.updateStatus.state == "updating")
+        #expect(scaled.autoscaleDecisions.map(\.to) == [7])
+        #expect(scaled.autoscaleDecisions.first?.from == 3)
+        #expect(scaled.autoscaleDecisions.first?.reason.hasPrefix("rps 820") == true)
+        // A decision made on an older version never lands.
+        #expect(try log.run(ClusterCommands.serviceScale(id: "svc-hello", expectedVersion: 2, replicas: 9, reason: "x", nowMs: 4_000)).result
+            == .casFailed(currentIndex: 3))
+        #expect(try log.run(ClusterCommands.serviceScale(id: "svc-gone", expectedVersion: 1, replicas: 9, reason: "x", nowMs: 4_000)).result == .notFound)
+        // Only the last ten decisions are kept.
+        for step in 0..<12 {
+            let version = try #require(log.state.service("svc-hello")).version
+            _ = try log.run(ClusterCommands.serviceScale(id: "svc-hello", expectedVersion: version, replicas: UInt32(1 + step), reason: "step \(step)", nowMs: 5_000))
+        }
+        let decisions = try #require(log.state.service("svc-hello")).autoscaleDecisions
+        #expect(decisions.count == 10)
+        #expect(decisions.first?.reason == "step 2")
+        #expect(decisions.last?.to == 12)
+        // The rollback restores the environment, not the count.
+        let current = try #require(log.state.service("svc-hello"))
+        _ = try log.run(ClusterCommands.serviceUpdate(id: "svc-hello", spec: current.previousSpec, expectedVersion: current.version, nowMs: 6_000, rollback: true))
+        #expect(log.state.service("svc-hello")?.spec.replicas == 12)
+        #expect(log.state.service("svc-hello")?.spec.env.isEmpty == true)
+    }
+
+    @Test("a command stamped with its proposal time decodes with the time and applies as before")
+    func stampedCommand() throws {
+        var log = Log()
+        let stamped = ClusterCommands.stamped(ClusterCommands.serviceCreate(Self.service()), proposedAtMs: 1_764_000_000_123)
+        let decoded = try Flotilla_V1_ClusterCommand(serializedBytes: stamped)
+        #expect(decoded.proposedAtMs == 1_764_000_000_123)
+        #expect(decoded.serviceCreate.service.id == "svc-hello")
+        #expect(try log.run(stamped).result == .ok(index: 1))
+    }
+
     @Test("duplicate names, renames, invalid specs and unknown versions are refused with a reason")
     func serviceRefusals() throws {
         var log = Log()
