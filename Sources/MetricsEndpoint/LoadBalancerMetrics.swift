@@ -46,6 +46,14 @@ public enum LoadBalancerMetrics {
         [("service", service.serviceName.isEmpty ? service.service : service.serviceName), ("port", "\(service.publishedPort)")]
     }
 
+    /// A collector reading the standalone proxy (`flotilla-agent proxy`) at each scrape.
+    public static func collector(_ proxy: StandaloneProxy) -> MetricsExposition.Collector {
+        { text in
+            guard let stats = try? await proxy.stats() else { return }
+            write([stats], into: &text)
+        }
+    }
+
     /// A collector reading `balancer` at each scrape.
     public static func collector(_ balancer: NodeBalancer) -> MetricsExposition.Collector {
         { text in

@@ -2,6 +2,9 @@ import ArgumentParser
 import Balancing
 import Foundation
 import LoadBalancer
+import Logging
+import MetricsEndpoint
+import Prometheus
 import ServiceFiles
 import Yams
 
@@ -26,6 +29,7 @@ struct ProxyCommand: AsyncParsableCommand {
               max_connections: 0      # per backend, 0 = unlimited
               slow_start: 0s
               backends: [10.0.0.1:80, "10.0.0.2:80@3"]
+              metrics_address: 127.0.0.1:9466   # or off (the default)
             Stops on SIGTERM or SIGINT, printing its statistics.
             """)
 
@@ -49,10 +53,14 @@ struct ProxyCommand: AsyncParsableCommand {
     var maxConnections: Int?
     @Option(name: .customLong("slow-start"), help: ArgumentHelp("Ramp a new or returning backend's share up over this (default 0s).", valueName: "duration"))
     var slowStart: String?
+    @Option(name: .customLong("metrics-address"), help: ArgumentHelp(
+        "Serve Prometheus metrics (GET /metrics, plain HTTP) here; off (the default) serves none.", valueName: "host:port|off"))
+    var metricsAddress: String?
     @Option(help: ArgumentHelp("Settings from a YAML file (flags win).", valueName: "file")) var config: String?
 
     func run() async throws {
         let proxyConfig = try makeConfig()
+        let metricsAt = try metricsEndpointAddress()
         let proxy: StandaloneProxy
         do {
             proxy = try await StandaloneProxy.start(proxyConfig)
@@ -62,8 +70,14 @@ struct ProxyCommand: AsyncParsableCommand {
         let backendList = proxyConfig.backends.map { "\($0.host):\($0.port)" }.joined(separator: ", ")
         print("flotilla proxy: \(proxyConfig.settings.mode.rawValue) on \(proxyConfig.listen) (port \(proxy.port)), "
               + "\(proxyConfig.settings.policy.rawValue) over \(backendList), \(proxyConfig.workers) worker(s)")
+        let exposition = MetricsExposition(registry: PrometheusCollectorRegistry(), collectors: [LoadBalancerMetrics.collector(proxy)])
         try await withTaskCancellationOnSignals {
-            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await MetricsEndpoint.serve(at: metricsAt, exposition: exposition, logger: Logger(label: "flotilla.proxy")) }
+                group.addTask { while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) } }
+                await group.next()
+                group.cancelAll()
+            }
         }
         if let stats = try? await proxy.stats() { print(StatsText.render(stats)) }
         await proxy.stop()
@@ -123,6 +137,19 @@ struct ProxyCommand: AsyncParsableCommand {
         return StandaloneProxyConfig(listen: listen, backends: parsedBackends, settings: settings, workers: threads)
     }
 
+    /// Where to serve /metrics: the flag, else the file's `metrics_address`, else off.
+    func metricsEndpointAddress() throws -> MetricsAddress {
+        var fileAddress: String?
+        if let config, let text = try? String(contentsOfFile: config, encoding: .utf8) {
+            fileAddress = try ProxyFileSettings.parse(text, path: config).metricsAddress
+        }
+        let text = metricsAddress ?? fileAddress ?? "off"
+        guard let address = MetricsAddress(parsing: text) else {
+            throw ValidationError("--metrics-address \(text) is not host:port (e.g. 127.0.0.1:9466) or off")
+        }
+        return address
+    }
+
     static func millis(_ text: String, _ flag: String) throws -> Int64 {
         guard let value = ServiceFile.milliseconds(text) else { throw ValidationError("\(flag) \(text) is not a duration (e.g. 500ms, 5s, 1m)") }
         return Int64(value)
@@ -142,10 +169,12 @@ struct ProxyFileSettings {
     var proxyProtocol: Bool?
     var maxConnections: Int?
     var slowStart: String?
+    var metricsAddress: String?
     var backends: [String] = []
 
     static let keys: Set<String> = ["listen", "mode", "policy", "workers", "retries", "connect_timeout", "idle_timeout",
-                                    "request_timeout", "proxy_protocol", "max_connections", "slow_start", "backends"]
+                                    "request_timeout", "proxy_protocol", "max_connections", "slow_start", "backends",
+                                    "metrics_address"]
 
     static func parse(_ text: String, path: String) throws -> ProxyFileSettings {
         let loaded: Any?
@@ -180,6 +209,7 @@ struct ProxyFileSettings {
         settings.requestTimeout = try string("request_timeout")
         settings.slowStart = try string("slow_start")
         settings.maxConnections = try int("max_connections")
+        settings.metricsAddress = try string("metrics_address")
         if let value = map["proxy_protocol"] {
             guard let flag = value as? Bool else { throw ValidationError("\(path): proxy_protocol must be true or false") }
             settings.proxyProtocol = flag

@@ -1,4 +1,5 @@
 import AdminClient
+import ContainerRuntime
 import Foundation
 import PKI
 import TestSupport
@@ -15,21 +16,8 @@ import Glibc
 struct ControllerKillTests {
     /// A free TCP port on 127.0.0.1 (bound, read, released).
     static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0 else { throw ChildProcessError("bind failed") }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
+        guard let port = ProcessDriver.freePort() else { throw ChildProcessError("no free loopback port") }
+        return port
     }
 
     /// An admin client once the founder answers: `--init` writes admin.creds before the server listens, and a
