@@ -216,6 +216,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            // Pure: a linearizability checker for concurrent histories (the fault suite's read/write/CAS checks).
+            name: "Linearizability",
+            swiftSettings: strict
+        ),
+        .target(
             name: "TestSupport",
             dependencies: ["Wire", "Transport", "PKI", "ClusterModel", "ContainerRuntime",
                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -312,6 +317,7 @@ let package = Package(
             dependencies: ["RaftRuntime", "Raft", "ClusterModel", "TestSupport"],
             swiftSettings: strict
         ),
+        .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"], swiftSettings: strict),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "ClusterModel"], swiftSettings: strict + optimized),
         .testTarget(
             name: "ControllerTests",
