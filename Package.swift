@@ -323,7 +323,7 @@ let package = Package(
             name: "ControllerTests",
             dependencies: [
                 "Controller", "AdminClient", "TestSupport", "Agent", "ContainerRuntime", "Messages", "Balancing", "LoadBalancer",
-                "MetricsEndpoint", .product(name: "Prometheus", package: "swift-prometheus"),
+                "MetricsEndpoint", "Linearizability", .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

@@ -218,7 +218,7 @@ extension LoadBalancerClusterTests {
 
     /// The published port on both agent nodes.
     static func meshTargets(_ lab: NetnsLab, port: Int = 9090) -> [TestLoad.Target] {
-        (2...lab.hosts).map { TestLoad.Target(lab.address($0), port) }
+        lab.agentHosts.map { TestLoad.Target(lab.address($0), port) }
     }
 
     /// A load from host `from` on both nodes' published ports, bounded to 100,000 requests and 150 s.

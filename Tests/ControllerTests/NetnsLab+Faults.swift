@@ -6,12 +6,13 @@ import Testing
 import Glibc
 #endif
 
-/// Faults a lab injects: a container's processes killed or stopped, a host cut off the switch.
+/// Faults a lab injects: a container's processes killed or stopped, a host's process killed, paused or restarted,
+/// a host cut off the switch, one link between two hosts cut one way or both.
 extension NetnsLab {
     /// The host of agent node `name` ("n3" runs on host 3).
     func hostIndex(ofNode name: String) throws -> Int {
-        guard name.hasPrefix("n"), let index = Int(name.dropFirst()), (2...hosts).contains(index) else {
-            throw ChildProcessError("\(name) is not an agent node of this lab (n2...n\(hosts))")
+        guard name.hasPrefix("n"), let index = Int(name.dropFirst()), agentHosts.contains(index) else {
+            throw ChildProcessError("\(name) is not an agent node of this lab (n\(agentHosts.lowerBound)...n\(hosts))")
         }
         return index
     }
@@ -82,5 +83,46 @@ extension NetnsLab {
 
     func heal(host index: Int) async throws {
         try await Self.ip(["-n", switchNamespace, "link", "set", "h\(index)", "up"])
+    }
+
+    // MARK: - Processes
+
+    /// SIGKILLs host `index`'s process (its controller or agent) and waits until it is gone.
+    func killProcess(host index: Int, in cluster: Cluster) async throws {
+        guard let entry = cluster.byHost[index] else { throw ChildProcessError("host \(index) runs no process of this lab") }
+        await entry.process.stop(signal: SIGKILL, grace: .seconds(5))
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) host `index`'s process.
+    func signal(_ signal: Int32, host index: Int, in cluster: Cluster) throws {
+        guard let entry = cluster.byHost[index], entry.process.isRunning else { throw ChildProcessError("host \(index)'s process is not running") }
+        guard Glibc.kill(entry.process.pid, signal) == 0 else { throw ChildProcessError("kill(\(entry.process.pid), \(signal)) failed") }
+    }
+
+    /// Starts host `index`'s process again from its data directory (after `kill`, or a clean stop).
+    func restart(host index: Int, in cluster: Cluster) throws {
+        guard let entry = cluster.byHost[index] else { throw ChildProcessError("host \(index) runs no process of this lab") }
+        guard !entry.process.isRunning else { throw ChildProcessError("host \(index)'s process still runs; kill it first") }
+        try launch(cluster, host: index, entry.restart, restart: entry.restart)
+    }
+
+    // MARK: - Links
+
+    /// Drops every packet host `from` sends to host `to` (nftables, in `from`'s namespace): the link is cut one
+    /// way. Cut both ways with two calls.
+    func cutLink(from: Int, to: Int) async throws {
+        try await nft(in: from, ["add", "table", "inet", "flotilla_fault"])
+        try await nft(in: from, ["add", "chain", "inet", "flotilla_fault", "out", "{ type filter hook output priority 0 ; }"])
+        try await nft(in: from, ["add", "rule", "inet", "flotilla_fault", "out", "ip", "daddr", address(to), "drop"])
+    }
+
+    /// Heals every link `cutLink` cut from host `index`.
+    func healLinks(from index: Int) async throws {
+        try await nft(in: index, ["delete", "table", "inet", "flotilla_fault"])
+    }
+
+    private func nft(in index: Int, _ arguments: [String]) async throws {
+        let result = try await ChildProcess.run("/usr/sbin/ip", ["netns", "exec", host(index), "nft"] + arguments)
+        guard result.status == 0 else { throw ChildProcessError("nft \(arguments.joined(separator: " ")) in host \(index): \(result.stderr)") }
     }
 }
