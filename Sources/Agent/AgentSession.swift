@@ -115,9 +115,12 @@ public final class AgentSession: Sendable {
             throw RPCError(.invalidArgument, "controller address '\(target)' is not host:port")
         }
         // A controller that accepts but does not answer (stopped, overloaded) must not hold the agent for long:
-        // the new leader expects it within three heartbeat periods.
+        // the new leader expects it within three heartbeat periods. A leader that stops answering mid-session
+        // (frozen, cut off) is found by the transport's ping: 1 s of silence, then 1 s for the answer.
         var configuration = TransportConfiguration()
         configuration.handshakeTimeout = .seconds(2)
+        configuration.keepaliveInterval = .seconds(1)
+        configuration.keepaliveTimeout = .seconds(1)
         let client = try await RPCClient.connect(
             host: host, port: port, tls: tls, configuration: configuration, connectTimeout: .seconds(2), logger: logger)
         defer { Task { await client.close() } }

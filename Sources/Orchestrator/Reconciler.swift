@@ -28,7 +28,8 @@ public struct ServiceStatusChange: Sendable, Equatable {
 /// - Replicated services: slots 1…replicas each have one live task; surplus slots are shut down.
 /// - Global services: one live task per eligible node (ready, not draining, constraints met); paused nodes keep
 ///   theirs but get no new one.
-/// - Tasks on a node that is down are orphaned and replaced; tasks on a draining node are shut down and replaced;
+/// - Tasks on a node that is down are orphaned and replaced (unless every node is down: then they stay); tasks on
+///   a draining node are shut down and replaced;
 ///   tasks that stopped are replaced as the restart policy says.
 /// - New tasks are placed by the `Scheduler`; what cannot be placed stays pending with the reason.
 /// - Removed services have their tasks shut down. Finished tasks are kept as history (the last
@@ -82,6 +83,11 @@ public struct Reconciler: Sendable {
             for task in tasks where task.desiredState == .running { stop(task, "service removed") }
         }
 
+        // Every node down at once is the leader's own isolation far more often than every machine failing (a new
+        // leader that hears no agent yet, a leader cut off): orphaning would empty every balancer's table and
+        // place nothing anywhere. So tasks stay until some node is back (Kubernetes' full-disruption rule).
+        let everyNodeDown = !nodes.isEmpty && nodes.values.allSatisfy { $0.status == .down }
+
         for service in state.services {
             let spec = service.spec
             let tasks = tasksByService[service.id] ?? []
@@ -89,7 +95,7 @@ public struct Reconciler: Sendable {
             // 1. Tasks that can no longer run where they are.
             for task in tasks where task.desiredState == .running {
                 if !task.nodeID.isEmpty, let node = nodes[task.nodeID] {
-                    if node.status == .down && !Self.isTerminal(task.state) {
+                    if node.status == .down && !everyNodeDown && !Self.isTerminal(task.state) {
                         stop(task, state: .orphaned, "node \(node.name) is down")
                     } else if node.availability == .drain {
                         stop(task, "node \(node.name) is draining")

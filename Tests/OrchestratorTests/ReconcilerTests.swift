@@ -215,6 +215,25 @@ struct ReconcilerTests {
         }
     }
 
+    @Test("when every node is down at once (the leader is the one cut off) tasks stay; once one is back the others' are replaced")
+    func everyNodeDown() {
+        var cluster = SimulatedCluster(seed: 4)
+        for id in ["n1", "n2"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 4)
+        cluster.converge()
+        let before = cluster.live("web").map(\.id).sorted()
+        cluster.setNode("n1", status: .down)
+        cluster.setNode("n2", status: .down)
+        cluster.converge()
+        #expect(cluster.live("web").map(\.id).sorted() == before, "nothing orphaned: the balancers keep their backends")
+        #expect(cluster.live("web").allSatisfy { $0.state == .running })
+        cluster.setNode("n2", status: .ready)
+        cluster.converge()
+        let live = cluster.live("web")
+        #expect(live.count == 4)
+        #expect(live.allSatisfy { $0.nodeID == "n2" }, "n1's tasks are replaced on n2 once n2 is back")
+    }
+
     @Test("drain moves tasks away; pause keeps them but takes no new ones; activate takes tasks again")
     func drainAndPause() {
         var cluster = SimulatedCluster(seed: 3)
@@ -382,7 +401,9 @@ struct ReconcilerTests {
     }
 
     func check(_ cluster: SimulatedCluster, seed: UInt64) {
-        let usable = Set(cluster.state.nodes.filter { $0.status == .ready && $0.availability != .drain }.map(\.id.rawValue))
+        // With every node down, tasks stay where they are (the full-disruption rule): a down node is usable then.
+        let everyNodeDown = !cluster.state.nodes.isEmpty && cluster.state.nodes.allSatisfy { $0.status == .down }
+        let usable = Set(cluster.state.nodes.filter { ($0.status == .ready || everyNodeDown) && $0.availability != .drain }.map(\.id.rawValue))
         let placeable = cluster.state.nodes.filter { $0.status == .ready && $0.availability == .active }
         for service in cluster.state.services {
             let live = cluster.live(service.spec.name)
