@@ -297,8 +297,6 @@ extension ClusterState {
 
     /// The kept events with an id above `id`, oldest first.
     public func events(after id: UInt64) -> ArraySlice<Flotilla_V1_ClusterEvent> {
-        // Kept ids run without gaps up to lastEventID, so the position is arithmetic.
-        let firstKept = lastEventID - UInt64(eventLog.count) + 1
         guard id >= firstKept else { return eventLog[...] }
         let offset = Int(min(id - firstKept + 1, UInt64(eventLog.count)))
         return eventLog[offset...]
@@ -306,7 +304,10 @@ extension ClusterState {
 
     /// How many events with an id above `id` are no longer kept: a reader that resumes after `id` missed them.
     public func eventsDropped(after id: UInt64) -> UInt64 {
-        let firstKept = lastEventID - UInt64(eventLog.count) + 1
-        return firstKept > id + 1 ? firstKept - id - 1 : 0
+        firstKept > id + 1 ? firstKept - id - 1 : 0
     }
+
+    /// The id of the oldest kept event (lastEventID + 1 when none is kept): kept ids run without gaps up to
+    /// lastEventID, so a position in the history is arithmetic.
+    private var firstKept: UInt64 { lastEventID - UInt64(eventLog.count) + 1 }
 }

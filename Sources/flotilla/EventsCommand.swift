@@ -55,7 +55,7 @@ struct EventsCommand: AsyncParsableCommand {
                     headerPrinted = true
                 }
                 for event in batch.events {
-                    out += (output == .json ? try EventJSON(event).encoded() : EventLine(event).text) + "\n"
+                    out += (output == .json ? try jsonLine(EventJSON(event)) : EventLine(event).text) + "\n"
                 }
                 if batch.missed > 0 {
                     FileHandle.standardError.write(Data("warning: \(batch.missed) events after \(request.sinceID) are no longer kept (the history holds the latest 1,000)\n".utf8))
@@ -168,11 +168,5 @@ struct EventJSON: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case id, index, time, type, service, serviceID = "service_id", task, node, nodeID = "node_id", message
-    }
-
-    func encoded() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }
