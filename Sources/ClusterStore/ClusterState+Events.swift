@@ -79,6 +79,9 @@ extension ClusterState {
                 continue
             }
         }
+        // A plan that replaces tasks tells of the ends first, then the replacements (each group in task-id order).
+        let ending: Set<String> = ["task.stopped", "task.failed"]
+        events = events.filter { ending.contains($0.type) } + events.filter { !ending.contains($0.type) }
         append(events, index: index, atMs: atMs, changes: &changes)
     }
 
