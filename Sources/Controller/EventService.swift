@@ -31,7 +31,7 @@ final class EventService: Sendable {
     func events(_ request: Flotilla_V1_EventsRequest, writer: ResponseWriter<Flotilla_V1_EventsResponse>) async throws {
         try await raft.linearizable()
         guard request.follow else {
-            _ = try await send(after: request.sinceID, request, writer: writer, reportMissed: true)
+            _ = try await send(after: request.sinceID, request, writer: writer)
             return
         }
         let admitted = followers.withLock { count in
@@ -45,17 +45,18 @@ final class EventService: Sendable {
         defer { followers.withLock { $0 -= 1 } }
         // Subscribed before the first read, so an event applied in between is read at the next wake-up.
         let watch = raft.store.watch.subscribe()
-        var cursor = try await send(after: request.sinceID, request, writer: writer, reportMissed: true)
+        var cursor = try await send(after: request.sinceID, request, writer: writer)
         for await change in watch {
             if case .changes(let rows) = change, !rows.contains(where: { $0.table == .events }) { continue }
-            cursor = try await send(after: cursor, request, writer: writer, reportMissed: false)
+            cursor = try await send(after: cursor, request, writer: writer)
         }
     }
 
     /// Sends the matching events after `id`, in batches; returns the id of the last event looked at. The first
-    /// response says how many were missed (dropped from the history before they could be read).
+    /// response says how many were missed (dropped from the history before they could be read: a `since_id`
+    /// older than the history, or a follower that fell more than the whole history behind).
     private func send(
-        after id: UInt64, _ request: Flotilla_V1_EventsRequest, writer: ResponseWriter<Flotilla_V1_EventsResponse>, reportMissed: Bool
+        after id: UInt64, _ request: Flotilla_V1_EventsRequest, writer: ResponseWriter<Flotilla_V1_EventsResponse>
     ) async throws -> UInt64 {
         let filter = EventFilter(request)
         let (events, last, missed) = raft.store.read { state in
@@ -65,7 +66,7 @@ final class EventService: Sendable {
         repeat {
             var response = Flotilla_V1_EventsResponse()
             response.events = Array(events[position..<min(position + Self.batchSize, events.count)])
-            if reportMissed && position == 0 && id > 0 { response.missed = missed }
+            if position == 0 && id > 0 { response.missed = missed }
             if !response.events.isEmpty || response.missed > 0 { try await writer.write(response) }
             position += Self.batchSize
         } while position < events.count

@@ -58,7 +58,7 @@ struct EventsCommand: AsyncParsableCommand {
                     out += (output == .json ? try jsonLine(EventJSON(event)) : EventLine(event).text) + "\n"
                 }
                 if batch.missed > 0 {
-                    FileHandle.standardError.write(Data("warning: \(batch.missed) events after \(request.sinceID) are no longer kept (the history holds the latest 1,000)\n".utf8))
+                    FileHandle.standardError.write(Data("warning: \(batch.missed) events were dropped from the history before they could be read (it keeps the latest 1,000)\n".utf8))
                 }
                 if !out.isEmpty { FileHandle.standardOutput.write(Data(out.utf8)) }
             }
