@@ -307,7 +307,8 @@ extension ClusterState {
 
     /// How many events with an id above `id` are no longer kept: a reader that resumes after `id` missed them.
     public func eventsDropped(after id: UInt64) -> UInt64 {
-        firstKept > id + 1 ? firstKept - id - 1 : 0
+        // firstKept is at least 1; any id a reader sends (UInt64.max included) is safe here.
+        firstKept - 1 > id ? firstKept - 1 - id : 0
     }
 
     /// The id of the oldest kept event (lastEventID + 1 when none is kept): kept ids run without gaps up to

@@ -219,6 +219,8 @@ struct EventTests {
         #expect(log.state.events(after: 1_000).map(\.id) == Array(1_001...1_005))
         #expect(log.state.events(after: 1_005).isEmpty)
         #expect(log.state.events(after: 5_000).isEmpty)
+        #expect(log.state.events(after: .max).isEmpty && log.state.eventsDropped(after: .max) == 0)
+        #expect(ClusterState().events(after: .max).isEmpty && ClusterState().eventsDropped(after: .max) == 0)
         // Survives a snapshot, and goes on from there.
         var restored = Log(state: try ClusterState(snapshot: log.state.snapshot()))
         #expect(restored.state == log.state)
