@@ -468,8 +468,11 @@ public final class AdminClient: Sendable {
                     }
                 }
                 guard request.follow, !Task.isCancelled else { return }
-                // A following stream the controller ended (it is shutting down): resume elsewhere.
-                await retire(connection, advance: true)
+                // A following stream the controller ended (it is shutting down): resume elsewhere, pausing as
+                // for an unreachable controller.
+                let ended = RPCError(.unavailable, "\(connection.address) ended the event stream")
+                retry.lastError = ended
+                try await moveOn(after: ended, from: connection, &retry)
             } catch let error as RPCError where error.code == .notLeader || error.code == .unavailable {
                 retry.lastError = error
                 try await moveOn(after: error, from: connection, &retry)
