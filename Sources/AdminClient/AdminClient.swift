@@ -446,6 +446,40 @@ public final class AdminClient: Sendable {
         }
     }
 
+    /// The cluster's events (`request`), handed to `body` batch by batch, oldest first. The leader is found as
+    /// for any read within `findTimeout`. Events have ids, so a stream that breaks (the leader changed or went
+    /// away) is opened again on the new leader after the last id received, with `findTimeout` to find it:
+    /// nothing is repeated and, while the history holds them, nothing is lost. Returns when the stream ends
+    /// (not following); following, it runs until the caller is cancelled.
+    public func events(
+        _ request: Flotilla_V1_EventsRequest, findTimeout: Duration = .seconds(10),
+        _ body: (Flotilla_V1_EventsResponse) async throws -> Void
+    ) async throws {
+        var request = request
+        var retry = Retry(name: "Events", timeout: findTimeout)
+        while true {
+            let connection = try await nextConnection(&retry)
+            do {
+                try await connection.serverStreaming(Methods.events, request) { batches in
+                    for try await batch in batches {
+                        if let last = batch.events.last { request.sinceID = last.id }
+                        retry = Retry(name: "Events", timeout: findTimeout)
+                        try await body(batch)
+                    }
+                }
+                guard request.follow, !Task.isCancelled else { return }
+                // A following stream the controller ended (it is shutting down): resume elsewhere, pausing as
+                // for an unreachable controller.
+                let ended = RPCError(.unavailable, "\(connection.address) ended the event stream")
+                retry.lastError = ended
+                try await moveOn(after: ended, from: connection, &retry)
+            } catch let error as RPCError where error.code == .notLeader || error.code == .unavailable {
+                retry.lastError = error
+                try await moveOn(after: error, from: connection, &retry)
+            }
+        }
+    }
+
     /// True when an UNAVAILABLE error proves the request never reached a handler: the server's GOAWAY said
     /// it did not process the call, or the connection was already going away when the call was opened.
     /// (Errors from making a connection never get here: `connection(preferring:…)` handles those.)

@@ -184,3 +184,13 @@ public enum ClusterCommands {
         return envelope.storeBytes
     }
 }
+
+extension ClusterCommands {
+    /// Records `event` as it is (a leader elected): the store gives it its id and index, and the proposal's
+    /// time when it carries none.
+    public static func eventAppend(_ event: Flotilla_V1_ClusterEvent, requestID: UInt64 = 0) -> [UInt8] {
+        var append = Flotilla_V1_EventAppend()
+        append.event = event
+        return envelope(requestID, .eventAppend(append))
+    }
+}

@@ -22,6 +22,8 @@ extension ClusterState {
         if let caRecord { snapshot.ca = caRecord.proto }
         snapshot.services = serviceTable.values.sorted { $0.id < $1.id }
         snapshot.tasks = tasks
+        snapshot.events = eventLog
+        snapshot.lastEventID = lastEventID
         return snapshot.storeBytes
     }
 
@@ -121,6 +123,26 @@ extension ClusterState {
             guard taskTable[task.id] == nil else { throw Self.invalid("holds task \(quoted(task.id, limit: 64)) twice") }
             taskTable[task.id] = task
         }
+        try restoreEvents(snapshot.events, lastEventID: snapshot.lastEventID)
+    }
+
+    /// The event history: ids without gaps up to `lastEventID`, from entries the snapshot includes.
+    private mutating func restoreEvents(_ events: [Flotilla_V1_ClusterEvent], lastEventID: UInt64) throws(StoreError) {
+        let sorted = events.sorted { $0.id < $1.id }
+        guard sorted.count <= lastEventID else {
+            throw Self.invalid("holds \(sorted.count) events but its last event id is \(lastEventID)")
+        }
+        let firstID = lastEventID - UInt64(sorted.count) + 1
+        for (offset, event) in sorted.enumerated() {
+            guard event.id == firstID + UInt64(offset) else {
+                throw Self.invalid("holds events \(firstID)–\(lastEventID) with event \(firstID + UInt64(offset)) missing or twice (found \(event.id))")
+            }
+            guard event.index <= appliedIndex else {
+                throw Self.invalid("holds event \(event.id) from log entry \(event.index), beyond its applied index \(appliedIndex)")
+            }
+        }
+        eventLog = sorted
+        self.lastEventID = lastEventID
     }
 
     private static func invalid(_ problem: String) -> StoreError {

@@ -33,6 +33,10 @@ public struct ClusterState: Sendable, Equatable {
     var serviceTable: [String: Flotilla_V1_ServiceRecord]
     /// Tasks by id.
     var taskTable: [String: Flotilla_V1_TaskRecord]
+    /// The latest events, oldest first, at most ``eventsKept`` (ClusterState+Events.swift).
+    var eventLog: [Flotilla_V1_ClusterEvent]
+    /// The id of the last event ever recorded; kept when older events are dropped, so ids are never reused.
+    public internal(set) var lastEventID: UInt64
 
     /// An empty state, before the first entry.
     public init() {
@@ -45,6 +49,8 @@ public struct ClusterState: Sendable, Equatable {
         caRecord = nil
         serviceTable = [:]
         taskTable = [:]
+        eventLog = []
+        lastEventID = 0
     }
 
     // MARK: - Applying the log
@@ -81,6 +87,7 @@ public struct ClusterState: Sendable, Equatable {
         }
 
         var changes: [StoreChange] = []
+        let before = rowsBefore(kind)
         let result: ApplyResult
         switch kind {
         case .varPut(let put):
@@ -117,10 +124,10 @@ public struct ClusterState: Sendable, Equatable {
             result = applyTaskStatusReport(report, at: index, changes: &changes)
         case .serviceScale(let scale):
             result = applyServiceScale(scale, at: index, changes: &changes)
-        case .eventAppend:
-            // Defined in the protocol; applied from the commit that implements events (issue 8, in progress).
-            result = .invalid("this controller does not apply this command yet")
+        case .eventAppend(let append):
+            result = applyEventAppend(append, at: index)
         }
+        if case .ok = result { recordEvents(of: command, kind, before: before, at: index, changes: &changes) }
         appliedIndex = index
         return ApplyOutcome(index: index, requestID: command.requestID, result: result, changes: changes)
     }

@@ -117,6 +117,9 @@ extension Flotilla_V1_ClusterSnapshot {
         for task in tasks {
             if let field = task.firstUnknownField { return "field \(field) of TaskRecord" }
         }
+        for event in events {
+            if let field = event.firstUnknownField { return "field \(field) of ClusterEvent" }
+        }
         return ca.firstUnknownField.map { "field \($0) of ClusterCA" }
     }
 }

@@ -20,6 +20,8 @@ public struct StoreChange: Sendable, Hashable, CustomStringConvertible {
         case services
         /// Tasks, by id.
         case tasks
+        /// The event history, by event id in decimal: a put for each new event, a delete for each dropped one.
+        case events
     }
 
     /// Whether the row now exists.

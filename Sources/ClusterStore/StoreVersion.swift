@@ -6,8 +6,8 @@ public enum StoreVersion {
     public static let commandSet: UInt32 = 4
 
     /// The `ClusterSnapshot.format_version` this build writes: raised whenever the snapshot gains a field.
-    public static let snapshotFormat: UInt32 = 4
+    public static let snapshotFormat: UInt32 = 5
 
     /// Every snapshot format this build can read.
-    public static let readableSnapshotFormats: ClosedRange<UInt32> = 1...4
+    public static let readableSnapshotFormats: ClosedRange<UInt32> = 1...5
 }

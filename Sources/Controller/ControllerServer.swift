@@ -145,6 +145,7 @@ public final class ControllerServer: Service {
         logBroker.register(into: &router)
         NodeSessionService(raft: raft, monitor: monitor, dispatcher: dispatcher, logs: logBroker, logger: logger).register(into: &router)
         ServiceAdmin(raft: raft).register(into: &router)
+        EventService(raft: raft).register(into: &router)
         self.orchestration = OrchestrationLoop(raft: raft, placements: metrics.placements, logger: logger)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)
         self.membership = membership

@@ -77,11 +77,15 @@ final class NodeMonitor: Sendable {
     /// Follows leadership and commits status changes, until cancelled.
     func run() async {
         let tick = max(.milliseconds(20), heartbeatPeriod / 10)
+        var announcedTerm: UInt64 = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: tick)
             let status = await raft.driver.status
             let at = now
             let leading = status.role == .leader
+            if leading && status.term.rawValue != announcedTerm, await announceElection(term: status.term.rawValue) {
+                announcedTerm = status.term.rawValue
+            }
             let changes: [(node: NodeID, status: NodeRecord.Status)] = liveness.withLock { liveness in
                 if leading && !liveness.isLeading { liveness.becameLeader(at: at) }
                 if !leading && liveness.isLeading { liveness.lostLeadership() }
@@ -103,6 +107,27 @@ final class NodeMonitor: Sendable {
                     logger.debug("node status change not committed", metadata: ["node.id": "\(record.id)", "error": "\(error)"])
                 }
             }
+        }
+    }
+}
+
+extension NodeMonitor {
+    /// Records `leader.elected` for the term this controller leads; false when it did not commit (retried at
+    /// the next tick while this controller still leads).
+    private func announceElection(term: UInt64) async -> Bool {
+        var event = Flotilla_V1_ClusterEvent()
+        event.type = "leader.elected"
+        event.nodeID = raft.id.rawValue
+        event.nodeName = raft.id.rawValue
+        event.message = "\(raft.id) elected in term \(term)"
+        do {
+            if case .invalid(let why) = try await raft.propose(ClusterCommands.eventAppend(event)) {
+                logger.debug("leader election event refused", metadata: ["raft.term": "\(term)", "reason": "\(why)"])
+            }
+            return true
+        } catch {
+            logger.debug("leader election event not committed", metadata: ["raft.term": "\(term)", "error": "\(error)"])
+            return false
         }
     }
 }

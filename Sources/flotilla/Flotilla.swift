@@ -63,7 +63,7 @@ struct Flotilla: AsyncParsableCommand {
             Exit status: 0 success, 1 an error reported by the cluster or the connection, 2 bad usage.
             """,
         version: FlotillaVersion.current,
-        subcommands: [StatusCommand.self, ServiceCommand.self, TaskCommand.self, ApplyCommand.self, NodeCommand.self, ImageCommand.self, LoadBalancerCommand.self, TokenCommand.self, ControllerCommand.self, VarCommand.self, SnapshotCommand.self])
+        subcommands: [StatusCommand.self, ServiceCommand.self, TaskCommand.self, ApplyCommand.self, NodeCommand.self, ImageCommand.self, LoadBalancerCommand.self, TokenCommand.self, ControllerCommand.self, VarCommand.self, SnapshotCommand.self, EventsCommand.self])
 }
 
 /// The CLI contract puts cluster options before the command (`flotilla --controller A status`), as Docker

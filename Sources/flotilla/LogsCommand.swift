@@ -50,7 +50,7 @@ struct LogOptions: ParsableArguments {
                 for line in batch.lines {
                     switch cluster.output {
                     case .json:
-                        out += try LogLineJSON(line).encoded() + "\n"
+                        out += try jsonLine(LogLineJSON(line)) + "\n"
                     case .table:
                         let time = timestamps ? RFC3339.format(unixNanos: line.timeUnixNano) + " " : ""
                         let text = "\(line.taskID)@\(line.nodeName.isEmpty ? line.nodeID : line.nodeName) | \(time)\(line.text)\n"
@@ -81,12 +81,6 @@ struct LogLineJSON: Encodable {
         time = RFC3339.format(unixNanos: line.timeUnixNano)
         text = line.text
         partial = line.partial ? true : nil
-    }
-
-    func encoded() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }
 

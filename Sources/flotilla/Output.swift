@@ -7,6 +7,13 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
+/// `value` as one line of compact JSON with sorted keys (what JSON-lines output prints per record).
+func jsonLine<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
 /// A plain-text table in the Docker style: a header row in capitals, columns padded to their widest cell,
 /// separated by three spaces, the last column not padded.
 struct TextTable {

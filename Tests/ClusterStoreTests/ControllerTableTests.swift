@@ -11,7 +11,7 @@ struct ControllerTableTests {
         let c0 = ControllerRecord(id: NodeID("c0"), address: "[fd00::1]:7400", isVoter: true)
         #expect(try log.run(ClusterCommands.controllerUpsert(c1, requestID: 1)) == ApplyOutcome(
             index: 1, requestID: 1, result: .ok(index: 1),
-            changes: [StoreChange(table: .controllers, key: "c1", kind: .put, index: 1)]
+            changes: [StoreChange(table: .controllers, key: "c1", kind: .put, index: 1), StoreChange(table: .events, key: "1", kind: .put, index: 1)]
         ))
         try log.run(ClusterCommands.controllerUpsert(c0))
         #expect(log.state.controllers == [c0, c1])
@@ -22,7 +22,7 @@ struct ControllerTableTests {
         #expect(log.state.controller(NodeID("c1")) == promoted)
 
         #expect(try log.run(ClusterCommands.controllerRemove(id: NodeID("c0"))).changes
-            == [StoreChange(table: .controllers, key: "c0", kind: .delete, index: 4)])
+            == [StoreChange(table: .controllers, key: "c0", kind: .delete, index: 4), StoreChange(table: .events, key: "3", kind: .put, index: 4)])
         #expect(log.state.controllers == [promoted])
         #expect(try log.run(ClusterCommands.controllerRemove(id: NodeID("c0"))).result == .notFound)
     }

@@ -47,6 +47,7 @@ struct DeterminismTests {
             let before = log.state
             guard let outcome = try log.apply(entry) else {
                 #expect(log.state.variables() == before.variables() && log.state.controllers == before.controllers)
+                #expect(log.state.events == before.events)
                 continue
             }
             #expect(outcome.changes == diff(before, log.state, at: outcome.index))
@@ -124,6 +125,11 @@ struct DeterminismTests {
         }
         for id in Set(old.tasks.map(\.id) + new.tasks.map(\.id)).sorted() where old.task(id) != new.task(id) {
             changes.append(StoreChange(table: .tasks, key: id, kind: new.task(id) == nil ? .delete : .put, index: index))
+        }
+        // Events come last, by id: the dropped (oldest) ones, then the new ones.
+        let oldEvents = Set(old.events.map(\.id)), newEvents = Set(new.events.map(\.id))
+        for id in oldEvents.union(newEvents).sorted() where oldEvents.contains(id) != newEvents.contains(id) {
+            changes.append(StoreChange(table: .events, key: String(id), kind: newEvents.contains(id) ? .put : .delete, index: index))
         }
         return changes
     }

@@ -31,7 +31,7 @@ struct NodeAndTokenTableTests {
         try log.run(ClusterCommands.tokenCreate(Self.token(maxUses: 2)))
         let outcome = try log.run(Self.join(id: "n1"))
         #expect(outcome.result == .ok(index: 2))
-        #expect(outcome.changes.map(\.table) == [.tokens, .nodes])
+        #expect(outcome.changes.map(\.table) == [.tokens, .nodes, .events])
         #expect(log.state.token("tok1abcd")?.used == 1)
         // The store gives the node the lowest free subnet of the container network.
         var joined = Self.node("n1", name: "n1")
@@ -80,7 +80,7 @@ struct NodeAndTokenTableTests {
         #expect(Self.refusal(try log.run(Self.join(id: "n2", name: "web-1")))?.contains("taken by node n1") == true)
         #expect(Self.refusal(try log.run(Self.join(id: "n1", name: "web-2")))?.contains("already taken") == true)
         let removal = try log.run(ClusterCommands.nodeRemove(id: NodeID("n1"), nowMs: 5_000))
-        #expect(removal.changes.map(\.table) == [.nodes, .revokedNodes])
+        #expect(removal.changes.map(\.table) == [.nodes, .revokedNodes, .events])
         #expect(log.state.isRevoked(NodeID("n1")))
         #expect(log.state.node(NodeID("n1")) == nil)
         // The id cannot come back, not even through a fresh join.

@@ -79,8 +79,12 @@ struct Workload {
             spec.replicas = UInt32(rng.below(4))
             service.spec = spec
             service.version = 1
-            switch rng.below(3) {
+            switch rng.below(4) {
             case 0: return .command(ClusterCommands.serviceCreate(service, requestID: requestID))
+            case 3:
+                return .command(ClusterCommands.serviceScale(
+                    id: id, expectedVersion: state.service(id)?.version ?? 1, replicas: UInt32(rng.below(5)), reason: "load", nowMs: 6_000,
+                    requestID: requestID))
             case 1:
                 let version = state.service(id)?.version ?? 0
                 return .command(ClusterCommands.serviceUpdate(
@@ -100,6 +104,12 @@ struct Workload {
             let address = rng.below(20) == 0 ? "no-port" : "10.0.0.\(rng.below(4)):7400"
             let record = ControllerRecord(id: NodeID(id), address: address, isVoter: Bool.random(using: &rng))
             return .command(ClusterCommands.controllerUpsert(record, requestID: requestID))
+        case 92..<93:
+            var event = Flotilla_V1_ClusterEvent()
+            event.type = rng.below(10) == 0 ? "Not A Type" : "leader.elected"
+            event.message = "c1 elected in term \(rng.below(9))"
+            event.atMs = UInt64(rng.below(2)) * 7_000
+            return .command(ClusterCommands.stamped(ClusterCommands.eventAppend(event, requestID: requestID), proposedAtMs: UInt64(rng.below(3)) * 1_000))
         default:
             return .command(ClusterCommands.controllerRemove(id: NodeID(controllerIDs.randomElement(using: &rng)!), requestID: requestID))
         }

@@ -31,7 +31,7 @@ struct ServiceTableTests {
     @Test("create, update (a new version, the old spec kept), compare-and-set on the version, rollback, remove")
     func serviceLifecycle() throws {
         var log = Log()
-        #expect(try log.run(ClusterCommands.serviceCreate(Self.service())).changes.map(\.table) == [.services])
+        #expect(try log.run(ClusterCommands.serviceCreate(Self.service())).changes.map(\.table) == [.services, .events])
         #expect(log.state.service(named: "hello")?.version == 1)
         var spec = try #require(log.state.service("svc-hello")).spec
         spec.replicas = 5
@@ -49,7 +49,7 @@ struct ServiceTableTests {
         #expect(log.state.service("svc-hello")?.spec.replicas == 3)
         #expect(log.state.service("svc-hello")?.version == 3)
         #expect(log.state.service("svc-hello")?.updateStatus.state == "rolling-back")
-        #expect(try log.run(ClusterCommands.serviceRemove(id: "svc-hello")).changes.map(\.kind) == [.delete])
+        #expect(try log.run(ClusterCommands.serviceRemove(id: "svc-hello")).changes.map(\.kind) == [.delete, .put])  // the row, its event
         #expect(try log.run(ClusterCommands.serviceRemove(id: "svc-hello")).result == .notFound)
     }
 
@@ -63,7 +63,7 @@ struct ServiceTableTests {
         let scale = try log.run(ClusterCommands.serviceScale(
             id: "svc-hello", expectedVersion: 2, replicas: 7, reason: "rps 820/replica > target 200 → 3 → 7 replicas", nowMs: 3_000))
         #expect(scale.result == .ok(index: 3))
-        #expect(scale.changes.map(\.table) == [.services])
+        #expect(scale.changes.map(\.table) == [.services, .events])
         let scaled = try #require(log.state.service("svc-hello"))
         #expect(scaled.version == 3)
         #expect(scaled.spec.replicas == 7)
@@ -154,7 +154,7 @@ struct ServiceTableTests {
         running.state = .running
         running.atMs = 9_000
         #expect(try log.run(ClusterCommands.taskStatusReport(nodeID: NodeID("n2"), [running])).changes.isEmpty)
-        #expect(try log.run(ClusterCommands.taskStatusReport(nodeID: NodeID("n1"), [running])).changes.map(\.table) == [.tasks])
+        #expect(try log.run(ClusterCommands.taskStatusReport(nodeID: NodeID("n1"), [running])).changes.map(\.table) == [.tasks, .events])
         #expect(log.state.task("task-1")?.state == .running)
         #expect(log.state.task("task-1")?.stateChangedAtMs == 9_000)
     }

@@ -57,11 +57,11 @@ struct SnapshotTests {
 
     @Test("a snapshot carrying a table this version does not know is refused: upgrade")
     func unknownTable() throws {
-        // A table a newer Flotilla adds (field 11, the next free number), with one record in it.
-        let bytes = try sample().snapshot() + RawProtobuf.lengthDelimited(field: 11, RawProtobuf.lengthDelimited(field: 1, .init("web")))
+        // A table a newer Flotilla adds (field 13, the next free number), with one record in it.
+        let bytes = try sample().snapshot() + RawProtobuf.lengthDelimited(field: 13, RawProtobuf.lengthDelimited(field: 1, .init("web")))
         let error = try #require(throws: StoreError.self) { try ClusterState(snapshot: bytes) }
         #expect(error.code == .newerSnapshot)
-        #expect(error.message.contains("field 11 of ClusterSnapshot"))
+        #expect(error.message.contains("field 13 of ClusterSnapshot"))
         #expect(error.message.hasSuffix("upgrade it"))
     }
 
