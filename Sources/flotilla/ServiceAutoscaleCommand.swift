@@ -63,7 +63,8 @@ extension ServiceCommand {
             } else {
                 lines.append("  cpu          not measured (needs two usage reports of a ready task)")
             }
-            lines.append("  memory       \(LoadBalancerCommand.Stats.bytes(response.memoryBytes))")
+            // Memory comes with the first usage report of a ready task.
+            lines.append("  memory       \(response.memoryBytes == 0 ? "not measured" : LoadBalancerCommand.Stats.bytes(response.memoryBytes) + " over the ready replicas")")
             lines.append("  recommended  \(response.recommended == 0 ? "- (nothing measured yet)" : "\(response.recommended) replicas")")
             let decisions = response.service.autoscaleDecisions
             if decisions.isEmpty {

@@ -125,6 +125,12 @@ struct AutoscaleClusterTests {
             #expect(rise.from == 1 && rise.to > 1 && rise.reason.hasPrefix("rps ") && rise.reason.contains("> target 10"), "\(rise)")
             #expect(up.measured && up.requestsPerSecond > 20, "the measured rate shows: \(up.requestsPerSecond)")
             #expect(up.recommended >= 5, "what the targets ask for: \(up.recommended)")
+            let cluster = ["--controller", server.localAddress, "--credentials", created.adminCredentialsPath]
+            let shown = try await ControllerProcessTests.flotilla(cluster + ["service", "autoscale", "web"])
+            print(shown.stdout)
+            #expect(shown.status == 0, "\(shown.stderr)")
+            #expect(shown.stdout.contains("  requests/s   ") && shown.stdout.contains("nodes        1 reporting"), "\(shown.stdout)")
+            #expect(shown.stdout.contains("1 → 5  rps "), "the decision with its reason: \(shown.stdout)")
 
             // Load stays: it holds at max while the replicas start and share it.
             let holding = ContinuousClock.now + .seconds(4)
