@@ -2,6 +2,7 @@ import AdminClient
 import Agent
 import Balancing
 import ClusterModel
+import ContainerRuntime
 import Controller
 import Foundation
 import Logging
@@ -93,12 +94,22 @@ struct AutoscaleClusterTests {
         let running = try await Self.start(work.path + "/controller", window: .seconds(3))
         let balancer = FakeBalancer()
         var agents = InProcessAgents()
+        // As root the replicas get cgroups of their own, so the agent reports their CPU and memory too.
+        let cgroupParent = getuid() == 0 ? "flotilla-test-\(UInt32.random(in: 1...UInt32.max))" : nil
+        defer {
+            if let cgroupParent {
+                for hierarchy in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+                    rmdir("/sys/fs/cgroup/\(hierarchy)/\(cgroupParent)")
+                }
+            }
+        }
         do {
             let server = running.server
             #expect(try await eventually(timeout: .seconds(30)) { await server.raftStatus.role == .leader })
             let admin = try await AdminClient.connect(to: [server.localAddress], credentials: try Credentials.load(from: created.adminCredentialsPath))
             agents = try await InProcessAgents.start(
-                ["n1"], controllers: [server.localAddress], admin: admin, tables: { _ in balancer }, balancerStats: { _ in balancer })
+                ["n1"], controllers: [server.localAddress], admin: admin, runtimes: { _, _ in [ProcessDriver(cgroupParent: cgroupParent)] },
+                tables: { _ in balancer }, balancerStats: { _ in balancer })
             _ = try await admin.serviceCreate(Self.web())
             #expect(try await eventually(timeout: .seconds(30)) {
                 (try? await admin.serviceInspect("web").tasks.filter { $0.state == .running && $0.ready }.count) == 1
@@ -109,6 +120,12 @@ struct AutoscaleClusterTests {
             let quiet = try await admin.serviceAutoscale("web")
             #expect(quiet.requestsPerSecond == 0 && quiet.replicas == 1 && quiet.ready == 1, "\(quiet)")
             #expect(quiet.windowMs == 3_000 && quiet.service.spec.autoscale.scaleDownWindowMs == 2_000)
+            if cgroupParent != nil {
+                // Two reads of the replica's cgroup, 2 s apart: a `sleep` uses next to no CPU, and some memory.
+                #expect(try await eventually(timeout: .seconds(20)) { (try? await admin.serviceAutoscale("web"))?.cpuMeasured == true })
+                let usage = try await admin.serviceAutoscale("web")
+                #expect(usage.cpuPercent >= 0 && usage.cpuPercent < 50 && usage.memoryBytes > 0, "\(usage)")
+            }
 
             // 100 requests/s against a target of 10 per replica: 10 wanted, 5 at most.
             balancer.requestsPerSecond.withLock { $0["web"] = 100 }
