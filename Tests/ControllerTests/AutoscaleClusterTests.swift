@@ -7,7 +7,9 @@ import Controller
 import Foundation
 import Logging
 import Messages
+import MetricsEndpoint
 import PKI
+import Prometheus
 import Synchronization
 import Testing
 import TestSupport
@@ -63,10 +65,11 @@ struct AutoscaleClusterTests {
         }
     }
 
-    static func start(_ directory: String, window: Duration) async throws -> ControllerClusterTests.Running {
+    static func start(_ directory: String, window: Duration, metrics: PrometheusCollectorRegistry) async throws -> ControllerClusterTests.Running {
         var configuration = ControllerConfiguration(
             dataDirectory: directory, listenAddress: "127.0.0.1:0", raft: ControllerClusterTests.raftConfiguration())
         configuration.autoscaleWindow = window
+        configuration.metrics = FlotillaMetrics.factory(registry: metrics)
         let server = try await ControllerServer(
             configuration: configuration,
             credentials: try ControllerDataDirectory(path: directory).loadCredentials(addresses: [], now: Date()), logger: Logger(label: "test"))
@@ -91,7 +94,8 @@ struct AutoscaleClusterTests {
     func scalesUpAndDown() async throws {
         let work = try TemporaryDirectory(prefix: "flotilla-autoscale")
         let created = try ControllerDataDirectory(path: work.path + "/controller").initialize(addresses: [], now: Date())
-        let running = try await Self.start(work.path + "/controller", window: .seconds(3))
+        let registry = PrometheusCollectorRegistry()
+        let running = try await Self.start(work.path + "/controller", window: .seconds(3), metrics: registry)
         let balancer = FakeBalancer()
         var agents = InProcessAgents()
         // As root the replicas get cgroups of their own, so the agent reports their CPU and memory too.
@@ -172,6 +176,20 @@ struct AutoscaleClusterTests {
             #expect(most.withLock { $0 } <= 5, "never above max")
             #expect(down.service.autoscaleDecisions.allSatisfy { $0.to >= 1 && $0.to <= 5 })
             #expect(down.service.autoscaleDecisions.allSatisfy { $0.atMs > 0 })
+
+            // Each committed decision is counted by direction; the gauges follow the service.
+            var text: [UInt8] = []
+            registry.emit(into: &text)
+            let scraped = try PrometheusExposition(parsing: String(decoding: text, as: UTF8.self))
+            let ups = down.service.autoscaleDecisions.filter { $0.to > $0.from }.count
+            let downs = down.service.autoscaleDecisions.count - ups
+            #expect(scraped.value("flotilla_autoscale_decisions_total", ["service": "web", "direction": "up"]) == Double(ups))
+            #expect(scraped.value("flotilla_autoscale_decisions_total", ["service": "web", "direction": "down"]) == Double(downs))
+            #expect(try await eventually {
+                var text: [UInt8] = []
+                registry.emit(into: &text)
+                return try PrometheusExposition(parsing: String(decoding: text, as: UTF8.self)).value("flotilla_autoscale_replicas", ["service": "web"]) == 1
+            })
 
             // A service without autoscale, and none at all, are named.
             _ = try await admin.serviceCreate(.process("plain", command: "exec sleep 600", replicas: 1, monitorMs: 0))
