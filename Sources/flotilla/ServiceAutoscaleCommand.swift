@@ -1,6 +1,7 @@
 import AdminClient
 import ArgumentParser
 import ClusterModel
+import ClusterStore
 import Foundation
 import Messages
 import SwiftProtobuf
@@ -16,7 +17,7 @@ extension ServiceCommand {
                 The leader measures each autoscaled service from the agents' reports over a sliding window: \
                 requests/s and connections in flight to its ready tasks (summed over every node's load balancer), \
                 and their CPU (as a percentage of the reservation) and memory. The measurements are soft state: \
-                after a leader change they show as not measured until the agents' next reports. RECOMMENDED is what \
+                after a leader change they show as not measured until the agents' next reports. The recommended count is what \
                 the targets ask for before the windows and limits; each committed decision is kept with its reason.
                 """)
 
@@ -46,26 +47,26 @@ extension ServiceCommand {
             if autoscale.targetConnections > 0 { targets.append("\(autoscale.targetConnections) connections") }
             if autoscale.targetCpuPercent > 0 { targets.append("\(autoscale.targetCpuPercent)% cpu") }
             lines.append("  targets      \(targets.joined(separator: ", ")) per ready replica")
-            lines.append("  windows      up \(duration(UInt64(autoscale.scaleUpWindowMs))), down \(duration(UInt64(autoscale.scaleDownWindowMs)))"
-                + "; rates over the last \(duration(response.windowMs))")
+            lines.append("  windows      up \(AutoscaleText.duration(UInt64(autoscale.scaleUpWindowMs))), down \(AutoscaleText.duration(UInt64(autoscale.scaleDownWindowMs)))"
+                + "; rates over the last \(AutoscaleText.duration(response.windowMs))")
             lines.append("now")
             lines.append("  replicas     \(response.replicas) (\(response.ready) ready)")
             if response.measured {
-                let perReplica = response.ready > 0 ? " (\(number(response.requestsPerSecond / Double(response.ready))) per ready replica)" : ""
-                lines.append("  requests/s   \(number(response.requestsPerSecond))\(perReplica)")
-                lines.append("  connections  \(number(response.activeConnections))")
+                let perReplica = response.ready > 0 ? " (\(AutoscaleText.number(response.requestsPerSecond / Double(response.ready))) per ready replica)" : ""
+                lines.append("  requests/s   \(AutoscaleText.number(response.requestsPerSecond))\(perReplica)")
+                lines.append("  connections  \(AutoscaleText.number(response.activeConnections))")
                 lines.append("  nodes        \(response.nodesReporting) reporting")
             } else {
                 lines.append("  traffic      not measured (no load balancer has reported the service to this leader yet)")
             }
             if response.cpuMeasured {
-                lines.append("  cpu          \(number(response.cpuPercent))% of \(spec.resources.cpuReservationMillis > 0 ? "the reservation" : "one core") per ready replica")
+                lines.append("  cpu          \(AutoscaleText.number(response.cpuPercent))% of \(spec.resources.cpuReservationMillis > 0 ? "the reservation" : "one core") per ready replica")
             } else {
                 lines.append("  cpu          not measured (needs two usage reports of a ready task)")
             }
             // Memory comes with the first usage report of a ready task.
             lines.append("  memory       \(response.memoryBytes == 0 ? "not measured" : LoadBalancerCommand.Stats.bytes(response.memoryBytes) + " over the ready replicas")")
-            lines.append("  recommended  \(response.recommended == 0 ? "- (nothing measured yet)" : "\(response.recommended) replicas")")
+            lines.append("  recommended  \(response.recommended == 0 ? "- (nothing measured yet)" : AutoscaleText.replicas(response.recommended))")
             let decisions = response.service.autoscaleDecisions
             if decisions.isEmpty {
                 lines.append("decisions: none yet")
@@ -76,20 +77,6 @@ extension ServiceCommand {
                 }
             }
             return lines.joined(separator: "\n")
-        }
-
-        /// 820, 2.5: whole above 100 or when whole, else one decimal.
-        static func number(_ value: Double) -> String {
-            let tenths = (value * 10).rounded()
-            if value >= 100 || tenths.truncatingRemainder(dividingBy: 10) == 0 { return String(Int(value.rounded())) }
-            return String(format: "%.1f", value)
-        }
-
-        /// 0 s, 10 s, 2 min, 500 ms.
-        static func duration(_ ms: UInt64) -> String {
-            if ms >= 120_000 && ms % 60_000 == 0 { return "\(ms / 60_000) min" }
-            if ms % 1_000 == 0 { return "\(ms / 1_000) s" }
-            return "\(ms) ms"
         }
     }
 }
