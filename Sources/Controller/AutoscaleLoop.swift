@@ -20,6 +20,8 @@ final class AutoscaleLoop: Sendable {
     private let metrics: any MetricsFactory
     /// One per autoscaled service, by service id; this reign only.
     private let autoscalers = Mutex<[String: Autoscaler]>([:])
+    /// Names of the services whose gauges this controller shows (only while it leads, only autoscaled ones).
+    private let gauged = Mutex<Set<String>>([])
 
     init(raft: ControllerRaft, monitor: AutoscaleMonitor, interval: Duration = .seconds(1), metrics: any MetricsFactory, logger: Logger) {
         self.raft = raft
@@ -43,12 +45,14 @@ final class AutoscaleLoop: Sendable {
     func round() async {
         guard await raft.driver.status.role == .leader else {
             autoscalers.withLock { $0 = [:] }
+            removeGauges(keeping: [])
             return
         }
         let state = raft.store.read { $0 }
         let services = state.services.filter { $0.spec.hasAutoscale && $0.spec.mode == .replicated }
         let kept = Set(services.map(\.id))
         autoscalers.withLock { $0 = $0.filter { kept.contains($0.key) } }
+        removeGauges(keeping: Set(services.map(\.spec.name)))
         for service in services {
             let now = monitor.nowMillis
             let measurement = monitor.measure(service, tasks: state.tasks(ofService: service.id), at: now)
@@ -58,8 +62,9 @@ final class AutoscaleLoop: Sendable {
                     observation: measurement.observation, nowMs: now)
             }
             let recommended = recommendation(for: service.id)
-            gauge("flotilla_autoscale_replicas", service).record(Int(measurement.replicas))
-            gauge("flotilla_autoscale_recommended_replicas", service).record(Int(recommended ?? 0))
+            gauge("flotilla_autoscale_replicas", service.spec.name).record(Int(measurement.replicas))
+            gauge("flotilla_autoscale_recommended_replicas", service.spec.name).record(Int(recommended ?? 0))
+            gauged.withLock { _ = $0.insert(service.spec.name) }
             guard let decision else { continue }
             await commit(decision, for: service)
         }
@@ -92,7 +97,21 @@ final class AutoscaleLoop: Sendable {
         }
     }
 
-    private func gauge(_ label: String, _ service: Flotilla_V1_ServiceRecord) -> Gauge {
-        Gauge(label: label, dimensions: [("service", service.spec.name)], factory: metrics)
+    private func gauge(_ label: String, _ service: String) -> Gauge {
+        Gauge(label: label, dimensions: [("service", service)], factory: metrics)
+    }
+
+    /// Drops the gauges of services that no longer autoscale (or were removed, or all on losing leadership), so a
+    /// scrape does not keep showing their last values.
+    private func removeGauges(keeping names: Set<String>) {
+        let gone = gauged.withLock { gauged in
+            let gone = gauged.subtracting(names)
+            gauged.subtract(gone)
+            return gone
+        }
+        for name in gone {
+            gauge("flotilla_autoscale_replicas", name).destroy()
+            gauge("flotilla_autoscale_recommended_replicas", name).destroy()
+        }
     }
 }

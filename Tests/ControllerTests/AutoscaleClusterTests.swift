@@ -191,6 +191,16 @@ struct AutoscaleClusterTests {
                 return try PrometheusExposition(parsing: String(decoding: text, as: UTF8.self)).value("flotilla_autoscale_replicas", ["service": "web"]) == 1
             })
 
+            // A service that no longer autoscales loses its gauges.
+            var plainWeb = try await admin.serviceInspect("web").service
+            plainWeb.spec.clearAutoscale()
+            _ = try await admin.serviceUpdate(plainWeb.spec, expectedVersion: plainWeb.version)
+            #expect(try await eventually {
+                var text: [UInt8] = []
+                registry.emit(into: &text)
+                return try PrometheusExposition(parsing: String(decoding: text, as: UTF8.self)).value("flotilla_autoscale_replicas", ["service": "web"]) == nil
+            })
+
             // A service without autoscale, and none at all, are named.
             _ = try await admin.serviceCreate(.process("plain", command: "exec sleep 600", replicas: 1, monitorMs: 0))
             do {
