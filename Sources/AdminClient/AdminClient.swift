@@ -275,6 +275,15 @@ public final class AdminClient: Sendable {
         return try await call(Methods.serviceInspect, request, kind: .read, timeout: timeout)
     }
 
+    /// How service `name` (or id) autoscales, as the leader sees it now: its settings and last decisions, what
+    /// the agents' reports measure, and what the targets ask for. NOT_FOUND for an unknown service,
+    /// FAILED_PRECONDITION for one that does not autoscale.
+    public func serviceAutoscale(_ name: String, timeout: Duration = .seconds(10)) async throws -> Flotilla_V1_ServiceAutoscaleResponse {
+        var request = Flotilla_V1_ServiceRef()
+        request.service = name
+        return try await call(Methods.serviceAutoscale, request, kind: .read, timeout: timeout)
+    }
+
     /// Moves leadership to the voter `id` (nil: the most up-to-date other voter). Returns the new leader's id.
     /// A write: an outcome that is unknown is reported, not retried (retrying could move leadership twice).
     public func transferLeadership(to id: String? = nil, timeout: Duration = .seconds(10)) async throws -> String {

@@ -138,6 +138,16 @@ public final class AgentSession: Sendable {
             }
             self.logger.info("session with the leader", metadata: ["controller": "\(target)"])
             try await withThrowingTaskGroup(of: Void.self) { group in
+                // Task usage is read beside the heartbeats, never in their way: the latest read waits here.
+                let usage = UsageReadings()
+                if let worker = self.worker {
+                    group.addTask {
+                        while !Task.isCancelled {
+                            usage.put(await worker.taskUsage())
+                            try await Task.sleep(for: self.reporting.interval)
+                        }
+                    }
+                }
                 group.addTask {
                     var sequence: UInt64 = 0
                     var imagesSent: [Flotilla_V1_NodeImage]?
@@ -168,6 +178,8 @@ public final class AgentSession: Sendable {
                                 heartbeat.balancerReport = report
                             }
                         }
+                        // Only running tasks, only when there are any (each read once).
+                        if let readings = usage.take() { heartbeat.taskUsage = readings }
                         do {
                             try await writer.write(heartbeat)
                         } catch {
@@ -224,6 +236,15 @@ public final class AgentSession: Sendable {
     static func period(_ update: Flotilla_V1_SessionUpdate) -> Duration {
         update.heartbeatPeriodMs == 0 ? .seconds(1) : .milliseconds(Int(update.heartbeatPeriodMs))
     }
+}
+
+/// The latest read of the tasks' usage, until a heartbeat takes it.
+final class UsageReadings: Sendable {
+    private let latest = Mutex<[Flotilla_V1_TaskUsage]?>(nil)
+    /// Keeps `readings` for the next heartbeat (none when no task could be read).
+    func put(_ readings: [Flotilla_V1_TaskUsage]) { latest.withLock { $0 = readings.isEmpty ? nil : readings } }
+    /// The readings not sent yet, once.
+    func take() -> [Flotilla_V1_TaskUsage]? { latest.withLock { value in defer { value = nil }; return value } }
 }
 
 /// The heartbeat period the leader set, shared between the session's reader and its heartbeat task.

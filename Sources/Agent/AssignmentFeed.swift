@@ -14,10 +14,13 @@ public protocol AssignmentReceiver: Sendable {
     func position() async -> AssignmentSequence.Position
     /// The node's images, reported to the leader when they change.
     func images() async -> [Flotilla_V1_NodeImage]
+    /// CPU and memory of every running task, read from their cgroups now (those the runtime can read).
+    func taskUsage() async -> [Flotilla_V1_TaskUsage]
 }
 
 extension AssignmentReceiver {
     public func images() async -> [Flotilla_V1_NodeImage] { [] }
+    public func taskUsage() async -> [Flotilla_V1_TaskUsage] { [] }
 }
 
 /// The order check on one session's assignment updates: a complete set is always taken; a change only on top

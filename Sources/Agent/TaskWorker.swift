@@ -115,6 +115,28 @@ public actor TaskWorker: AssignmentReceiver {
         runtimes.values.sorted { $0.name < $1.name }.flatMap { $0.images() }
     }
 
+    /// Each running task's handle and runtime, for reading its usage outside the actor.
+    private func runningHandles() -> [(taskID: String, handle: RuntimeHandle, runtime: any ContainerRuntime)] {
+        tasks.compactMap { id, entry in
+            guard let handle = entry.handle, entry.state == .running, !entry.stopping else { return nil }
+            return (id, handle, entry.runtime)
+        }
+    }
+
+    /// CPU and memory of every running task its runtime can read, stamped with the time of each read. The
+    /// cgroup files are read off the actor, so starts and stops do not wait for them.
+    public nonisolated func taskUsage() async -> [Flotilla_V1_TaskUsage] {
+        await runningHandles().compactMap { running in
+            guard let stats = running.runtime.stats(running.handle) else { return nil }
+            var usage = Flotilla_V1_TaskUsage()
+            usage.taskID = running.taskID
+            usage.cpuUsageUsec = stats.cpuNanoseconds / 1_000
+            usage.memoryBytes = stats.memoryBytes
+            usage.takenMs = UInt64(Date().timeIntervalSince1970 * 1000)
+            return usage
+        }.sorted { $0.taskID < $1.taskID }
+    }
+
     /// Tasks it holds in any state, those being stopped included (tests).
     var supervisedCount: Int { tasks.count }
 

@@ -246,21 +246,10 @@ public final class OCIDriver: ContainerRuntime {
         return try imageStore.collectGarbage(inUse: inUse, policy: policy)
     }
 
-    /// CPU and memory of a running container, from its cgroup: v1 (`cpuacct.usage`, `memory.usage_in_bytes`) or
-    /// v2 (`cpu.stat` usage_usec, `memory.current`).
+    /// CPU and memory of a running container, from its cgroup (v1 or v2: `CgroupUsage`).
     public func stats(_ handle: RuntimeHandle) -> TaskStats? {
         guard let id = containers.withLock({ $0[handle.pid] }) else { return nil }
-        let path = "\(cgroupParent)/\(id)"
-        func number(_ file: String) -> UInt64? {
-            (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        }
-        if let cpu = number("/sys/fs/cgroup/cpuacct/\(path)/cpuacct.usage"), let memory = number("/sys/fs/cgroup/memory/\(path)/memory.usage_in_bytes") {
-            return TaskStats(cpuNanoseconds: cpu, memoryBytes: memory)
-        }
-        guard let memory = number("/sys/fs/cgroup/\(path)/memory.current"),
-              let cpuStat = try? String(contentsOfFile: "/sys/fs/cgroup/\(path)/cpu.stat", encoding: .utf8) else { return nil }
-        let usage = cpuStat.split(separator: "\n").first { $0.hasPrefix("usage_usec ") }.flatMap { UInt64($0.dropFirst("usage_usec ".count)) } ?? 0
-        return TaskStats(cpuNanoseconds: usage * 1000, memoryBytes: memory)
+        return CgroupUsage().stats(ofCgroup: "\(cgroupParent)/\(id)")
     }
 
     /// Containers running now (started or adopted by this process).

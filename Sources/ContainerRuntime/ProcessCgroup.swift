@@ -29,6 +29,9 @@ struct ProcessCgroup: Sendable {
                 ("cpu", [("cpu.cfs_period_us", "100000"), ("cpu.cfs_quota_us", "\(quota)")]
                     + (resources.cpuReservationMillis > 0 ? [("cpu.shares", "\(max(2, resources.cpuReservationMillis * 1024 / 1000))")] : [])),
                 ("pids", resources.pidsLimit > 0 ? [("pids.max", "\(resources.pidsLimit)")] : []),
+                // For the CPU time it used (the task's usage report); where cpu and cpuacct are mounted together
+                // this is the cpu directory again.
+                ("cpuacct", []),
             ]
             for (hierarchy, files) in settings where FileManager.default.fileExists(atPath: "\(root)/\(hierarchy)/cgroup.procs") {
                 let directory = "\(root)/\(hierarchy)/\(parent)/\(name)"

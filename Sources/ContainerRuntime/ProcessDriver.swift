@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,23 +12,42 @@ public final class ProcessDriver: ContainerRuntime {
     /// Where each task gets a cgroup of its own with its limits (`PARENT/proc-TASK`), when the agent can make
     /// one; nil: tasks run in the agent's cgroup.
     public let cgroupParent: String?
+    /// Where its counters are read (the real hierarchies but in tests).
+    let usage: CgroupUsage
+    /// Each running task's cgroup path (relative to the hierarchies), by the pid of its handle.
+    private let cgroupPaths = Mutex<[Int32: String]>([:])
 
-    public init(cgroupParent: String? = nil) {
+    public init(cgroupParent: String? = nil, usage: CgroupUsage = CgroupUsage()) {
         self.cgroupParent = cgroupParent
+        self.usage = usage
+    }
+
+    /// CPU and memory of a task in a cgroup of its own; nil for one without (it shares the agent's).
+    public func stats(_ handle: RuntimeHandle) -> TaskStats? {
+        guard let path = cgroupPaths.withLock({ $0[handle.pid] }) else { return nil }
+        return usage.stats(ofCgroup: path)
     }
 
     public func start(_ launch: TaskLaunch, onExit: @escaping @Sendable (TaskExit) -> Void) async throws -> RuntimeHandle {
-        let cgroup = cgroupParent.flatMap { ProcessCgroup.create(parent: $0, name: "proc-" + launch.taskID, resources: launch.spec.resources) }
+        let name = "proc-" + launch.taskID
+        let cgroup = cgroupParent.flatMap { ProcessCgroup.create(parent: $0, name: name, resources: launch.spec.resources) }
+        // The pid is known only after the spawn, and the task may end before that: whichever comes second
+        // settles whether its cgroup is listed.
+        let spawned = SpawnedTask()
         let pid = try start(
             taskID: launch.taskID, command: launch.spec.command, args: launch.spec.args, environment: launch.environment,
             port: launch.port, output: launch.output, joining: cgroup?.directories.map { $0 + "/cgroup.procs" } ?? []
         ) { status in
             let oomKilled = (cgroup?.oomKills ?? 0) > 0
+            if let pid = spawned.exited() { self.cgroupPaths.withLock { $0[pid] = nil } }
             cgroup?.remove()
             onExit(TaskExit(status: status, oomKilled: oomKilled))
         }
         cgroup?.add(pid)
-        return RuntimeHandle(runtime: name, pid: pid)
+        if cgroup != nil, let parent = cgroupParent {
+            spawned.started(pid) { cgroupPaths.withLock { $0[pid] = "\(parent)/\(name)" } }
+        }
+        return RuntimeHandle(runtime: self.name, pid: pid)
     }
 
     /// Starts the task; `onExit` runs once with its exit status when it ends (for whatever reason). In its own
@@ -96,3 +116,24 @@ struct DriverError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// Whether a task's start or its exit came first (each is seen once).
+private final class SpawnedTask: Sendable {
+    private let state = Mutex<(pid: Int32?, exited: Bool)>((nil, false))
+
+    /// The task ended: its pid when the start was already seen.
+    func exited() -> Int32? {
+        state.withLock { state in
+            state.exited = true
+            return state.pid
+        }
+    }
+
+    /// The task was spawned as `pid`: runs `ifRunning` unless it already ended (under the lock, so an exit
+    /// waits for it).
+    func started(_ pid: Int32, ifRunning: () -> Void) {
+        state.withLock { state in
+            state.pid = pid
+            if !state.exited { ifRunning() }
+        }
+    }
+}

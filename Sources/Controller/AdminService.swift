@@ -17,6 +17,8 @@ struct AdminService: Sendable {
     let authority: ClusterAuthority
     /// Node heartbeats, for `node ls`.
     let monitor: NodeMonitor
+    /// The autoscalers' recommendations, for `service autoscale`.
+    let autoscale: AutoscaleLoop
 
     func register(into router: inout RPCRouter) {
         router.register(Methods.adminStatus) { _, _ in status() }
@@ -33,6 +35,7 @@ struct AdminService: Sendable {
         router.register(Methods.nodeList) { _, _ in try await nodeList() }
         router.register(Methods.imageList) { request, _ in try await imageList(request) }
         router.register(Methods.balancerStats) { request, _ in try await balancerStats(request) }
+        router.register(Methods.serviceAutoscale) { request, _ in try await serviceAutoscale(request) }
         router.register(Methods.nodeUpdate) { request, _ in try await nodeUpdate(request) }
         router.register(Methods.nodeRemove) { request, _ in try await nodeRemove(request) }
         router.register(Methods.snapshotSave) { (_: Flotilla_V1_SnapshotSaveRequest, writer: ResponseWriter<Flotilla_V1_SnapshotChunk>, _: ServerContext) in
@@ -172,6 +175,35 @@ struct AdminService: Sendable {
             }
             return entry
         }
+        return response
+    }
+
+    /// A service's autoscaling as the leader sees it now: its settings and last decisions (the record), and the
+    /// soft state behind the next decision (what the reports measure, what the targets ask for).
+    func serviceAutoscale(_ request: Flotilla_V1_ServiceRef) async throws -> Flotilla_V1_ServiceAutoscaleResponse {
+        try await raft.linearizable()
+        let service = try ServiceAdmin(raft: raft).find(request.service)
+        guard service.spec.hasAutoscale else {
+            throw RPCError(
+                .failedPrecondition,
+                "service \(service.spec.name) does not autoscale; give it settings with `flotilla service update \(service.spec.name) --autoscale max=N,target-rps=R`")
+        }
+        let tasks = raft.store.read { $0.tasks(ofService: service.id) }
+        let measurement = monitor.load.measure(service, tasks: tasks, at: monitor.load.nowMillis)
+        var response = Flotilla_V1_ServiceAutoscaleResponse()
+        response.service = service
+        response.service.spec.autoscale = ServiceSpecRules.normalized(service.spec.autoscale)
+        response.replicas = measurement.replicas
+        response.ready = measurement.ready
+        response.measured = measurement.measured
+        response.requestsPerSecond = measurement.requestsPerSecond
+        response.activeConnections = measurement.activeConnections
+        response.cpuMeasured = measurement.cpuMeasured
+        response.cpuPercent = measurement.cpuPercent
+        response.memoryBytes = measurement.memoryBytes
+        response.nodesReporting = measurement.nodesReporting
+        response.recommended = autoscale.recommendation(for: service.id) ?? 0
+        response.windowMs = monitor.load.windowMillis
         return response
     }
 

@@ -34,6 +34,10 @@ public struct ControllerConfiguration: Sendable {
     /// Where its metrics are recorded (the process's Prometheus registry); none by default. Scrapes call
     /// `ControllerServer.refreshMetrics()` first, for the gauges read from the store.
     public var metrics: any MetricsFactory = NOOPMetricsHandler.instance
+    /// How far back the autoscaler's rates (requests/s, CPU) look over the agents' reports.
+    public var autoscaleWindow: Duration = .seconds(10)
+    /// How often the leader evaluates every autoscaled service.
+    public var autoscaleInterval: Duration = .seconds(1)
 
     public init(
         dataDirectory: String, listenAddress: String, advertiseAddress: String? = nil, joinAddresses: [String] = [],
@@ -67,6 +71,7 @@ public final class ControllerServer: Service {
     private let admin: AdminService
     private let monitor: NodeMonitor
     private let orchestration: OrchestrationLoop
+    private let autoscale: AutoscaleLoop
     private let dispatcher: AssignmentDispatcher
     private let advertise: String
     private let store: StoreApplication
@@ -132,8 +137,13 @@ public final class ControllerServer: Service {
         let authority = ClusterAuthority(store: store, localCAPath: directory.caPath)
         self.authority = authority
         self.credentialsPath = directory.credentialsPath
-        let monitor = NodeMonitor(raft: raft, heartbeatPeriod: configuration.heartbeatPeriod, logger: logger)
+        let monitor = NodeMonitor(
+            raft: raft, heartbeatPeriod: configuration.heartbeatPeriod, load: AutoscaleMonitor(window: configuration.autoscaleWindow),
+            logger: logger)
         self.monitor = monitor
+        let autoscale = AutoscaleLoop(
+            raft: raft, monitor: monitor.load, interval: configuration.autoscaleInterval, metrics: configuration.metrics, logger: logger)
+        self.autoscale = autoscale
         // A removed node's certificate stays valid cryptographically; the cluster refuses it by id.
         router.admission = { peer in
             guard peer.role != .joiner, peer.role != .admin, store.read({ $0.isRevoked(peer.nodeID) }) else { return nil }
@@ -151,7 +161,7 @@ public final class ControllerServer: Service {
         self.membership = membership
         let admin = AdminService(
             credentials: credentials, listenAddress: advertise, startedAt: ContinuousClock.now, raft: raft,
-            authority: authority, monitor: monitor)
+            authority: authority, monitor: monitor, autoscale: autoscale)
         admin.register(into: &router)
         self.admin = admin
         NodeJoinService(
@@ -188,6 +198,7 @@ public final class ControllerServer: Service {
             group.addTask { await self.membership.maintain() }
             group.addTask { await self.monitor.run() }
             group.addTask { await self.orchestration.run() }
+            group.addTask { await self.autoscale.run() }
             group.addTask { await self.dispatcher.run() }
             group.addTask { await self.renewOwnCertificate() }
             if !configuration.joinAddresses.isEmpty {

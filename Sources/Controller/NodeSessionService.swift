@@ -15,14 +15,17 @@ import Wire
 final class NodeMonitor: Sendable {
     let raft: ControllerRaft
     let logger: Logger
+    /// Traffic and task usage for the autoscaler, this reign only.
+    let load: AutoscaleMonitor
     private let liveness: Mutex<NodeLiveness>
     /// Wall-clock time of each node's last heartbeat (for `node ls`), this reign only.
     private let lastHeardWall = Mutex<[NodeID: UInt64]>([:])
     private let origin = ContinuousClock.now
 
-    init(raft: ControllerRaft, heartbeatPeriod: Duration, logger: Logger) {
+    init(raft: ControllerRaft, heartbeatPeriod: Duration, load: AutoscaleMonitor = AutoscaleMonitor(window: .seconds(10)), logger: Logger) {
         self.raft = raft
         self.logger = logger
+        self.load = load
         self.liveness = Mutex(NodeLiveness(heartbeatPeriod: heartbeatPeriod))
     }
 
@@ -54,11 +57,17 @@ final class NodeMonitor: Sendable {
     func balancerSessionEnded(_ node: NodeID) {
         let at = now
         balancerReports.withLock { $0.sessionEnded(node, at: at) }
+        load.forget(node: node)
     }
 
     func record(balancerReport report: Flotilla_V1_BalancerReport, of node: NodeID) {
         let at = now
         balancerReports.withLock { $0.record(report, of: node, at: at) }
+        load.record(balancerReport: report, of: node)
+    }
+
+    func record(taskUsage usage: [Flotilla_V1_TaskUsage], of node: NodeID) {
+        load.record(taskUsage: usage, of: node)
     }
 
     /// The node's latest load-balancer report, how old it is, and whether its session is still open; nil when
@@ -95,6 +104,7 @@ final class NodeMonitor: Sendable {
                 lastHeardWall.withLock { $0 = [:] }
                 reportedImages.withLock { $0 = [:] }
                 balancerReports.withLock { $0.clear() }
+                load.clear()
             }
             for change in changes {
                 guard var record = raft.store.read({ $0.node(change.node) }), record.status != change.status else { continue }
@@ -182,6 +192,7 @@ struct NodeSessionService: Sendable {
                 monitor.heartbeat(from: node)
                 if heartbeat.imagesChanged { monitor.record(images: heartbeat.images, of: node) }
                 if heartbeat.hasBalancerReport { monitor.record(balancerReport: heartbeat.balancerReport, of: node) }
+                if !heartbeat.taskUsage.isEmpty { monitor.record(taskUsage: heartbeat.taskUsage, of: node) }
                 if heartbeat.resync {
                     logger.info("agent asked for its complete assignment set", metadata: ["node.id": "\(node)", "generation": "\(heartbeat.assignmentsGeneration)"])
                     feed.resync()

@@ -93,8 +93,8 @@ public struct Autoscaler: Sendable {
         recommendations.forget(before: nowMs.saturatingMinus(max(upWindow, downWindow)))
         counts.forget(before: nowMs.saturatingMinus(configuration.scaleUpPeriodMs))
 
-        if replicas < lower { return AutoscaleDecision(from: replicas, to: lower, reason: "below min \(lower) → \(replicas) → \(Self.replicas(lower))") }
-        if replicas > upper { return AutoscaleDecision(from: replicas, to: upper, reason: "above max \(upper) → \(replicas) → \(Self.replicas(upper))") }
+        if replicas < lower { return AutoscaleDecision(from: replicas, to: lower, reason: "below min \(lower) → \(replicas) → \(AutoscaleText.replicas(lower))") }
+        if replicas > upper { return AutoscaleDecision(from: replicas, to: upper, reason: "above max \(upper) → \(replicas) → \(AutoscaleText.replicas(upper))") }
         guard let wanted else { return nil }
 
         var limits: [String] = []
@@ -104,17 +104,17 @@ public struct Autoscaler: Sendable {
         let highestDown = recommendations.values(since: nowMs.saturatingMinus(downWindow), before: replicas).max() ?? replicas
         if count < lowestUp {
             count = lowestUp
-            if count != wanted.replicas { limits.append("the lowest wanted in the last \(Self.duration(upWindow))") }
+            if count != wanted.replicas { limits.append("the lowest wanted in the last \(AutoscaleText.duration(upWindow))") }
             let start = counts.value(at: nowMs.saturatingMinus(configuration.scaleUpPeriodMs)) ?? counts.first ?? replicas
             let (doubled, stepped) = (start.multipliedReportingOverflow(by: 2).partialValue, start.addingReportingOverflow(4).partialValue)
             let most = max(doubled, stepped, replicas)
             if count > most {
                 count = most
-                limits.append("at most \(stepped >= doubled ? "+4" : "double") per \(Self.duration(configuration.scaleUpPeriodMs))")
+                limits.append("at most \(stepped >= doubled ? "+4" : "double") per \(AutoscaleText.duration(configuration.scaleUpPeriodMs))")
             }
         } else if count > highestDown {
             count = highestDown
-            if count != wanted.replicas { limits.append("the highest wanted in the last \(Self.duration(downWindow))") }
+            if count != wanted.replicas { limits.append("the highest wanted in the last \(AutoscaleText.duration(downWindow))") }
         }
         // A bound that cuts in is the one limit that binds.
         if count > upper {
@@ -126,8 +126,8 @@ public struct Autoscaler: Sendable {
         }
         guard count != replicas else { return nil }
         let unit = wanted.metric == "cpu" ? "%" : ""
-        var reason = "\(wanted.metric) \(Self.number(wanted.perReplica))\(unit)/replica \(count > replicas ? ">" : "<") target \(wanted.target)\(unit)"
-            + " → \(replicas) → \(Self.replicas(count))"
+        var reason = "\(wanted.metric) \(AutoscaleText.number(wanted.perReplica))\(unit)/replica \(count > replicas ? ">" : "<") target \(wanted.target)\(unit)"
+            + " → \(replicas) → \(AutoscaleText.replicas(count))"
         if !limits.isEmpty { reason += " (\(wanted.replicas) wanted; \(limits.joined(separator: "; ")))" }
         return AutoscaleDecision(from: replicas, to: count, reason: reason)
     }
@@ -175,24 +175,6 @@ public struct Autoscaler: Sendable {
         return ratio > 1 ? max(count, replicas) : min(count, replicas)
     }
 
-    // MARK: - Reasons
-
-    /// "1 replica", "5 replicas".
-    static func replicas(_ count: UInt32) -> String { count == 1 ? "1 replica" : "\(count) replicas" }
-
-    /// 820, 2.5, 0.3: whole above 100 or when whole, else one decimal.
-    static func number(_ value: Double) -> String {
-        let tenths = Int((value * 10).rounded())
-        if value >= 100 || tenths % 10 == 0 { return String(Int(value.rounded())) }
-        return "\(tenths / 10).\(tenths % 10)"
-    }
-
-    /// 15 s, 60 s, 500 ms, 5 min.
-    static func duration(_ ms: UInt64) -> String {
-        if ms % 60_000 == 0 && ms >= 120_000 { return "\(ms / 60_000) min" }
-        if ms % 1_000 == 0 { return "\(ms / 1_000) s" }
-        return "\(ms) ms"
-    }
 }
 
 /// A value over time as a step function: each value holds from its time until the next one's.

@@ -70,7 +70,7 @@ public struct ServiceTraffic: Sendable {
                     history = []  // the node's balancer started over (agent restart), or a report out of order
                 }
                 history.append(sample)
-                samples[key] = Self.trimmed(history, before: now &- min(now, windowMillis))
+                samples[key] = Self.trimmed(history, before: SlidingWindow.start(endingAt: now, length: windowMillis))
             }
         }
         for key in samples.keys where key.node == node && !reported.contains(key) { samples[key] = nil }
@@ -83,7 +83,7 @@ public struct ServiceTraffic: Sendable {
 
     /// The service's load over the window ending at `now`; nil when no node reports it.
     public func load(ofService id: String, nowMillis now: UInt64) -> Load? {
-        let start = now &- min(now, windowMillis)
+        let start = SlidingWindow.start(endingAt: now, length: windowMillis)
         var load = Load(requestsPerSecond: 0, activeConnections: 0, tasks: [:], nodes: 0)
         var nodes: Set<String> = []
         for (key, history) in samples where key.serviceID == id {
@@ -107,9 +107,6 @@ public struct ServiceTraffic: Sendable {
 
     /// The samples inside the window plus the last one before it (the baseline the window's growth starts from).
     static func trimmed(_ history: [Sample], before start: UInt64) -> [Sample] {
-        guard let firstInside = history.firstIndex(where: { $0.receivedMillis >= start }) else {
-            return history.suffix(1)
-        }
-        return Array(history[max(0, firstInside - 1)...])
+        SlidingWindow.trimmed(history, before: start, receivedMillis: \.receivedMillis)
     }
 }

@@ -16,7 +16,7 @@ struct ServiceCommand: AsyncParsableCommand {
             tasks placed on nodes and keeps it so when nodes fail. `create`, `update`, `scale` and `rollback` \
             wait until the service has converged (every task running), showing progress, unless --detach.
             """,
-        subcommands: [Create.self, List.self, Ps.self, Logs.self, Inspect.self, Scale.self, Update.self, Rollback.self, Remove.self])
+        subcommands: [Create.self, List.self, Ps.self, Logs.self, Inspect.self, Scale.self, Autoscale.self, Update.self, Rollback.self, Remove.self])
 
     /// Flags that describe a spec; `create` takes them as the whole spec, `update` changes only those given.
     struct SpecOptions: ParsableArguments {

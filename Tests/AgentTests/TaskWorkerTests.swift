@@ -270,6 +270,32 @@ struct TaskWorkerTests {
         }
 
         func exec(_ handle: RuntimeHandle, launch: TaskLaunch, command: [String], timeout: Duration) async throws -> Int32 { 0 }
+
+        /// Task n has used n ms of CPU and n KiB of memory.
+        func stats(_ handle: RuntimeHandle) -> TaskStats? {
+            TaskStats(cpuNanoseconds: UInt64(handle.pid) * 1_000_000, memoryBytes: UInt64(handle.pid) * 1024)
+        }
+    }
+
+    @Test("task usage lists the running tasks the runtime can read, stamped with the time of the read; not the stopped ones")
+    func taskUsage() async throws {
+        let fake = FakeRuntime()
+        let worker = TaskWorker(logger: Logger(label: "worker"), runtimes: [fake])
+        #expect(await worker.taskUsage().isEmpty, "nothing runs")
+        await worker.apply(Self.update(complete: true, generation: 1, [Self.assignment("a", driver: "fake"), Self.assignment("b", driver: "fake")]))
+        #expect(try await eventually { await worker.taskUsage().count == 2 })
+        let before = UInt64(Date().timeIntervalSince1970 * 1000)
+        let usage = await worker.taskUsage()
+        let pids = Dictionary(uniqueKeysWithValues: fake.started.enumerated().map { ($0.element, UInt64($0.offset + 1)) })
+        #expect(usage.map(\.taskID) == ["a", "b"])
+        for entry in usage {
+            let pid = try #require(pids[entry.taskID])
+            #expect(entry.cpuUsageUsec == pid * 1_000 && entry.memoryBytes == pid * 1024, "\(entry)")
+            #expect(entry.takenMs >= before - 1_000 && entry.takenMs <= before + 5_000)
+        }
+        await worker.apply(Self.update(complete: false, generation: 2, [Self.assignment("a", driver: "fake", desired: .shutdown)]))
+        #expect(try await eventually { await worker.taskUsage().map(\.taskID) == ["b"] })
+        await worker.stopAll()
     }
 
     @Test("a task runs on the runtime its spec's driver names; a driver the agent lacks fails the task, saying which it has")

@@ -57,4 +57,38 @@ struct ServiceAutoscaleCLITests {
             #expect(plain["replicas"] as? Int == 2)
         }
     }
+
+    @Test("service autoscale shows the settings and what is not measured yet; json has the response; unknown or plain services exit 1")
+    func show() async throws {
+        try await ControllerProcessTests.withController("flotilla-autoscale-show") { flotilla in
+            let created = try await flotilla([
+                "service", "create", "web", "--driver", "process", "--command", "sleep 600",
+                "--autoscale", "min=1,max=6,target-rps=200,target-conns=40,down-window=2m", "--detach"])
+            #expect(created.status == 0, "\(created.stderr)")
+            let shown = try await flotilla(["service", "autoscale", "web"])
+            print(shown.stdout)
+            #expect(shown.status == 0, "\(shown.stderr)")
+            #expect(shown.stdout.contains("between 1 and 6 replicas"), "\(shown.stdout)")
+            #expect(shown.stdout.contains("200 rps, 40 connections per ready replica"), "\(shown.stdout)")
+            #expect(shown.stdout.contains("up 10 s, down 2 min; rates over the last 10 s"), "\(shown.stdout)")
+            #expect(shown.stdout.contains("traffic      not measured"), "no agent reports it: \(shown.stdout)")
+            #expect(shown.stdout.contains("cpu          not measured"), "\(shown.stdout)")
+            #expect(shown.stdout.contains("decisions: none yet"), "\(shown.stdout)")
+
+            let json = try ControllerProcessTests.json(try await flotilla(["service", "autoscale", "web", "--output", "json"]).stdout)
+            #expect(json["replicas"] as? Int == 1)
+            #expect(json["window_ms"] as? String == "10000" || json["window_ms"] as? Int == 10_000, "\(json)")
+            #expect(json["measured"] == nil, "false is proto JSON's default, left out: \(json)")
+            let autoscale = try #require(((json["service"] as? [String: Any])?["spec"] as? [String: Any])?["autoscale"] as? [String: Any])
+            #expect(autoscale["target_rps"] as? Int == 200 && autoscale["scale_down_window_ms"] as? Int == 120_000)
+
+            let unknown = try await flotilla(["service", "autoscale", "nosuch"])
+            #expect(unknown.status == 1)
+            #expect(unknown.stderr.contains("no service named 'nosuch'"), "\(unknown.stderr)")
+            _ = try await flotilla(["service", "create", "plain", "--driver", "process", "--command", "sleep 600", "--detach"])
+            let plain = try await flotilla(["service", "autoscale", "plain"])
+            #expect(plain.status == 1)
+            #expect(plain.stderr.contains("service plain does not autoscale"), "\(plain.stderr)")
+        }
+    }
 }
