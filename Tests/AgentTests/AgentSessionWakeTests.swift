@@ -24,28 +24,34 @@ struct AgentSessionWakeTests {
         func wakingServices() async -> [String] { state.withLock { $0.waking } }
         func onWake(_ handler: @escaping @Sendable () -> Void) { state.withLock { $0.handler = handler } }
 
-        func hold(_ services: [String]) {
+        /// `services` hold connections now; `notify`: as a port's first held connection does, call the handler.
+        func hold(_ services: [String], notify: Bool = true) {
             let handler = state.withLock { state in
                 state.waking = services
                 return state.handler
             }
-            if !services.isEmpty { handler?() }
+            if notify { handler?() }
         }
     }
 
-    @Test("a held connection makes the next heartbeat carry the service id at once; the ids repeat while held, then stop")
-    func wakeHeartbeat() async throws {
-        let pki = try TestPKI()
-        let received = Received()
+    /// A fake leader that sets the heartbeat period and records every heartbeat.
+    static func leader(periodMs: UInt32, received: Received) -> RPCRouter {
         var router = RPCRouter()
         router.register(Methods.agentSession) { heartbeats, writer, _ in
             var first = Flotilla_V1_SessionUpdate()
-            // A long period: only the wake can bring a heartbeat within the test's wait.
-            first.heartbeatPeriodMs = 30_000
+            first.heartbeatPeriodMs = periodMs
             try await writer.write(first)
             for try await heartbeat in heartbeats { received.append(heartbeat) }
         }
-        try await withTestServer(credentials: pki.controller, router: router) { server in
+        return router
+    }
+
+    @Test("a held connection makes the next heartbeat carry the service id at once, well before the period")
+    func wakeHeartbeat() async throws {
+        let pki = try TestPKI()
+        let received = Received()
+        // A long period: only the wake can bring a heartbeat within the test's wait.
+        try await withTestServer(credentials: pki.controller, router: Self.leader(periodMs: 30_000, received: received)) { server in
             let wakes = FakeWakes()
             let session = AgentSession(
                 identity: AgentIdentity(pki.agent), controllers: ["127.0.0.1:\(server.localAddress.port!)"], directory: nil,
@@ -69,6 +75,29 @@ struct AgentSessionWakeTests {
             let again = try await eventually(timeout: .seconds(5)) { received.all.count == 3 }
             #expect(again)
             #expect(received.all.last?.wakeServiceIds == ["svc-1", "svc-2"])
+        }
+    }
+
+    @Test("the ids are repeated on every heartbeat while connections wait, and left out once none does")
+    func repeatedWhileHeld() async throws {
+        let pki = try TestPKI()
+        let received = Received()
+        try await withTestServer(credentials: pki.controller, router: Self.leader(periodMs: 50, received: received)) { server in
+            let wakes = FakeWakes()
+            wakes.hold(["svc-1"], notify: false)
+            let session = AgentSession(
+                identity: AgentIdentity(pki.agent), controllers: ["127.0.0.1:\(server.localAddress.port!)"], directory: nil,
+                wakes: wakes, logger: Logger(label: "agent"))
+            let running = Task { try await session.run() }
+            defer { running.cancel() }
+            let several = try await eventually { received.all.count >= 4 }
+            #expect(several)
+            #expect(received.all.allSatisfy { $0.wakeServiceIds == ["svc-1"] })
+            wakes.hold([], notify: false)
+            let seen = received.all.count
+            let later = try await eventually { received.all.count >= seen + 3 }
+            #expect(later)
+            #expect(received.all.last?.wakeServiceIds == [], "no connection waits: no id")
         }
     }
 
