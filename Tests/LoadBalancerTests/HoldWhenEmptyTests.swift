@@ -4,6 +4,9 @@ import NIOPosix
 import Synchronization
 import TestSupport
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A service scaled to zero: the node's balancer holds connections (HTTP: requests) while its table has no
 /// backend, asks for a replica, and forwards them once a backend arrives, or gives up at the hold limits.
@@ -97,6 +100,33 @@ import Testing
             #expect(now == "" || now == nil, "refused, no answer: \(now ?? "reset")")
             #expect(await balancer.wakingServices() == [])
             #expect(await balancer.stats().first?.rejected == 2)
+        }
+    }
+
+    @Test("TCP: a held connection is refused when its service is removed; one whose client resets leaves the queue")
+    func tcpServiceRemoved() async throws {
+        try await NodeBalancerTests.withBalancer(backends: 1) { balancer, backends, port in
+            var set = ServiceTableSet()
+            await Self.serve(Self.tcpTable(version: 1, port: port, target: backends[0].port, backends: []), on: balancer, set: &set)
+
+            // A client that gives up with a reset is not held any more.
+            let gaveUp = try #require(TestTCPClient.connect(port: port))
+            let holding = try await eventually { await balancer.wakingServices() == ["s1"] }
+            #expect(holding)
+            var reset = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(gaveUp, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
+            close(gaveUp)
+            let left = try await eventually { await balancer.wakingServices() == [] }
+            #expect(left)
+
+            async let held = onOwnThread { TestTCPClient.exchange(port: port, send: "waiting") }
+            let waiting = try await eventually { await balancer.wakingServices() == ["s1"] }
+            #expect(waiting)
+            let change = set.apply(complete: false, tables: [], removed: ["s1"])
+            await balancer.apply(set, change: change)
+            let refused = try await held
+            #expect(refused == "")
+            #expect(await balancer.wakingServices() == [])
         }
     }
 

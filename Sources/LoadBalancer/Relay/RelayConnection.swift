@@ -181,8 +181,10 @@ final class RelayConnection: RelayTarget, HeldConnection {
         }
         switch state {
         case .held:
-            // The readiness is noted above; the client's bytes wait until a backend is connected.
-            return
+            // The readiness is noted above; the client's bytes wait until a backend is connected. A client that
+            // reset the connection frees its place in the queue at once (a half-close still waits: it may
+            // have sent its whole request).
+            if tag == Self.clientTag, events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { close(reset: true) }
         case .connecting(let started, _):
             guard tag == Self.backendTag, writable || hangUp, let chosen = backend else { return }
             var code: Int32 = 0
