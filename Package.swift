@@ -287,7 +287,7 @@ let package = Package(
         .testTarget(name: "ContainerRuntimeTests", dependencies: ["ContainerRuntime", "ClusterModel", "Messages", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["Agent", "ContainerRuntime", "Messages", "Balancing", "TestSupport",
+            dependencies: ["Agent", "ContainerRuntime", "Messages", "Balancing", "TestSupport", "Transport", "Wire",
                            .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "CoreMetrics", package: "swift-metrics")],
             swiftSettings: strict

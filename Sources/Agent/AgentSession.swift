@@ -35,6 +35,9 @@ public final class AgentSession: Sendable {
     /// The node's load-balancer statistics, reported to the leader (nil: none to report).
     public let balancerStats: (any BalancerStatsSource)?
     public let reporting: BalancerReporting
+    /// The services whose connections wait for a replica (nil: this node holds none).
+    public let wakes: (any WakeSource)?
+    private let nudge = HeartbeatNudge()
     private let tables = BackendTableHolder()
     private let directory: AgentDataDirectory?
     private let logger: Logger
@@ -50,9 +53,10 @@ public final class AgentSession: Sendable {
     public init(
         identity: AgentIdentity, controllers: [String], directory: AgentDataDirectory?, worker: (any AssignmentReceiver)? = nil,
         logs: LogPublisher? = nil, tables: (any BackendTableReceiver)? = nil, balancerStats: (any BalancerStatsSource)? = nil,
-        reporting: BalancerReporting = BalancerReporting(), logger: Logger
+        reporting: BalancerReporting = BalancerReporting(), wakes: (any WakeSource)? = nil, logger: Logger
     ) {
         self.identity = identity
+        self.wakes = wakes
         self.balancerStats = balancerStats
         self.reporting = reporting
         self.worker = worker
@@ -61,6 +65,7 @@ public final class AgentSession: Sendable {
         self.directory = directory
         self.logger = logger
         self.state = Mutex(State(controllers: controllers))
+        wakes?.onWake { [nudge] in nudge.nudge() }
     }
 
     /// The controller the session is on now, nil while disconnected.
@@ -180,6 +185,9 @@ public final class AgentSession: Sendable {
                         }
                         // Only running tasks, only when there are any (each read once).
                         if let readings = usage.take() { heartbeat.taskUsage = readings }
+                        if let wakes = self.wakes {
+                            heartbeat.wakeServiceIds = await wakes.wakingServices()
+                        }
                         do {
                             try await writer.write(heartbeat)
                         } catch {
@@ -189,7 +197,8 @@ public final class AgentSession: Sendable {
                         }
                         self.state.withLock { $0.heartbeatsSent += 1 }
                         let base = period.get()
-                        try await Task.sleep(for: base * Double.random(in: 0.9...1.0))
+                        // A connection held for a service with no replica ends the wait: the leader hears at once.
+                        try await self.nudge.wait(for: base * Double.random(in: 0.9...1.0))
                     }
                 }
                 while let update = try await iterator.next() {

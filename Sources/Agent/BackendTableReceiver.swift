@@ -49,7 +49,7 @@ extension ServiceTable {
         }
         self.init(
             serviceID: table.serviceID, name: table.serviceName, version: table.version, mode: mode, policy: policy,
-            virtualIP: table.virtualIp, ports: ports, settings: settings, backends: backends)
+            virtualIP: table.virtualIp, ports: ports, settings: settings, backends: backends, holdWhenEmpty: table.holdWhenEmpty)
     }
 }
 
@@ -69,7 +69,9 @@ extension ServiceTable.Settings {
             proxyProtocol: proto.proxyProtocol,
             maxConnections: Int(proto.backendMaxConnections),
             slowStart: .milliseconds(Int(proto.slowStartMs)),
-            preferLocal: proto.preferLocal)
+            preferLocal: proto.preferLocal,
+            holdTimeout: duration(proto.holdTimeoutMs, or: defaults.holdTimeout),
+            holdQueueLimit: proto.holdQueueLimit == 0 ? defaults.holdQueueLimit : Int(proto.holdQueueLimit))
     }
 }
 

@@ -38,13 +38,18 @@ public struct ServiceTable: Sendable, Equatable {
         public var slowStart: Duration
         /// Prefer backends on this node while any of them can take the connection.
         public var preferLocal: Bool
+        /// A table that holds connections while empty (`holdWhenEmpty`): how long one may wait for a backend...
+        public var holdTimeout: Duration
+        /// ... and how many may wait at once per port on this node (more are refused at once).
+        public var holdQueueLimit: Int
 
         /// The leader's defaults (`LoadBalancerDefaults` in ClusterStore): 2 retries, 5 s to connect, 60 s idle,
-        /// 30 s for a response, 10 s to drain.
+        /// 30 s for a response, 10 s to drain, 30 s and 1024 connections held.
         public init(
             retries: Int = 2, connectTimeout: Duration = .seconds(5), idleTimeout: Duration = .seconds(60),
             requestTimeout: Duration = .seconds(30), drainTimeout: Duration = .seconds(10), proxyProtocol: Bool = false,
-            maxConnections: Int = 0, slowStart: Duration = .zero, preferLocal: Bool = false
+            maxConnections: Int = 0, slowStart: Duration = .zero, preferLocal: Bool = false,
+            holdTimeout: Duration = .seconds(30), holdQueueLimit: Int = 1_024
         ) {
             self.retries = retries
             self.connectTimeout = connectTimeout
@@ -55,6 +60,8 @@ public struct ServiceTable: Sendable, Equatable {
             self.maxConnections = maxConnections
             self.slowStart = slowStart
             self.preferLocal = preferLocal
+            self.holdTimeout = holdTimeout
+            self.holdQueueLimit = holdQueueLimit
         }
     }
 
@@ -72,10 +79,15 @@ public struct ServiceTable: Sendable, Equatable {
     public var settings: Settings
     /// Where traffic may go, in the leader's order (by task id). A backend of weight 0 is draining.
     public var backends: [Backend]
+    /// The service scales from zero: while no backend takes new connections, new connections wait (within
+    /// `settings.holdTimeout` and `settings.holdQueueLimit`) instead of being refused, and the node asks the
+    /// leader for a replica.
+    public var holdWhenEmpty: Bool
 
     public init(
         serviceID: String, name: String, version: UInt64, mode: ProxyMode = .tcp, policy: BalancingPolicy = .roundRobin,
-        virtualIP: String = "", ports: [Port] = [], settings: Settings = Settings(), backends: [Backend] = []
+        virtualIP: String = "", ports: [Port] = [], settings: Settings = Settings(), backends: [Backend] = [],
+        holdWhenEmpty: Bool = false
     ) {
         self.serviceID = serviceID
         self.name = name
@@ -86,6 +98,7 @@ public struct ServiceTable: Sendable, Equatable {
         self.ports = ports
         self.settings = settings
         self.backends = backends
+        self.holdWhenEmpty = holdWhenEmpty
     }
 }
 

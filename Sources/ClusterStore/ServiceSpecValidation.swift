@@ -68,7 +68,8 @@ public enum ServiceSpecRules {
     }
 
     /// The load balancer's defaults: 2 retries, connect within 5 s, idle connections closed after 60 s, a
-    /// response started within 30 s (http), 10 s to drain.
+    /// response started within 30 s (http), 10 s to drain; a service scaled to zero holds up to 1024
+    /// connections per node and port, each up to 30 s.
     public static func normalized(_ balancer: Flotilla_V1_LoadBalancerSpec) -> Flotilla_V1_LoadBalancerSpec {
         var balancer = balancer
         if !balancer.hasRetries { balancer.retries = LoadBalancerDefaults.retries }
@@ -76,6 +77,8 @@ public enum ServiceSpecRules {
         if balancer.idleTimeoutMs == 0 { balancer.idleTimeoutMs = LoadBalancerDefaults.idleTimeoutMs }
         if balancer.requestTimeoutMs == 0 { balancer.requestTimeoutMs = LoadBalancerDefaults.requestTimeoutMs }
         if balancer.drainTimeoutMs == 0 { balancer.drainTimeoutMs = LoadBalancerDefaults.drainTimeoutMs }
+        if balancer.holdTimeoutMs == 0 { balancer.holdTimeoutMs = LoadBalancerDefaults.holdTimeoutMs }
+        if balancer.holdQueueLimit == 0 { balancer.holdQueueLimit = LoadBalancerDefaults.holdQueueLimit }
         return balancer
     }
 
@@ -246,6 +249,14 @@ public enum ServiceSpecRules {
         limit(balancer.requestTimeoutMs, "request_timeout_ms", hour, "an hour")
         limit(balancer.drainTimeoutMs, "drain_timeout_ms", hour, "an hour")
         limit(balancer.slowStartMs, "slow_start_ms", hour, "an hour")
+        // A held client waits on an open socket: minutes at most, and a bounded number of them per port.
+        limit(balancer.holdTimeoutMs, "hold_timeout_ms", LoadBalancerDefaults.maxHoldTimeoutMs,
+              "10 minutes; a client should not wait longer for a replica to start")
+        if balancer.holdQueueLimit > LoadBalancerDefaults.maxHoldQueueLimit {
+            problems.append(SpecProblem(
+                "load_balancer.hold_queue_limit",
+                "\(balancer.holdQueueLimit) is more than \(LoadBalancerDefaults.maxHoldQueueLimit) held connections per node and port; each holds a socket open"))
+        }
         return problems
     }
 
@@ -309,6 +320,12 @@ public enum LoadBalancerDefaults {
     public static let idleTimeoutMs: UInt32 = 60_000
     public static let requestTimeoutMs: UInt32 = 30_000
     public static let drainTimeoutMs: UInt32 = 10_000
+    /// A service scaled to zero: how long a connection waits for a replica, and how many wait per node and port.
+    public static let holdTimeoutMs: UInt32 = 30_000
+    public static let holdQueueLimit: UInt32 = 1_024
+    /// The longest hold a spec may ask for, and the largest queue.
+    public static let maxHoldTimeoutMs: UInt32 = 600_000
+    public static let maxHoldQueueLimit: UInt32 = 65_536
 }
 
 /// The autoscaler's defaults and limits (`AutoscaleSpec`, service.proto).

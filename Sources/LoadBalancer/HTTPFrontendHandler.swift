@@ -12,7 +12,11 @@ import NIOCore
 /// or times out before the response starts is replayed on another (its body is kept up to `replayLimit` for
 /// that). When nothing can answer, the client gets a clear 502, 503 or 504; a malformed request gets a 4xx
 /// saying what was wrong, and the connection closes.
-final class HTTPFrontendHandler: ChannelDuplexHandler {
+///
+/// A service scaled to zero (`holdWhenEmpty`) holds a request that finds no backend (its body is kept as for a
+/// replay, reads pausing past the replay limit) until a backend appears, then dispatches it as usual; at the
+/// hold timeout the client gets a 503 saying no replica started in time.
+final class HTTPFrontendHandler: ChannelDuplexHandler, HeldConnection {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -73,6 +77,8 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
     var upstream: UpstreamHandler?
     private var attempt = 0
     var dispatchedMicros: UInt64 = 0
+    /// The request waits in the service's hold queue for its first backend.
+    private var holding = false
 
     // MARK: The response in progress (HTTPFrontendHandler+Response.swift)
 
@@ -93,7 +99,7 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
     // MARK: Timer
 
     /// What the one timer of the connection is waiting for.
-    enum Deadline { case none, idle, response, linger }
+    enum Deadline { case none, idle, response, linger, hold }
     private var deadlineKind = Deadline.none
     private var deadline = NIODeadline.distantFuture
     private var timer: Scheduled<Void>?
@@ -183,6 +189,7 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         timer?.cancel()
         timer = nil
         phase = .closing
+        stopHolding()
         // The client left mid-exchange: that upstream connection is in an unknown state.
         dropAttempt()
         inbound = nil
@@ -328,6 +335,11 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
               let chosen = service.balancer.pick(clientHash: clientHash, nowMillis: nowMicros / 1000, avoiding: tried),
               let slot = service.slot(for: chosen)
         else {
+            if tried.isEmpty, !holding, service.hold(self) {
+                holding = true
+                setDeadline(.hold, from: now)
+                return
+            }
             respondError(tried.isEmpty ? 503 : 502,
                          tried.isEmpty ? "no backend is available for \(service.name)" : "no backend of \(service.name) could be reached")
             return
@@ -407,6 +419,32 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         } else {
             respondError(502, "the backend of \(service.name) failed before answering")
         }
+    }
+
+    // MARK: - Held while the service has no backend
+
+    func holdEnded(_ ending: HoldEnding) {
+        guard holding else { return }
+        holding = false
+        setDeadline(.none)
+        switch ending {
+        case .forward: dispatch()
+        case .refuse: respondError(503, "no backend is available for \(service.name)")
+        }
+    }
+
+    private func holdTimedOut() {
+        guard holding else { return }
+        holding = false
+        service.holdTimedOut(self)
+        respondError(503, "no replica of \(service.name) started within \(service.settings.holdTimeoutMillis) ms; try again shortly")
+    }
+
+    /// Leaves the hold queue (the client left, or is answered otherwise).
+    private func stopHolding() {
+        guard holding else { return }
+        holding = false
+        service.unhold(self)
     }
 
     private func responseTimedOut() {
@@ -495,6 +533,7 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
     func respondError(_ status: Int, _ message: String) {
         guard let context else { return }
         setDeadline(.none)
+        stopHolding()
         service.countRejected()
         dropAttempt()
         let closeAfter = !clientKeepAlive || phase != .sent
@@ -547,6 +586,7 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         case .idle: millis = service.settings.idleTimeoutMillis
         case .response: millis = service.settings.requestTimeoutMillis
         case .linger: millis = Self.lingerMillis
+        case .hold: millis = service.settings.holdTimeoutMillis
         }
         deadline = now + .milliseconds(millis)
         if timer != nil {
@@ -576,6 +616,7 @@ final class HTTPFrontendHandler: ChannelDuplexHandler {
         case .idle: if phase == .head { closeAfterWrites() }
         case .response: if !responseStarted { responseTimedOut() }
         case .linger: context?.close(promise: nil)
+        case .hold: holdTimedOut()
         }
     }
 }

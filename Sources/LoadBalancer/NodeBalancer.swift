@@ -3,6 +3,7 @@ import ClusterModel
 public import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The node's load balancer: serves every service of the leader's backend tables on its published ports (the
 /// routing mesh: any node reaches every healthy replica) and on its virtual IP's target ports (service to
@@ -18,6 +19,7 @@ public actor NodeBalancer {
     private var ports: [PortKey: ServedPort] = [:]
     /// Listens that failed, so each is logged once per cause rather than on every update.
     private var reportedFailures: Set<String> = []
+    private let wakeSignal = WakeSignal()
 
     struct PortKey: Hashable {
         var serviceID: String
@@ -89,7 +91,8 @@ public actor NodeBalancer {
             } else {
                 do {
                     served = ServedPort(proxy: try ServiceProxy(name: "\(table.name):\(port.target)", settings: settings,
-                                                                backends: backends, threads: threads))
+                                                                backends: backends, threads: threads,
+                                                                firstHeld: { [wakeSignal] in wakeSignal.fire() }))
                 } catch {
                     logger.error("load balancer cannot start threads", metadata: ["service": "\(table.name)", "error": "\(error)"])
                     continue
@@ -141,6 +144,21 @@ public actor NodeBalancer {
         await served.mesh?.close()
         await served.virtual?.close()
         served.proxy.retire()
+    }
+
+    // MARK: - Scale from zero
+
+    /// The services (ids, sorted) whose ports hold connections now, waiting for a first backend: the node asks
+    /// the leader to start a replica of each (`AgentHeartbeat.wake_service_ids`) for as long as they wait.
+    public func wakingServices() -> [String] {
+        Set(ports.filter { $0.value.proxy.heldConnections > 0 }.map(\.key.serviceID)).sorted()
+    }
+
+    /// `handler` is called (on an event loop: it must return quickly) whenever a port of a service starts
+    /// holding connections, so that the agent can ask for a replica at once instead of at its next heartbeat.
+    /// One handler; a new one replaces it, nil removes it.
+    public nonisolated func onWake(_ handler: (@Sendable () -> Void)?) {
+        wakeSignal.set(handler)
     }
 
     /// Statistics of every served port (with its service id, name and ports), sorted by name.
@@ -200,6 +218,18 @@ extension ProxySettings {
             connectTimeoutMillis: millis(table.settings.connectTimeout),
             idleTimeoutMillis: millis(table.settings.idleTimeout),
             requestTimeoutMillis: millis(table.settings.requestTimeout),
-            proxyProtocol: table.settings.proxyProtocol)
+            proxyProtocol: table.settings.proxyProtocol,
+            holdWhenEmpty: table.holdWhenEmpty,
+            holdTimeoutMillis: max(1, millis(table.settings.holdTimeout)),
+            holdQueueLimit: max(0, table.settings.holdQueueLimit))
     }
+}
+
+/// The node balancer's one wake handler, callable from any event loop.
+final class WakeSignal: Sendable {
+    private let handler = Mutex<(@Sendable () -> Void)?>(nil)
+
+    func set(_ new: (@Sendable () -> Void)?) { handler.withLock { $0 = new } }
+
+    func fire() { handler.withLock { $0 }?() }
 }

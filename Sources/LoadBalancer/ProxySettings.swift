@@ -17,10 +17,16 @@ public struct ProxySettings: Sendable, Equatable {
     public var requestTimeoutMillis: Int64
     /// Send a PROXY protocol v2 header first on every backend connection (the backend learns the client's address).
     public var proxyProtocol: Bool
+    /// While no backend takes new connections, a new connection (HTTP: a request) waits for one instead of being
+    /// refused (a service scaled to zero): at most `holdTimeoutMillis`, at most `holdQueueLimit` at once per port.
+    public var holdWhenEmpty: Bool
+    public var holdTimeoutMillis: Int64
+    public var holdQueueLimit: Int
 
     public init(mode: ProxyMode = .tcp, policy: BalancingPolicy = .roundRobin, balancing: BalancingOptions = .init(),
                 retries: Int = 2, connectTimeoutMillis: Int64 = 2_000, idleTimeoutMillis: Int64 = 300_000,
-                requestTimeoutMillis: Int64 = 30_000, proxyProtocol: Bool = false) {
+                requestTimeoutMillis: Int64 = 30_000, proxyProtocol: Bool = false, holdWhenEmpty: Bool = false,
+                holdTimeoutMillis: Int64 = 30_000, holdQueueLimit: Int = 1_024) {
         self.mode = mode
         self.policy = policy
         self.balancing = balancing
@@ -29,5 +35,8 @@ public struct ProxySettings: Sendable, Equatable {
         self.idleTimeoutMillis = idleTimeoutMillis
         self.requestTimeoutMillis = requestTimeoutMillis
         self.proxyProtocol = proxyProtocol
+        self.holdWhenEmpty = holdWhenEmpty
+        self.holdTimeoutMillis = holdTimeoutMillis
+        self.holdQueueLimit = holdQueueLimit
     }
 }

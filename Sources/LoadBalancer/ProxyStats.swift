@@ -49,6 +49,10 @@ public struct ServiceStats: Sendable, Equatable {
     public var backends: [BackendStats]
     /// Clients answered by the balancer itself because no backend could take them (503, 502, 504, or a TCP close).
     public var rejected: UInt64
+    /// Connections (HTTP: requests) waiting now for a backend of a service scaled to zero, and those that
+    /// waited until the hold timeout (they count in `rejected` too). On the node's metrics, not in its report.
+    public var held = 0
+    public var holdTimeouts: UInt64 = 0
     /// Which service and port these are for, filled in by `NodeBalancer` (empty and 0 for a standalone proxy,
     /// whose `service` names it).
     public var serviceID = ""

@@ -13,20 +13,30 @@ public final class ServiceProxy: Sendable {
     /// The loops when they are relay loops (TCP mode); empty for HTTP.
     let relayLoops: [RelayLoop]
 
-    public init(name: String, settings: ProxySettings, backends: [Backend], threads: ProxyThreads, seed: UInt64 = 0x5EED) throws {
+    /// Connections held now over every loop (`ProxySettings.holdWhenEmpty`).
+    private let holds: HoldCount
+
+    /// - Parameter firstHeld: called (on an event loop) whenever a connection is held while none was.
+    public init(name: String, settings: ProxySettings, backends: [Backend], threads: ProxyThreads, seed: UInt64 = 0x5EED,
+                firstHeld: @escaping @Sendable () -> Void = {}) throws {
         self.name = name
         self.mode = settings.mode
+        let holds = HoldCount(firstHeld: firstHeld)
+        self.holds = holds
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopService>] = [:]
         var eventLoops: [any EventLoop] = []
         for (index, loop) in try threads.group(for: settings.mode).makeIterator().enumerated() {
             loops[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
-                LoopService(name: name, settings: settings, backends: backends, seed: seed &+ UInt64(index)), eventLoop: loop)
+                LoopService(name: name, settings: settings, backends: backends, seed: seed &+ UInt64(index), holds: holds), eventLoop: loop)
             eventLoops.append(loop)
         }
         self.loops = loops
         self.eventLoops = eventLoops
         self.relayLoops = eventLoops.compactMap { $0 as? RelayLoop }
     }
+
+    /// Connections (HTTP: requests) waiting for a backend now, over every loop.
+    public var heldConnections: Int { holds.value }
 
     /// This loop's state; only call on `loop`.
     func local(on loop: any EventLoop) -> LoopService? {
@@ -67,9 +77,12 @@ public final class ServiceProxy: Sendable {
                 }
             }
             total.rejected += local.rejected
+            total.holdTimeouts += local.holdTimeouts
             merged = total
         }
-        return merged ?? ServiceStats(service: name, mode: "", policy: "", backends: [], rejected: 0)
+        var total = merged ?? ServiceStats(service: name, mode: "", policy: "", backends: [], rejected: 0)
+        total.held = holds.value
+        return total
     }
 }
 
@@ -81,9 +94,14 @@ final class LoopService {
     private var slots: [ObjectIdentifier: BackendSlot] = [:]
     private(set) var rejected: UInt64 = 0
     private(set) var retired = false
+    /// Connections waiting for a backend, oldest first, and those that waited in vain.
+    private var held: [any HeldConnection] = []
+    private let holds: HoldCount
+    private(set) var holdTimeouts: UInt64 = 0
 
-    init(name: String, settings: ProxySettings, backends: [Backend], seed: UInt64) {
+    init(name: String, settings: ProxySettings, backends: [Backend], seed: UInt64, holds: HoldCount) {
         self.name = name
+        self.holds = holds
         self.settings = settings
         self.balancer = Balancer(policy: settings.policy, options: settings.balancing, backends: backends, seed: seed,
                                  nowMillis: Clock.nowMillis())
@@ -116,6 +134,7 @@ final class LoopService {
             slot.closeIdle()
         }
         slots = kept
+        releaseHeld()
     }
 
     func retire() {
@@ -124,6 +143,52 @@ final class LoopService {
             slot.live = false
             slot.closeIdle()
         }
+        releaseHeld()
+    }
+
+    // MARK: Holding while empty
+
+    /// No backend takes new connections (none, or all draining).
+    var isEmpty: Bool { !balancer.states.contains { $0.backend.weight > 0 } }
+
+    /// Holds `connection` until a backend appears, when the service holds while empty, has no backend and
+    /// fewer than its limit wait on this port; false: the caller refuses it as usual.
+    func hold(_ connection: any HeldConnection) -> Bool {
+        guard settings.holdWhenEmpty, !retired, isEmpty, holds.take(limit: settings.holdQueueLimit) else { return false }
+        held.append(connection)
+        return true
+    }
+
+    /// `connection` waits no more (its client left, or it was closed).
+    func unhold(_ connection: any HeldConnection) {
+        guard let index = held.firstIndex(where: { $0 === connection }) else { return }
+        held.remove(at: index)
+        holds.give(1)
+    }
+
+    /// `connection` waited the whole hold timeout; the caller refuses it.
+    func holdTimedOut(_ connection: any HeldConnection) {
+        unhold(connection)
+        holdTimeouts += 1
+    }
+
+    /// After an update: with a backend, every held connection goes on in arrival order; when the service is
+    /// retired or holds no more, they are refused.
+    private func releaseHeld() {
+        guard !held.isEmpty else { return }
+        let ending: HoldEnding
+        if !retired && !isEmpty {
+            ending = .forward
+        } else if retired || !settings.holdWhenEmpty {
+            ending = .refuse
+        } else {
+            return
+        }
+        // Taken first: a connection going on may fail and be closed, which looks for it in `held`.
+        let waiting = held
+        held = []
+        holds.give(waiting.count)
+        for connection in waiting { connection.holdEnded(ending) }
     }
 
     /// The backend's slot, or nil once it left the table (its numbers left with it).
@@ -148,8 +213,10 @@ final class LoopService {
             stats.ejected = (state.ejectedUntilMillis ?? 0) > now
             return stats
         }
-        return ServiceStats(service: name, mode: settings.mode.rawValue, policy: settings.policy.rawValue,
-                            backends: backends, rejected: rejected)
+        var stats = ServiceStats(service: name, mode: settings.mode.rawValue, policy: settings.policy.rawValue,
+                                 backends: backends, rejected: rejected)
+        stats.holdTimeouts = holdTimeouts
+        return stats
     }
 }
 

@@ -40,6 +40,10 @@ public enum LoadBalancerMetrics {
         }
         text.family("flotilla_lb_rejected_total", .counter, help: "Clients the balancer answered itself because no backend could take them.")
         for service in services { text.sample("flotilla_lb_rejected_total", labels(service), service.rejected) }
+        text.family("flotilla_lb_held", .gauge, help: "Connections (tcp) or requests (http) waiting for a first backend of a service scaled to zero.")
+        for service in services { text.sample("flotilla_lb_held", labels(service), UInt64(max(0, service.held))) }
+        text.family("flotilla_lb_hold_timeouts_total", .counter, help: "Held connections or requests that no backend took within the hold timeout.")
+        for service in services { text.sample("flotilla_lb_hold_timeouts_total", labels(service), service.holdTimeouts) }
     }
 
     private static func labels(_ service: ServiceStats) -> [(String, String)] {

@@ -60,15 +60,22 @@ public struct AutoscalerConfiguration: Sendable, Equatable {
 ///   Before the first recommendation (a new leader, a new service) the current count counts as recommended,
 ///   so a window is never cut short by a leader change.
 /// - Limits: a scale-up grows the count of `scaleUpPeriodMs` ago at most to double or +4; the result is kept
-///   within [min, max], and a count outside them is moved in at once. Load never takes a service below 1
-///   replica, even with min 0: scaling from zero (issue 8, item 3) needs the load balancer to hold the first
-///   connection and wake the service, which does not exist yet.
+///   within [min, max], and a count outside them is moved in at once.
+/// - Scale to zero and from zero (min 0, issue 8 item 3): load alone takes a service down to 1 replica. It goes
+///   to 0 only when its ready tasks measured no traffic at all (0 requests per second and 0 active
+///   connections) throughout the down-window and no balancer holds a connection for it. At 0 nothing is
+///   measured, so nothing moves it, until a balancer holds a connection and asks for a replica (`wake`): then
+///   0 → 1 at once; more follow from the load as usual. The load balancers hold the connections meanwhile
+///   (`BackendTable.hold_when_empty`).
 public struct Autoscaler: Sendable {
     public var configuration: AutoscalerConfiguration
     /// What the targets asked for at the last evaluation that measured anything; nil before.
     public private(set) var recommendation: UInt32?
     private var recommendations = StepHistory()
     private var counts = StepHistory()
+    /// Since when the ready tasks have measured no traffic at all, evaluation after evaluation; nil while there
+    /// is traffic, nothing is measured (no ready task) or a connection is held.
+    public private(set) var idleSinceMs: UInt64?
 
     public init(configuration: AutoscalerConfiguration = AutoscalerConfiguration()) {
         self.configuration = configuration
@@ -76,13 +83,19 @@ public struct Autoscaler: Sendable {
 
     /// The change `autoscale` asks for at `nowMs` (monotonic, any origin), or nil for none. `replicas` is the
     /// service's count now, `ready` how many of its tasks are ready for traffic (the ones `observation` measured).
+    /// `wakingAt` names a node whose load balancer holds a connection for the service (from the agents'
+    /// `wake_service_ids`), nil when none does: a held connection is traffic, and at 0 replicas it is the one
+    /// thing that starts a replica.
     public mutating func evaluate(
-        _ autoscale: Flotilla_V1_AutoscaleSpec, replicas: UInt32, ready: UInt32, observation: AutoscaleObservation, nowMs: UInt64
+        _ autoscale: Flotilla_V1_AutoscaleSpec, replicas: UInt32, ready: UInt32, observation: AutoscaleObservation,
+        wakingAt: String? = nil, nowMs: UInt64
     ) -> AutoscaleDecision? {
         let autoscale = ServiceSpecRules.normalized(autoscale)
         let lower = autoscale.min
         let upper = max(autoscale.max, autoscale.min)
         counts.append(replicas, at: nowMs)
+        noteIdleness(ready: ready, observation: observation, waking: wakingAt != nil, nowMs: nowMs)
+        if let node = wakingAt, let wake = Self.wake(replicas: replicas, autoscale: autoscale, at: node) { return wake }
         let wanted = Self.wanted(autoscale, replicas: replicas, ready: ready, observation: observation, tolerance: configuration.tolerance)
         if let wanted {
             recommendation = wanted.replicas
@@ -95,6 +108,9 @@ public struct Autoscaler: Sendable {
 
         if replicas < lower { return AutoscaleDecision(from: replicas, to: lower, reason: "below min \(lower) → \(replicas) → \(AutoscaleText.replicas(lower))") }
         if replicas > upper { return AutoscaleDecision(from: replicas, to: upper, reason: "above max \(upper) → \(replicas) → \(AutoscaleText.replicas(upper))") }
+        if lower == 0, replicas > 0, let idleSinceMs, nowMs.saturatingMinus(idleSinceMs) >= downWindow {
+            return AutoscaleDecision(from: replicas, to: 0, reason: "no traffic for \(AutoscaleText.duration(downWindow)) → \(replicas) → 0 replicas")
+        }
         guard let wanted else { return nil }
 
         var limits: [String] = []
@@ -122,7 +138,7 @@ public struct Autoscaler: Sendable {
             limits = ["max \(upper)"]
         } else if count < replicas && count < max(lower, 1) {
             count = max(lower, 1)
-            limits = [lower == 0 ? "at least 1 until scale from zero exists" : "min \(lower)"]
+            limits = [lower == 0 ? "at least 1 until no traffic for \(AutoscaleText.duration(downWindow))" : "min \(lower)"]
         }
         guard count != replicas else { return nil }
         let unit = wanted.metric == "cpu" ? "%" : ""
@@ -130,6 +146,27 @@ public struct Autoscaler: Sendable {
             + " → \(replicas) → \(AutoscaleText.replicas(count))"
         if !limits.isEmpty { reason += " (\(wanted.replicas) wanted; \(limits.joined(separator: "; ")))" }
         return AutoscaleDecision(from: replicas, to: count, reason: reason)
+    }
+
+    // MARK: - Zero
+
+    /// The service woken: 0 → 1 when it has no replica, a balancer holds a connection for it (at `node`) and the
+    /// spec allows a replica; nil otherwise (a running replica takes the connection once it is ready).
+    public static func wake(replicas: UInt32, autoscale: Flotilla_V1_AutoscaleSpec, at node: String) -> AutoscaleDecision? {
+        guard replicas == 0, max(autoscale.max, autoscale.min) >= 1 else { return nil }
+        return AutoscaleDecision(from: 0, to: 1, reason: "a connection is waiting at \(node) → 0 → 1 replica")
+    }
+
+    /// Keeps `idleSinceMs`: idle starts at the first evaluation whose ready tasks measured neither requests nor
+    /// connections, and ends at any traffic, at a held connection, or when nothing is measured (no ready task,
+    /// or a metric missing), so that a whole window of measured silence is needed, after a wake too.
+    private mutating func noteIdleness(ready: UInt32, observation: AutoscaleObservation, waking: Bool, nowMs: UInt64) {
+        let silent = ready > 0 && !waking && observation.requestsPerSecond == 0 && observation.activeConnections == 0
+        if !silent {
+            idleSinceMs = nil
+        } else if idleSinceMs == nil {
+            idleSinceMs = nowMs
+        }
     }
 
     // MARK: - Recommendation

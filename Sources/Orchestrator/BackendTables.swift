@@ -113,7 +113,8 @@ public struct BackendTables: Sendable {
     ///
     /// Backends are the tasks that run, are ready and have an address, sorted by task id. A task whose desired
     /// state is no longer running but that still runs and is ready is a backend with weight 0, draining: it
-    /// gets no new connections, and the ones it has may finish.
+    /// gets no new connections, and the ones it has may finish. A service that autoscales with min 0 has
+    /// `hold_when_empty`: the balancers hold connections while it has no backend.
     public static func table(
         for service: Flotilla_V1_ServiceRecord, tasks: [Flotilla_V1_TaskRecord], in state: ClusterState, version: UInt64
     ) -> Flotilla_V1_BackendTable {
@@ -133,6 +134,8 @@ public struct BackendTables: Sendable {
             return entry
         }
         table.settings = spec.loadBalancer
+        // A service that may scale to zero is woken by the connections that find it empty.
+        table.holdWhenEmpty = spec.hasAutoscale && spec.autoscale.min == 0
         table.backends = tasks
             .filter { $0.serviceID == service.id && $0.state == .running && $0.ready && !$0.address.isEmpty }
             .sorted { $0.id < $1.id }

@@ -39,7 +39,8 @@ public struct ServiceFileError: Error, Sendable, Hashable, CustomStringConvertib
 ///     lb_policy: least-conn              # round-robin (default), least-conn, ip-hash, random, p2c
 ///     lb_mode: http                      # tcp (default) or http; a port's /tcp or /http overrides it
 ///     load_balancer: {retries: 2, connect_timeout: 5s, idle_timeout: 60s, request_timeout: 30s, drain_timeout: 10s,
-///                     proxy_protocol: false, backend_max_connections: 0, slow_start: 0s, prefer_local: false}
+///                     proxy_protocol: false, backend_max_connections: 0, slow_start: 0s, prefer_local: false,
+///                     hold_timeout: 30s, hold_queue_limit: 1024}   # the last two: while scaled to zero (autoscale min 0)
 ///     autoscale: {min: 2, max: 10, target_rps: 200, target_conns: 50, target_cpu: 70, up_window: 10s, down_window: 60s}
 /// ```
 public enum ServiceFile {
@@ -105,7 +106,7 @@ public enum ServiceFile {
         var section = section
         try section.allowOnly([
             "retries", "connect_timeout", "idle_timeout", "request_timeout", "drain_timeout", "proxy_protocol",
-            "backend_max_connections", "slow_start", "prefer_local",
+            "backend_max_connections", "slow_start", "prefer_local", "hold_timeout", "hold_queue_limit",
         ])
         var balancer = Flotilla_V1_LoadBalancerSpec()
         if let retries = try section.unsigned("retries") { balancer.retries = retries }
@@ -117,6 +118,8 @@ public enum ServiceFile {
         balancer.backendMaxConnections = try section.unsigned("backend_max_connections") ?? 0
         balancer.slowStartMs = try section.duration("slow_start") ?? 0
         balancer.preferLocal = try section.bool("prefer_local") ?? false
+        balancer.holdTimeoutMs = try section.duration("hold_timeout") ?? 0
+        balancer.holdQueueLimit = try section.unsigned("hold_queue_limit") ?? 0
         return balancer
     }
 

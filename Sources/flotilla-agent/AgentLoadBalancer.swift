@@ -70,6 +70,15 @@ final class AgentLoadBalancer: Sendable {
         func balancerReport() async -> Flotilla_V1_BalancerReport { await balancer.report() }
     }
 
+    /// What tells the session which services wait for a replica (scale from zero).
+    var wakeSource: any WakeSource { WakeSourceAdapter(balancer: balancer) }
+
+    struct WakeSourceAdapter: WakeSource {
+        let balancer: NodeBalancer
+        func wakingServices() async -> [String] { await balancer.wakingServices() }
+        func onWake(_ handler: @escaping @Sendable () -> Void) { balancer.onWake(handler) }
+    }
+
     /// Before a task is stopped on purpose: wait until the leader's table has it draining (no new connections
     /// anywhere), then until its connections have finished, up to the service's drain timeout: this node's, and,
     /// when the task has a network namespace (`namespace` gives its path), every connection its container still

@@ -214,7 +214,7 @@ struct RunAgent: AsyncParsableCommand {
             let session = AgentSession(
                 identity: identity, controllers: known, directory: directory, worker: worker,
                 logs: LogPublisher(logs: logs, logger: logger), tables: balancer.receiver,
-                balancerStats: balancer.statsSource, logger: logger)
+                balancerStats: balancer.statsSource, wakes: balancer.wakeSource, logger: logger)
             let metricsAt = MetricsAddress(parsing: metricsAddress) ?? .off
             let exposition = MetricsExposition(registry: registry, collectors: [LoadBalancerMetrics.collector(balancer.balancer)])
             let renewer = CertificateRenewer(identity: identity, directory: directory, controllers: { session.controllers }, logger: logger)

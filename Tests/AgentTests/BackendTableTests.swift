@@ -61,6 +61,20 @@ struct BackendTableTests {
             Backend(id: "t2", host: "fd00::2", port: 80, weight: 0, node: "n2", isLocal: false, maxConnections: 40),
         ])
         #expect(ServiceTable.Settings(proto: Flotilla_V1_LoadBalancerSpec()) == ServiceTable.Settings(), "an empty spec is all defaults")
+        #expect(!table.holdWhenEmpty)
+        #expect(table.settings.holdTimeout == .seconds(30) && table.settings.holdQueueLimit == 1_024, "unset: the defaults")
+    }
+
+    @Test("a table of a service scaled to zero converts with hold_when_empty and its hold settings")
+    func holdConversion() throws {
+        var proto = Self.proto("s1", version: 3, backends: [])
+        proto.holdWhenEmpty = true
+        proto.settings.holdTimeoutMs = 4_000
+        proto.settings.holdQueueLimit = 8
+        var skipped: [String] = []
+        let table = try ServiceTable(proto: proto, localNode: "n1", skipped: &skipped)
+        #expect(table.holdWhenEmpty && table.backends.isEmpty)
+        #expect(table.settings.holdTimeout == .milliseconds(4_000) && table.settings.holdQueueLimit == 8)
     }
 
     @Test("a table from a newer Flotilla is refused by name; a backend without host:port is left out and named")

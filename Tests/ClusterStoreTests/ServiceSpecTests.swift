@@ -50,6 +50,7 @@ struct ServiceSpecTests {
         ("load_balancer.retries", "eleven retries"), ("load_balancer.connect_timeout_ms", "connect timeout over an hour"),
         ("load_balancer.idle_timeout_ms", "idle timeout over a day"), ("load_balancer.request_timeout_ms", "request timeout over an hour"),
         ("load_balancer.drain_timeout_ms", "drain over an hour"), ("load_balancer.slow_start_ms", "slow start over an hour"),
+        ("load_balancer.hold_timeout_ms", "hold over 10 minutes"), ("load_balancer.hold_queue_limit", "hold queue over the limit"),
         ("autoscale.max", "autoscale max 0"), ("autoscale.max", "autoscale max over the limit"), ("autoscale.min", "autoscale min above max"),
         ("autoscale", "autoscale without a target"), ("autoscale.target_cpu_percent", "cpu target without a reservation"),
         ("autoscale", "autoscaled global service"), ("autoscale.scale_up_window_ms", "up window over an hour"),
@@ -114,6 +115,8 @@ struct ServiceSpecTests {
         case "request timeout over an hour": spec.loadBalancer.requestTimeoutMs = 3_600_001
         case "drain over an hour": spec.loadBalancer.drainTimeoutMs = 3_600_001
         case "slow start over an hour": spec.loadBalancer.slowStartMs = 3_600_001
+        case "hold over 10 minutes": spec.loadBalancer.holdTimeoutMs = 600_001
+        case "hold queue over the limit": spec.loadBalancer.holdQueueLimit = 65_537
         case "autoscale max 0": spec.autoscale = Self.autoscale(min: 0, max: 0)
         case "autoscale max over the limit": spec.autoscale = Self.autoscale(max: 10_001)
         case "autoscale min above max": spec.autoscale = Self.autoscale(min: 5, max: 4)
@@ -203,7 +206,16 @@ struct ServiceSpecTests {
         #expect(defaults.requestTimeoutMs == 30_000)
         #expect(defaults.drainTimeoutMs == 10_000)
         #expect(!defaults.proxyProtocol && defaults.backendMaxConnections == 0 && defaults.slowStartMs == 0 && !defaults.preferLocal)
+        #expect(defaults.holdTimeoutMs == 30_000 && defaults.holdQueueLimit == 1_024)
         var spec = Self.valid()
+        spec.loadBalancer.holdTimeoutMs = 600_000
+        spec.loadBalancer.holdQueueLimit = 65_536
+        #expect(ServiceSpecRules.problems(in: spec).isEmpty, "the largest hold and queue are allowed")
+        #expect(ServiceSpecRules.normalized(spec).loadBalancer.holdTimeoutMs == 600_000)
+        spec.loadBalancer.holdTimeoutMs = 700_000
+        #expect(ServiceSpecRules.problems(in: spec).map(\.description)
+            == ["load_balancer.hold_timeout_ms: 700000 ms is more than 10 minutes; a client should not wait longer for a replica to start"])
+        spec = Self.valid()
         spec.loadBalancer.retries = 0
         spec.loadBalancer.drainTimeoutMs = 2_500
         let normalized = ServiceSpecRules.normalized(spec).loadBalancer

@@ -65,6 +65,8 @@ struct MetricsEndpointTests {
             rejected: 4)
         web.serviceName = "web"
         web.publishedPort = 8080
+        web.held = 2
+        web.holdTimeouts = 1
         let services = [web]
         let exposition = MetricsExposition(registry: registry, collectors: [{ LoadBalancerMetrics.write(services, into: &$0) }])
 
@@ -82,6 +84,8 @@ struct MetricsEndpointTests {
             #expect(parsed.value("flotilla_lb_requests_total", ["backend": "t2"]) == 0)
             #expect(parsed.value("flotilla_lb_received_bytes_total", ["backend": "t1"]) == Double(1 << 40))
             #expect(parsed.value("flotilla_lb_rejected_total", ["service": "web"]) == 4)
+            #expect(parsed.value("flotilla_lb_held", ["service": "web", "port": "8080"]) == 2)
+            #expect(parsed.value("flotilla_lb_hold_timeouts_total", ["service": "web"]) == 1)
             #expect(parsed.value("flotilla_lb_latency_seconds_count", ["backend": "t1"]) == 3)
             #expect(parsed.value("flotilla_lb_latency_seconds_bucket", ["backend": "t1", "le": "0.0001"]) == 1)
             #expect(parsed.value("flotilla_lb_latency_seconds_bucket", ["backend": "t1", "le": "10"]) == 2)

@@ -30,12 +30,14 @@ struct AutoscaleRun {
     var replicas: UInt32 { UInt32(readyAt.count) }
 
     /// Evaluates at every second of `seconds`, with `observe` giving what was measured at that time (ms).
-    mutating func run(_ seconds: Range<Int>, observe: (UInt64) -> AutoscaleObservation) {
+    /// `waking` names the node holding a connection for the service at that time (nil: none).
+    mutating func run(_ seconds: Range<Int>, waking: (UInt64) -> String? = { _ in nil }, observe: (UInt64) -> AutoscaleObservation) {
         for second in seconds {
             let now = UInt64(second) * 1_000
             let ready = UInt32(readyAt.filter { $0 <= now }.count)
             seen[second] = replicas
-            guard let decision = autoscaler.evaluate(spec, replicas: replicas, ready: ready, observation: observe(now), nowMs: now) else { continue }
+            guard let decision = autoscaler.evaluate(spec, replicas: replicas, ready: ready, observation: observe(now),
+                                                     wakingAt: waking(now), nowMs: now) else { continue }
             decisions.append(AutoscaleStep(second: second, decision: decision))
             if decision.to > replicas {
                 readyAt += Array(repeating: now + startupMs, count: Int(decision.to - replicas))
@@ -215,12 +217,73 @@ struct AutoscalerTests {
         #expect(capped.evaluate(max5, replicas: 5, ready: 5, observation: Self.rps(4_100), nowMs: 1_000) == nil, "at max: nothing more")
     }
 
-    @Test("with min 0 no load takes a service below 1 replica (scale from zero does not exist yet)")
+    static func traffic(rps: Double, conns: Double = 0) -> AutoscaleObservation {
+        AutoscaleObservation(requestsPerSecond: rps, activeConnections: conns)
+    }
+
+    @Test("with min 0 load alone goes down to 1 replica; 0 only after a whole down-window without any traffic")
     func minZero() {
         var autoscaler = Autoscaler()
-        #expect(autoscaler.evaluate(Self.spec(min: 0, rps: 100, downMs: 0), replicas: 5, ready: 5, observation: Self.rps(0), nowMs: 0)?.reason
-            == "rps 0/replica < target 100 → 5 → 1 replica (0 wanted; at least 1 until scale from zero exists)")
-        #expect(autoscaler.evaluate(Self.spec(min: 0, rps: 100, downMs: 0), replicas: 1, ready: 1, observation: Self.rps(0), nowMs: 1_000) == nil)
+        let spec = Self.spec(min: 0, rps: 100, downMs: 0)
+        #expect(autoscaler.evaluate(spec, replicas: 5, ready: 5, observation: Self.traffic(rps: 0, conns: 2), nowMs: 0)?.reason
+            == "rps 0/replica < target 100 → 5 → 1 replica (0 wanted; at least 1 until no traffic for 0 s)")
+        #expect(autoscaler.evaluate(spec, replicas: 1, ready: 1, observation: Self.traffic(rps: 0, conns: 1), nowMs: 1_000) == nil,
+                "an open connection is traffic")
+        #expect(autoscaler.evaluate(spec, replicas: 1, ready: 1, observation: Self.rps(0), nowMs: 2_000) == nil,
+                "connections not measured: not known to be idle")
+        #expect(autoscaler.evaluate(spec, replicas: 1, ready: 1, observation: Self.traffic(rps: 0), nowMs: 3_000)?.reason
+            == "no traffic for 0 s → 1 → 0 replicas")
+        #expect(autoscaler.evaluate(spec, replicas: 0, ready: 0, observation: AutoscaleObservation(), nowMs: 4_000) == nil,
+                "at 0 with min 0 nothing is below min, and nothing measured moves it")
+    }
+
+    @Test("no traffic for the 60 s down-window takes 1 replica to 0, the reason says so; a held connection keeps it")
+    func scaleToZero() {
+        var run = AutoscaleRun(Self.spec(min: 0, rps: 100), replicas: 1)
+        run.run(0..<60) { _ in Self.traffic(rps: 0) }
+        #expect(run.decisions.isEmpty)
+        run.run(60..<62) { _ in Self.traffic(rps: 0) }
+        #expect(run.decisions.map(\.second) == [60])
+        #expect(run.decisions.map(\.decision.reason) == ["no traffic for 60 s → 1 → 0 replicas"])
+
+        var held = AutoscaleRun(Self.spec(min: 0, rps: 100), replicas: 1)
+        held.run(0..<120, waking: { $0 == 50_000 ? "node-2" : nil }) { _ in Self.traffic(rps: 0) }
+        #expect(held.decisions.map(\.second) == [111], "the held connection at 50 s starts the window again")
+        #expect(held.replicas == 0)
+    }
+
+    @Test("load, idle, 0 after the window, a wake brings 1 at once, then traffic scales up as usual")
+    func zeroAndBack() {
+        // 5 replicas under 500 rps until 100 s; silence until 300 s; a connection held at 300 s; then 800 rps.
+        var run = AutoscaleRun(Self.spec(min: 0, max: 10, rps: 100), replicas: 5, startupMs: 2_000)
+        run.run(0..<400, waking: { $0 == 300_000 ? "node-2" : nil }) { now in
+            if now < 100_000 { return Self.traffic(rps: 500, conns: 5) }
+            if now < 300_000 { return Self.traffic(rps: 0) }
+            return Self.traffic(rps: 800, conns: 8)
+        }
+        let reasons = run.decisions.map { "\($0.second): \($0.decision.reason)" }
+        // The replica is ready at 302; 800 rps must last the 10 s up-window, then +4 (or double) per 15 s.
+        #expect(run.decisions.map(\.second) == [160, 300, 312, 316, 328], "\(reasons)")
+        #expect(run.decisions.map(\.decision.to) == [0, 1, 4, 5, 8], "\(reasons)")
+        #expect(run.decisions.first?.decision.reason == "no traffic for 60 s → 5 → 0 replicas")
+        #expect(run.decisions.dropFirst().first?.decision.reason == "a connection is waiting at node-2 → 0 → 1 replica")
+        #expect(run.seen[299] == 0 && run.seen[301] == 1)
+    }
+
+    @Test("at 0 replicas nothing but a wake starts one; a wake at 1 or more, or with max 0, asks for nothing")
+    func wake() {
+        var autoscaler = Autoscaler()
+        let spec = Self.spec(min: 0, rps: 100)
+        for second in 0..<100 {
+            #expect(autoscaler.evaluate(spec, replicas: 0, ready: 0, observation: AutoscaleObservation(), nowMs: UInt64(second) * 1_000) == nil)
+        }
+        #expect(autoscaler.evaluate(spec, replicas: 0, ready: 0, observation: AutoscaleObservation(), wakingAt: "n1", nowMs: 100_000)
+            == AutoscaleDecision(from: 0, to: 1, reason: "a connection is waiting at n1 → 0 → 1 replica"))
+        #expect(autoscaler.evaluate(spec, replicas: 1, ready: 0, observation: AutoscaleObservation(), wakingAt: "n1", nowMs: 101_000) == nil,
+                "the replica is starting: nothing more")
+        #expect(Autoscaler.wake(replicas: 0, autoscale: spec, at: "n1")?.to == 1)
+        #expect(Autoscaler.wake(replicas: 2, autoscale: spec, at: "n1") == nil)
+        #expect(Autoscaler.wake(replicas: 0, autoscale: Self.spec(min: 0, max: 0, rps: 100), at: "n1") == nil)
     }
 
     // MARK: - Readiness

@@ -79,6 +79,27 @@ struct BackendTablesTests {
         #expect(table.settings.proxyProtocol)
         #expect(table.settings.drainTimeoutMs == 10_000 && table.settings.connectTimeoutMs == 5_000)
         #expect(table.version == cluster.state.appliedIndex)
+        #expect(!table.holdWhenEmpty, "a service that does not scale to zero is not held")
+        #expect(table.settings.holdTimeoutMs == 30_000 && table.settings.holdQueueLimit == 1_024)
+    }
+
+    @Test("a service autoscaled with min 0 has hold_when_empty; with min 1 it does not")
+    func holdWhenEmpty() throws {
+        var cluster = SimulatedCluster(seed: 1)
+        cluster.addNode("n1")
+        for (name, min) in [("zero", UInt32(0)), ("one", 1)] {
+            cluster.createBalancedService(name, replicas: 1) { spec in
+                spec.autoscale.min = min
+                spec.autoscale.max = 4
+                spec.autoscale.targetRps = 100
+                spec.loadBalancer.holdTimeoutMs = 5_000
+            }
+        }
+        let tables = cluster.freshTables
+        let zero = try #require(tables["svc-zero"])
+        #expect(zero.holdWhenEmpty)
+        #expect(zero.settings.holdTimeoutMs == 5_000 && zero.settings.holdQueueLimit == 1_024)
+        #expect(try #require(tables["svc-one"]).holdWhenEmpty == false)
     }
 
     @Test("backends are the tasks that run, are ready and have an address, sorted by task id")

@@ -119,6 +119,8 @@ struct ServiceFileTests {
               backend_max_connections: 100
               slow_start: 20s
               prefer_local: true
+              hold_timeout: 2m
+              hold_queue_limit: 50
             """)[0]
         #expect(spec.lbPolicy == "ip-hash" && spec.lbMode == "http")
         let balancer = spec.loadBalancer
@@ -126,6 +128,7 @@ struct ServiceFileTests {
         #expect(balancer.connectTimeoutMs == 1_500 && balancer.idleTimeoutMs == 120_000 && balancer.requestTimeoutMs == 10_000)
         #expect(balancer.drainTimeoutMs == 30_000 && balancer.slowStartMs == 20_000)
         #expect(balancer.proxyProtocol && balancer.preferLocal && balancer.backendMaxConnections == 100)
+        #expect(balancer.holdTimeoutMs == 120_000 && balancer.holdQueueLimit == 50)
         #expect(ServiceSpecRules.effectiveProtocol(of: spec.ports[0], in: spec) == "http")
         let unset = try ServiceFile.parse("name: web\ndriver: process\ncommand: run\nload_balancer: {drain_timeout: 5s}\n")[0]
         #expect(!unset.loadBalancer.hasRetries, "absent: the default applies")

@@ -13,7 +13,11 @@ import Glibc
 /// cannot take yet is kept, and the sender is not read again until it has gone (backpressure: the rest waits in
 /// the kernel). A read shorter than the buffer means the socket is drained, because the edge-triggered epoll
 /// reports every later arrival, so each message costs one read and one write, as in HAProxy.
-final class RelayConnection: RelayTarget {
+///
+/// A service scaled to zero (`holdWhenEmpty`) holds a connection that finds no backend: nothing is read from
+/// the client meanwhile (what it sends first waits in the kernel), and once a backend appears it goes on as a
+/// new connection; at the hold timeout it is closed.
+final class RelayConnection: RelayTarget, HeldConnection {
     private unowned let loop: RelayLoop
     private let service: LoopService
     private let client: Int32
@@ -33,6 +37,8 @@ final class RelayConnection: RelayTarget {
     private var bytesAtLastSweep: UInt64 = 0
 
     enum Phase {
+        /// Waiting for the service's first backend, until the deadline.
+        case held(deadlineMillis: UInt64)
         case connecting(startedMicros: UInt64, deadlineMillis: UInt64)
         case relaying
         case closed
@@ -88,6 +94,10 @@ final class RelayConnection: RelayTarget {
     private func connectNext() {
         let now = Clock.nowMillis()
         guard !service.retired, let chosen = service.balancer.pick(clientHash: clientHash, nowMillis: now, avoiding: tried) else {
+            if tried.isEmpty, service.hold(self) {
+                state = .held(deadlineMillis: now &+ UInt64(max(1, service.settings.holdTimeoutMillis)))
+                return
+            }
             service.countRejected()
             close()
             return
@@ -170,6 +180,11 @@ final class RelayConnection: RelayTarget {
             if writable { upstream.writable = true }
         }
         switch state {
+        case .held:
+            // The readiness is noted above; the client's bytes wait until a backend is connected. A client that
+            // reset the connection frees its place in the queue at once (a half-close still waits: it may
+            // have sent its whole request).
+            if tag == Self.clientTag, events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 { close(reset: true) }
         case .connecting(let started, _):
             guard tag == Self.backendTag, writable || hangUp, let chosen = backend else { return }
             var code: Int32 = 0
@@ -258,6 +273,11 @@ final class RelayConnection: RelayTarget {
     /// either way for the idle timeout is closed.
     func checkTimeouts(nowMillis: UInt64) {
         switch state {
+        case .held(let deadline):
+            guard nowMillis >= deadline else { return }
+            service.holdTimedOut(self)
+            service.countRejected()
+            close()
         case .connecting(_, let deadline):
             guard nowMillis >= deadline, let chosen = backend else { return }
             attemptFailed(chosen, opened: true)
@@ -277,10 +297,31 @@ final class RelayConnection: RelayTarget {
     /// Ends the connection at once (the loop is shutting down).
     func abort() { close(reset: true) }
 
+    // MARK: Held
+
+    func holdEnded(_ ending: HoldEnding) {
+        guard case .held = state else { return }
+        switch ending {
+        case .forward:
+            state = .connecting(startedMicros: 0, deadlineMillis: .max)
+            idleSinceMillis = Clock.nowMillis()
+            connectNext()
+        case .refuse:
+            service.countRejected()
+            close()
+        }
+    }
+
     /// Closes both sockets; `reset` sends a reset instead of a normal end, so that a peer whose other side failed
     /// does not take a cut-off stream for a complete one.
     private func close(reset: Bool = false) {
         if case .closed = state { return }
+        if case .held = state {
+            service.unhold(self)
+            // What the client sent while it waited was never read: closing on unread bytes would reset the
+            // connection, and the client should see a plain close.
+            if !reset { discardInput() }
+        }
         let wasRelaying: Bool
         if case .relaying = state { wasRelaying = true } else { wasRelaying = false }
         state = .closed
@@ -306,6 +347,12 @@ final class RelayConnection: RelayTarget {
             }
         }
         loop.forget(self)
+    }
+
+    /// Reads and drops what the client has sent so far.
+    private func discardInput() {
+        let scratch = loop.scratch
+        while Glibc.recv(client, scratch.baseAddress, scratch.count, 0) > 0 {}
     }
 
     static func setNoDelay(_ fd: Int32) {
