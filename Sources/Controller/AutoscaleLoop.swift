@@ -56,10 +56,11 @@ final class AutoscaleLoop: Sendable {
         for service in services {
             let now = monitor.nowMillis
             let measurement = monitor.measure(service, tasks: state.tasks(ofService: service.id), at: now)
+            let waking = monitor.waking(service.id, at: now)
             let decision = autoscalers.withLock { autoscalers in
                 autoscalers[service.id, default: Autoscaler()].evaluate(
                     service.spec.autoscale, replicas: measurement.replicas, ready: measurement.ready,
-                    observation: measurement.observation, nowMs: now)
+                    observation: measurement.observation, wakingAt: waking, nowMs: now)
             }
             let recommended = recommendation(for: service.id)
             gauge("flotilla_autoscale_replicas", service.spec.name).record(Int(measurement.replicas))

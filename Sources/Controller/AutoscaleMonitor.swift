@@ -3,6 +3,10 @@ import Messages
 import Orchestrator
 import Synchronization
 
+extension UInt64 {
+    fileprivate func saturatingSubtract(_ other: UInt64) -> UInt64 { self >= other ? self - other : 0 }
+}
+
 /// The leader's soft state for the autoscaler: every node's load-balancer reports (traffic per service) and task
 /// usage reports (CPU and memory per task), over a sliding window. Not in Raft: cleared when leadership is lost,
 /// and a new leader rebuilds it from the agents' next reports. The math is `ServiceTraffic`'s and
@@ -11,7 +15,13 @@ final class AutoscaleMonitor: Sendable {
     private struct Reports {
         var traffic: ServiceTraffic
         var usage: TaskUsageTracker
+        /// Service id → the node whose balancer last said it holds a connection for it, and when.
+        var wakes: [String: (node: String, atMillis: UInt64)] = [:]
     }
+
+    /// A wake counts this long after the heartbeat that carried it (agents repeat it on every heartbeat while
+    /// connections wait).
+    static let wakeLifetimeMillis: UInt64 = 3_000
 
     /// How far back rates look, ms.
     let windowMillis: UInt64
@@ -36,6 +46,26 @@ final class AutoscaleMonitor: Sendable {
         reports.withLock { $0.usage.record(usage, from: node.rawValue, receivedMillis: now) }
     }
 
+    /// `node`'s balancer holds connections for `services`.
+    func record(wakes services: [String], from node: String) {
+        let now = nowMillis
+        reports.withLock { reports in
+            for service in services.prefix(1_000) { reports.wakes[service] = (node, now) }
+        }
+    }
+
+    /// The node (name) whose balancer holds a connection for service `id`, if one said so lately.
+    func waking(_ id: String, at now: UInt64) -> String? {
+        reports.withLock { reports in
+            guard let wake = reports.wakes[id] else { return nil }
+            guard now.saturatingSubtract(wake.atMillis) <= Self.wakeLifetimeMillis else {
+                reports.wakes[id] = nil
+                return nil
+            }
+            return wake.node
+        }
+    }
+
     /// A node's session ended: what it reported no longer counts.
     func forget(node: NodeID) {
         reports.withLock {
@@ -49,6 +79,7 @@ final class AutoscaleMonitor: Sendable {
         reports.withLock {
             $0.traffic = ServiceTraffic(windowMillis: windowMillis)
             $0.usage = TaskUsageTracker(windowMillis: windowMillis)
+            $0.wakes = [:]
         }
     }
 

@@ -70,6 +70,11 @@ final class NodeMonitor: Sendable {
         load.record(taskUsage: usage, of: node)
     }
 
+    /// The node's balancer holds connections for these services (they have no replica): the autoscaler wakes them.
+    func record(wakes services: [String], of node: NodeID) {
+        load.record(wakes: services, from: raft.store.read { $0.node(node)?.name } ?? node.rawValue)
+    }
+
     /// The node's latest load-balancer report, how old it is, and whether its session is still open; nil when
     /// its agent has not reported to this leader (or its session ended longer ago than the table keeps it).
     func balancerReport(of node: NodeID) -> (report: Flotilla_V1_BalancerReport, age: Duration, connected: Bool)? {
@@ -193,6 +198,7 @@ struct NodeSessionService: Sendable {
                 if heartbeat.imagesChanged { monitor.record(images: heartbeat.images, of: node) }
                 if heartbeat.hasBalancerReport { monitor.record(balancerReport: heartbeat.balancerReport, of: node) }
                 if !heartbeat.taskUsage.isEmpty { monitor.record(taskUsage: heartbeat.taskUsage, of: node) }
+                if !heartbeat.wakeServiceIds.isEmpty { monitor.record(wakes: heartbeat.wakeServiceIds, of: node) }
                 if heartbeat.resync {
                     logger.info("agent asked for its complete assignment set", metadata: ["node.id": "\(node)", "generation": "\(heartbeat.assignmentsGeneration)"])
                     feed.resync()
