@@ -72,8 +72,12 @@ public final class AdminClient: Sendable {
             guard let (host, port) = HostPort.parse(address) else {
                 throw RPCError(.invalidArgument, "\(address): not host:port")
             }
+            // The TLS handshake shares the connect's bound: a controller that accepts but does not answer (frozen,
+            // overloaded) must not hold the call for the transport's default 10 s handshake timeout.
+            var transport = TransportConfiguration()
+            transport.handshakeTimeout = timeout
             return try await RPCClient.connect(
-                host: host, port: port, tls: tls, expectedServerRoles: [.controller], connectTimeout: timeout)
+                host: host, port: port, tls: tls, expectedServerRoles: [.controller], configuration: transport, connectTimeout: timeout)
         }
         var failures: [String] = []
         for (index, address) in addresses.enumerated() {

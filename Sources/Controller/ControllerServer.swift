@@ -156,7 +156,8 @@ public final class ControllerServer: Service {
         NodeSessionService(raft: raft, monitor: monitor, dispatcher: dispatcher, logs: logBroker, logger: logger).register(into: &router)
         ServiceAdmin(raft: raft).register(into: &router)
         EventService(raft: raft).register(into: &router)
-        self.orchestration = OrchestrationLoop(raft: raft, placements: metrics.placements, logger: logger)
+        self.orchestration = OrchestrationLoop(
+            raft: raft, placements: metrics.placements, disrupted: { monitor.disrupted }, logger: logger)
         let membership = MembershipService(raft: raft, peers: peers, advertiseAddress: advertise, authority: authority, logger: logger)
         self.membership = membership
         let admin = AdminService(

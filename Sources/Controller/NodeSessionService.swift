@@ -31,6 +31,13 @@ final class NodeMonitor: Sendable {
 
     var heartbeatPeriod: Duration { liveness.withLock { $0.heartbeatPeriod } }
 
+    /// Most nodes fell silent at once (this leader is probably the one cut off): the orchestrator orphans nothing.
+    var disrupted: Bool {
+        let at = now
+        let nodes = raft.store.read { $0.nodes }
+        return liveness.withLock { $0.disrupted(nodes, at: at) }
+    }
+
     private var now: Duration { ContinuousClock.now - origin }
 
     func heartbeat(from node: NodeID) {

@@ -17,9 +17,15 @@ final class OrchestrationLoop: Sendable {
     private let reconciler: Mutex<Reconciler>
     /// Counts tasks given a node by committed plans.
     private let placements: Counter?
+    /// Whether most nodes fell silent at once (the node monitor's judgement).
+    private let disrupted: @Sendable () -> Bool
 
-    init(raft: ControllerRaft, interval: Duration = .milliseconds(250), placements: Counter? = nil, logger: Logger) {
+    init(
+        raft: ControllerRaft, interval: Duration = .milliseconds(250), placements: Counter? = nil,
+        disrupted: @escaping @Sendable () -> Bool = { false }, logger: Logger
+    ) {
         self.raft = raft
+        self.disrupted = disrupted
         self.placements = placements
         self.logger = logger
         self.interval = interval
@@ -70,7 +76,8 @@ final class OrchestrationLoop: Sendable {
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         // A copy of the state (copy-on-write: cheap), so planning never holds up Raft's apply.
         let state = raft.store.read { $0 }
-        let plan = reconciler.withLock { $0.plan(for: state, nowMs: now) }
+        let disrupted = disrupted()
+        let plan = reconciler.withLock { $0.plan(for: state, nowMs: now, disrupted: disrupted) }
         guard !plan.isEmpty else { return }
         do {
             if !plan.writes.isEmpty || !plan.deletes.isEmpty {

@@ -64,4 +64,19 @@ public struct NodeLiveness: Sendable {
         }
         return changes
     }
+
+    /// Whether most nodes went silent together: at least `disruptionShare` of them (and at least one) unheard
+    /// for more than half the timeout. A whole cluster falling silent at once is this leader's own isolation far
+    /// more often than every machine failing, so the orchestrator then orphans no task (Kubernetes' node
+    /// lifecycle controller stops evicting in the same case). It is judged on silence, not on the store's
+    /// statuses, because nodes are marked down one by one as their timeouts pass: the first one marked would
+    /// otherwise lose its tasks before the rest follow. False unless leading.
+    public func disrupted(_ nodes: [NodeRecord], at now: Duration) -> Bool {
+        guard let leaderSince, !nodes.isEmpty else { return false }
+        let silent = nodes.filter { node in now - (lastHeard[node.id] ?? leaderSince) > timeout / 2 }.count
+        return Double(silent) >= Self.disruptionShare * Double(nodes.count)
+    }
+
+    /// The share of silent nodes that makes a disruption (Kubernetes' unhealthy-zone threshold).
+    public static let disruptionShare = 0.55
 }

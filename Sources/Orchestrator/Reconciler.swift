@@ -28,7 +28,8 @@ public struct ServiceStatusChange: Sendable, Equatable {
 /// - Replicated services: slots 1…replicas each have one live task; surplus slots are shut down.
 /// - Global services: one live task per eligible node (ready, not draining, constraints met); paused nodes keep
 ///   theirs but get no new one.
-/// - Tasks on a node that is down are orphaned and replaced (unless every node is down: then they stay); tasks on
+/// - Tasks on a node that is down are orphaned and replaced (unless every node is down, or most fell silent at
+///   once: then they stay); tasks on
 ///   a draining node are shut down and replaced;
 ///   tasks that stopped are replaced as the restart policy says.
 /// - New tasks are placed by the `Scheduler`; what cannot be placed stays pending with the reason.
@@ -57,7 +58,8 @@ public struct Reconciler: Sendable {
         return id
     }
 
-    public mutating func plan(for state: ClusterState, nowMs: UInt64) -> TaskPlan {
+    /// `disrupted`: most nodes fell silent at once (`NodeLiveness.disrupted`); tasks on down nodes then stay.
+    public mutating func plan(for state: ClusterState, nowMs: UInt64, disrupted: Bool = false) -> TaskPlan {
         var plan = TaskPlan()
         var changed: [String: Flotilla_V1_TaskRecord] = [:]
         var created: [Flotilla_V1_TaskRecord] = []
@@ -83,10 +85,11 @@ public struct Reconciler: Sendable {
             for task in tasks where task.desiredState == .running { stop(task, "service removed") }
         }
 
-        // Every node down at once is the leader's own isolation far more often than every machine failing (a new
-        // leader that hears no agent yet, a leader cut off): orphaning would empty every balancer's table and
-        // place nothing anywhere. So tasks stay until some node is back (Kubernetes' full-disruption rule).
-        let everyNodeDown = !nodes.isEmpty && nodes.values.allSatisfy { $0.status == .down }
+        // Every node down at once, or most falling silent together, is the leader's own isolation far more often
+        // than every machine failing (a leader cut off, a new leader that hears no agent yet): orphaning would
+        // empty every balancer's table and place little anywhere. So tasks stay until the nodes are back
+        // (Kubernetes' full-disruption rule).
+        let everyNodeDown = disrupted || (!nodes.isEmpty && nodes.values.allSatisfy { $0.status == .down })
 
         for service in state.services {
             let spec = service.spec

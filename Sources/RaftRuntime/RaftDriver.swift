@@ -36,7 +36,13 @@ public protocol RaftTransport: Sendable {
 public struct RaftDriverConfiguration: Sendable {
     /// One Raft tick. Heartbeats every `options.heartbeatTicks`, elections after `options.electionTicks`.
     public var tickInterval: Duration = .milliseconds(100)
-    public var options = RaftOptions()
+    /// Elections after 8 to 16 silent ticks (0.8–1.6 s): a new leader within 2 s of the old one's loss, the
+    /// fault suite's bound, with room for the vote and a commit.
+    public var options: RaftOptions = {
+        var options = RaftOptions()
+        options.electionTicks = 8
+        return options
+    }()
     /// Take a snapshot and compact the log after this many applied entries.
     public var snapshotThreshold: UInt64 = 10_000
     /// Entries kept in the log behind a snapshot, so briefly lagging followers get entries, not a snapshot.

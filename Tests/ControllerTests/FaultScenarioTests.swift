@@ -75,7 +75,7 @@ struct FaultScenarioTests {
                 let leader = try await probe.leaderHost()
                 let fault = ContinuousClock.now
                 try await lab.killProcess(host: leader, in: cluster)
-                timing.leaderAfter = try await probe.newLeader(other: leader, since: fault)
+                timing.leaderAfter = try await probe.newLeader(excluding: leader, since: fault)
                 try lab.restart(host: leader, in: cluster)
                 try await probe.waitForVoters(3)
             }
@@ -83,7 +83,7 @@ struct FaultScenarioTests {
                 let leader = try await probe.leaderHost()
                 let fault = ContinuousClock.now
                 try lab.signal(SIGSTOP, host: leader, in: cluster)
-                timing.leaderAfter = try? await probe.newLeader(other: leader, since: fault)
+                timing.leaderAfter = try? await probe.newLeader(excluding: leader, since: fault)
                 try await Task.sleep(until: fault + .seconds(5))
                 try lab.signal(SIGCONT, host: leader, in: cluster)
                 try await probe.waitForVoters(3)
@@ -92,7 +92,7 @@ struct FaultScenarioTests {
                 let leader = try await probe.leaderHost()
                 let fault = ContinuousClock.now
                 try await lab.cut(host: leader)
-                timing.leaderAfter = try? await probe.newLeader(other: leader, since: fault)
+                timing.leaderAfter = try? await probe.newLeader(excluding: leader, since: fault)
                 try await Task.sleep(until: fault + .seconds(8))
                 try await lab.heal(host: leader)
                 try await probe.waitForVoters(3)
@@ -102,8 +102,8 @@ struct FaultScenarioTests {
                 let follower = try #require(Self.controllerHosts.first { $0 != leader })
                 let fault = ContinuousClock.now
                 try await lab.cut(host: follower)
-                // The leader keeps its majority: writes go on (a write right away proves it).
-                timing.leaderAfter = try await probe.newLeader(other: nil, since: fault)
+                // The leader keeps its majority: writes through the others go on (a write right away proves it).
+                timing.leaderAfter = try await probe.newLeader(excluding: follower, since: fault)
                 try await Task.sleep(until: fault + .seconds(8))
                 try await lab.heal(host: follower)
                 try await probe.waitForVoters(3)
@@ -211,9 +211,9 @@ struct FaultScenarioTests {
             throw ChildProcessError("no controller named a leader within \(timeout)")
         }
 
-        /// How long after `since` a write committed through a leader other than `other`: the time to a working
-        /// leader. (A write proves a leader with a majority; its index is the probe's.)
-        func newLeader(other: Int?, since: ContinuousClock.Instant, timeout: Duration = .seconds(30)) async throws -> Duration {
+        /// How long after `since` a write committed through the controllers other than `other` (the host the
+        /// fault hit): the time to a working leader. (A write proves a leader with a majority.)
+        func newLeader(excluding other: Int?, since: ContinuousClock.Instant, timeout: Duration = .seconds(30)) async throws -> Duration {
             let survivors = FaultScenarioTests.controllerHosts.filter { $0 != other }.map { "\(lab.address($0)):7400" }
             let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline {

@@ -27,6 +27,27 @@ struct NodeLivenessTests {
         #expect(liveness.changes(for: [n1], at: Self.seconds(9)).map(\.status) == [.ready])
     }
 
+    @Test("most nodes silent together is a disruption (the leader is cut off); one silent node among talking ones is not")
+    func disruption() {
+        var liveness = NodeLiveness(heartbeatPeriod: .seconds(1))
+        liveness.becameLeader(at: .zero)
+        let nodes = ["n1", "n2", "n3"].map { Self.node($0, .ready) }
+        for (offset, node) in nodes.enumerated() { liveness.heartbeat(from: node.id, at: Self.seconds(1 + 0.3 * Double(offset))) }
+        #expect(!liveness.disrupted(nodes, at: Self.seconds(2)))
+        // All silent since 1.0–1.6 s: when n1 crosses its 3 s timeout (at 4.0 s), n2 and n3 have been silent
+        // over 1.5 s too, so the first one marked down is already judged a disruption.
+        #expect(liveness.changes(for: nodes, at: Self.seconds(4.01)).map(\.node) == [nodes[0].id])
+        #expect(liveness.disrupted(nodes, at: Self.seconds(4.01)))
+        // Only n1 silent while the others talk: an ordinary node failure.
+        for node in nodes.dropFirst() { liveness.heartbeat(from: node.id, at: Self.seconds(4.5)) }
+        #expect(!liveness.disrupted(nodes, at: Self.seconds(5)))
+        // Two nodes: one silent is half, below the 55 % share.
+        #expect(!liveness.disrupted(Array(nodes.prefix(2)), at: Self.seconds(5)))
+        // A follower judges nothing.
+        liveness.lostLeadership()
+        #expect(!liveness.disrupted(nodes, at: Self.seconds(20)))
+    }
+
     @Test("a new leader gives every node a full grace period instead of declaring them all down")
     func newLeaderGrace() {
         var liveness = NodeLiveness(heartbeatPeriod: .seconds(1))

@@ -234,6 +234,21 @@ struct ReconcilerTests {
         #expect(live.allSatisfy { $0.nodeID == "n2" }, "n1's tasks are replaced on n2 once n2 is back")
     }
 
+    @Test("in a disruption (most nodes silent at once) a node marked down keeps its tasks")
+    func disruptedKeepsTasks() {
+        var cluster = SimulatedCluster(seed: 5)
+        for id in ["n1", "n2", "n3"] { cluster.addNode(id) }
+        cluster.createService("web", replicas: 3)
+        cluster.converge()
+        let before = cluster.live("web").map(\.id).sorted()
+        cluster.setNode("n1", status: .down)
+        cluster.now += 100
+        let plan = cluster.reconciler.plan(for: cluster.state, nowMs: cluster.now, disrupted: true)
+        #expect(plan.writes.isEmpty, "nothing orphaned or placed: \(plan.writes.map(\.id))")
+        let ordinary = cluster.reconciler.plan(for: cluster.state, nowMs: cluster.now, disrupted: false)
+        #expect(ordinary.writes.contains { before.contains($0.id) && $0.state == .orphaned }, "without the disruption n1's task is orphaned")
+    }
+
     @Test("drain moves tasks away; pause keeps them but takes no new ones; activate takes tasks again")
     func drainAndPause() {
         var cluster = SimulatedCluster(seed: 3)
