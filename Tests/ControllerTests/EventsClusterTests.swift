@@ -2,10 +2,11 @@ import Foundation
 import TestSupport
 import Testing
 
-/// `flotilla events --follow` in a cluster of real processes (hosts as network namespaces, see NetnsLab).
+/// `flotilla events --follow` and every process's /metrics in a cluster of real processes (hosts as network
+/// namespaces, see NetnsLab).
 @Suite("Cluster events across hosts (network namespaces)", .serialized)
 struct EventsClusterTests {
-    @Test("events --follow shows a node lost and its task rescheduled on another node", .enabled(if: NetnsLab.available))
+    @Test("every process's /metrics parses; events --follow shows a node lost and its task rescheduled on another node", .enabled(if: NetnsLab.available))
     func nodeLossAndRescheduling() async throws {
         try await NetnsLab.run { lab, cluster in
             try OCIServiceTests.makeBusyboxLayout(lab.work.path + "/image")
@@ -15,6 +16,7 @@ struct EventsClusterTests {
             let placed = try #require(try await lab.runningTasks("web", count: 2))
             try #require(Set(placed.map(\.node)).count == 2, "one replica per host: \(placed)")
             let lost = try #require(placed.first { $0.node == "n3" })
+            try await Self.scrapeEveryProcess(lab)
 
             let follow = try ChildProcess("/usr/sbin/ip", [
                 "netns", "exec", lab.host(1), try FlotillaBinaries.path("flotilla"), "--controller", "\(lab.address(1)):7400",
@@ -49,6 +51,24 @@ struct EventsClusterTests {
             #expect(ids == Array(ids.sorted()) && Set(ids).count == ids.count, "ids ascend: \(ids)")
             _ = try await lab.flotilla(["service", "rm", "web"])
             _ = cluster
+        }
+    }
+
+    /// `GET /metrics` of every process of the lab, from inside its host (each serves on its loopback: the
+    /// controller on 9464, agents on 9465), parsed strictly as Prometheus text.
+    static func scrapeEveryProcess(_ lab: NetnsLab) async throws {
+        for host in 1...lab.hosts {
+            let controller = host <= lab.controllers
+            let url = "http://127.0.0.1:\(controller ? 9464 : 9465)/metrics"
+            let text = try #require(await NetnsLab.fetch(url, in: lab.host(host)), "host \(host) serves \(url)")
+            let parsed = try PrometheusExposition(parsing: text + "\n")
+            if controller {
+                #expect(parsed.value("flotilla_raft_is_leader") == 1, "host \(host): the controller leads")
+                #expect(parsed.families["flotilla_tasks"]?.type == "gauge")
+            } else {
+                #expect((parsed.value("flotilla_container_starts_total") ?? 0) >= 1, "host \(host): the agent started its replica")
+                #expect(parsed.families["flotilla_lb_requests_total"]?.type == "counter", "host \(host): the balancer's families")
+            }
         }
     }
 
