@@ -49,6 +49,8 @@ struct ServiceCommand: AsyncParsableCommand {
         @Option(name: .customLong("lb-max-conns"), help: "Connections (http: requests) at once to one backend from one node (0: no limit).") var lbMaxConnections: UInt32?
         @Option(name: .customLong("lb-slow-start"), help: "A new backend's share grows to full over this long (e.g. 30s; 0s: at once).") var lbSlowStart: String?
         @Flag(name: .customLong("lb-prefer-local"), inversion: .prefixedNo, help: "Send to backends on the receiving node while any can take the connection.") var lbPreferLocal: Bool?
+        @Option(name: .customLong("lb-hold-timeout"), help: "Scaled to zero (autoscale min=0): how long a balancer holds a connection while a replica starts (default 30s).") var lbHoldTimeout: String?
+        @Option(name: .customLong("lb-hold-queue"), help: "Scaled to zero: connections one node holds per port at most (default 1024); more are refused.") var lbHoldQueue: UInt32?
         @Option(name: .customLong("health-cmd"), help: "A health check command (run in the task).") var healthCommand: String?
         @Option(name: .customLong("health-http"), help: "A health check HTTP path on the first port.") var healthHTTP: String?
         @Option(name: .customLong("health-interval"), help: "Between health checks (e.g. 5s).") var healthInterval: String?
@@ -121,6 +123,8 @@ struct ServiceCommand: AsyncParsableCommand {
             if let lbMaxConnections { spec.loadBalancer.backendMaxConnections = lbMaxConnections }
             if let lbSlowStart { spec.loadBalancer.slowStartMs = try Self.milliseconds(lbSlowStart, flag: "--lb-slow-start") }
             if let lbPreferLocal { spec.loadBalancer.preferLocal = lbPreferLocal }
+            if let lbHoldTimeout { spec.loadBalancer.holdTimeoutMs = try Self.milliseconds(lbHoldTimeout, flag: "--lb-hold-timeout") }
+            if let lbHoldQueue { spec.loadBalancer.holdQueueLimit = lbHoldQueue }
             if let healthCommand { spec.healthCheck.command = ["/bin/sh", "-c", healthCommand] }
             if let healthHTTP { spec.healthCheck.httpPath = healthHTTP }
             if let healthInterval { spec.healthCheck.intervalMs = try Self.milliseconds(healthInterval, flag: "--health-interval") }

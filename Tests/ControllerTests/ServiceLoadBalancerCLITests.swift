@@ -15,7 +15,8 @@ struct ServiceLoadBalancerCLITests {
                 "service", "create", "web", "--driver", "process", "--command", "sleep 600", "--replicas", "0", "--publish", "8080:80",
                 "--lb-mode", "http", "--lb-policy", "least-connections", "--lb-retries", "0", "--lb-connect-timeout", "2s",
                 "--lb-idle-timeout", "90s", "--lb-request-timeout", "15s", "--drain-timeout", "20s", "--proxy-protocol",
-                "--lb-max-conns", "50", "--lb-slow-start", "10s", "--lb-prefer-local", "--detach"])
+                "--lb-max-conns", "50", "--lb-slow-start", "10s", "--lb-prefer-local", "--lb-hold-timeout", "5s",
+                "--lb-hold-queue", "10", "--detach"])
             #expect(created.status == 0, "\(created.stderr)")
             let inspected = try Self.json(try await flotilla(["service", "inspect", "web"]).stdout)
             let spec = try #require(inspected["spec"] as? [String: Any])
@@ -32,6 +33,8 @@ struct ServiceLoadBalancerCLITests {
             #expect(balancer["backend_max_connections"] as? Int == 50)
             #expect(balancer["slow_start_ms"] as? Int == 10_000)
             #expect(balancer["prefer_local"] as? Bool == true)
+            #expect(balancer["hold_timeout_ms"] as? Int == 5_000)
+            #expect(balancer["hold_queue_limit"] as? Int == 10)
 
             // Only the flags given change.
             let updated = try await flotilla(["service", "update", "web", "--no-proxy-protocol", "--lb-retries", "3", "--detach"])
