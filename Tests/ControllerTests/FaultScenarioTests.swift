@@ -184,6 +184,38 @@ struct FaultScenarioTests {
         }
     }
 
+    @Test("the checker catches a deliberate bug: reads answered from a follower cut off from the others (var get --stale) are not linearizable",
+          .enabled(if: NetnsLab.available), .timeLimit(.minutes(5)))
+    func staleFollowerReadsAreCaught() async throws {
+        // Three controllers and one agent (the lab needs one); no service.
+        try await NetnsLab.run(hosts: 4, controllers: 3, attachRoot: true) { lab, _ in
+            let admin = try Credentials.load(from: lab.credentials)
+            let probe = Probe(lab: lab, credentials: admin)
+            let leader = try await probe.leaderHost()
+            let follower = try #require(Self.controllerHosts.first { $0 != leader })
+            let others = Self.controllerHosts.filter { $0 != follower }
+            // The bug: every plain read goes to the follower and is answered from its own state, as if it served
+            // `var get` without ReadIndex. Writes and compare-and-sets go through the leader as usual.
+            let workload = try await VarWorkload.start(
+                addresses: others.map { "\(lab.address($0)):7400" }, credentials: admin, clients: 3,
+                maxOperations: 1_000, maxDuration: .seconds(60), staleReadsFrom: "\(lab.address(follower)):7400")
+            try await Task.sleep(for: .seconds(2))
+            // The follower falls behind: its links to the other controllers are cut both ways (the test process
+            // still reaches it), and the others go on committing writes.
+            for other in others {
+                try await lab.cutLink(from: follower, to: other)
+                try await lab.cutLink(from: other, to: follower)
+            }
+            try await Task.sleep(for: .seconds(5))
+            for host in Self.controllerHosts { try await lab.healLinks(from: host) }
+            try await Task.sleep(for: .seconds(2))
+            let outcome = await workload.stop()
+            let (verdicts, operations) = outcome.check()
+            print("stale follower reads: \(operations) operations:", verdicts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" })
+            #expect(verdicts.values.contains { !$0.isLinearizable }, "the checker refuses the stale reads' history")
+        }
+    }
+
     /// Asks the controllers (from the test process, through the switch) who leads.
     struct Probe {
         let lab: NetnsLab

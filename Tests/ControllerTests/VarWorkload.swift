@@ -27,27 +27,37 @@ final class VarWorkload: Sendable {
     private let origin = ContinuousClock.now
 
     let keys: [String]
+    /// Reads answered from the connected controller's own state (`var get --stale`), not through the leader:
+    /// the deliberate bug the checker must catch.
+    let staleReads: Bool
 
-    private init(keys: [String]) { self.keys = keys }
+    private init(keys: [String], staleReads: Bool) {
+        self.keys = keys
+        self.staleReads = staleReads
+    }
 
     /// Starts `clients` clients, each on a connection of its own to `addresses`, for at most `maxOperations` each
-    /// and `maxDuration`.
+    /// and `maxDuration`. With `staleReadsFrom`, plain reads go to that controller alone and are answered from its
+    /// own state (a test of the checker: such reads are not linearizable when it falls behind).
     static func start(
         addresses: [String], credentials: Credentials, clients: Int = 3, keys: [String] = ["k0", "k1", "k2"],
-        maxOperations: Int = 2_000, maxDuration: Duration = .seconds(300)
+        maxOperations: Int = 2_000, maxDuration: Duration = .seconds(300), staleReadsFrom: String? = nil
     ) async throws -> VarWorkload {
-        let workload = VarWorkload(keys: keys)
+        let workload = VarWorkload(keys: keys, staleReads: staleReadsFrom != nil)
         let deadline = ContinuousClock.now + maxDuration
         var started: [Task<Void, Never>] = []
         for client in 0..<clients {
             let connection = try await AdminClient.connect(to: addresses, credentials: credentials)
+            var reader = connection
+            if let staleReadsFrom { reader = try await AdminClient.connect(to: [staleReadsFrom], credentials: credentials) }
+            let readerConnection = reader
             started.append(Task {
                 var random = SystemRandomNumberGenerator()
                 var count = 0
                 while count < maxOperations, ContinuousClock.now < deadline, !workload.stopped.withLock({ $0 }) {
                     let key = keys[Int(random.next() % UInt64(keys.count))]
                     switch random.next() % 3 {
-                    case 0: await workload.read(key, client: client, connection)
+                    case 0: await workload.read(key, client: client, readerConnection, stale: workload.staleReads)
                     case 1: await workload.write(key, value: "c\(client)-\(count)", client: client, connection)
                     default: await workload.compareAndSet(key, value: "c\(client)-\(count)", client: client, connection)
                     }
@@ -55,6 +65,7 @@ final class VarWorkload: Sendable {
                     try? await Task.sleep(for: .milliseconds(5))
                 }
                 await connection.close()
+                if readerConnection !== connection { await readerConnection.close() }
             })
         }
         workload.tasks.withLock { $0 = started }
@@ -87,10 +98,10 @@ final class VarWorkload: Sendable {
 
     /// A linearizable read; the value and its modify index (0 when absent), or nil when the read failed.
     @discardableResult
-    private func read(_ key: String, client: Int, _ connection: AdminClient) async -> (value: String?, index: UInt64)? {
+    private func read(_ key: String, client: Int, _ connection: AdminClient, stale: Bool = false) async -> (value: String?, index: UInt64)? {
         let call = now
         do {
-            let variable = try await connection.varGet(key: key, timeout: .seconds(5))
+            let variable = try await connection.varGet(key: key, stale: stale, timeout: .seconds(5))
             let value = String(decoding: variable.value, as: UTF8.self)
             record(key, Op(client: client, call: call, returned: now, input: .read, output: .value(value)))
             return (value, variable.modifyIndex)
