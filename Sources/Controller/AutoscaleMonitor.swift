@@ -3,10 +3,6 @@ import Messages
 import Orchestrator
 import Synchronization
 
-extension UInt64 {
-    fileprivate func saturatingSubtract(_ other: UInt64) -> UInt64 { self >= other ? self - other : 0 }
-}
-
 /// The leader's soft state for the autoscaler: every node's load-balancer reports (traffic per service) and task
 /// usage reports (CPU and memory per task), over a sliding window. Not in Raft: cleared when leadership is lost,
 /// and a new leader rebuilds it from the agents' next reports. The math is `ServiceTraffic`'s and
@@ -58,7 +54,7 @@ final class AutoscaleMonitor: Sendable {
     func waking(_ id: String, at now: UInt64) -> String? {
         reports.withLock { reports in
             guard let wake = reports.wakes[id] else { return nil }
-            guard now.saturatingSubtract(wake.atMillis) <= Self.wakeLifetimeMillis else {
+            guard now - min(now, wake.atMillis) <= Self.wakeLifetimeMillis else {
                 reports.wakes[id] = nil
                 return nil
             }
